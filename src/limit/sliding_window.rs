@@ -1,0 +1,7 @@
+//! TODO: being written.
+use super::{CounterState, Evaluation, Limit, Nanos};
+
+/// Evaluates hits against a sliding_window limit.
+pub fn evaluate(_limit: &Limit, _state: Option<CounterState>, _now: Nanos, _hits: u64) -> Evaluation {
+    todo!()
+}

@@ -1,0 +1,50 @@
+//! The generated protobuf modules for Envoy's RLS v3 API.
+//!
+//! Package paths mirror the protobuf packages, so generated code that refers
+//! to `super::super::...` resolves exactly as in Envoy's API tree.
+
+#![allow(clippy::all, missing_docs, rustdoc::all)]
+
+pub mod envoy {
+    pub mod service {
+        pub mod ratelimit {
+            pub mod v3 {
+                tonic::include_proto!("envoy.service.ratelimit.v3");
+            }
+        }
+    }
+    pub mod extensions {
+        pub mod common {
+            pub mod ratelimit {
+                pub mod v3 {
+                    tonic::include_proto!("envoy.extensions.common.ratelimit.v3");
+                }
+            }
+        }
+    }
+    pub mod r#type {
+        pub mod v3 {
+            tonic::include_proto!("envoy.r#type.v3");
+        }
+    }
+    pub mod config {
+        pub mod core {
+            pub mod v3 {
+                tonic::include_proto!("envoy.config.core.v3");
+            }
+        }
+    }
+}
+
+/// The encoded `FileDescriptorSet` of the RLS protos, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("rls_descriptor");
+
+pub use envoy::extensions::common::ratelimit::v3::{
+    RateLimitDescriptor, rate_limit_descriptor::Entry, rate_limit_descriptor::RateLimitOverride,
+};
+pub use envoy::service::ratelimit::v3::{
+    RateLimitRequest, RateLimitResponse,
+    rate_limit_response::{Code, DescriptorStatus, RateLimit, rate_limit::Unit as ResponseUnit},
+    rate_limit_service_client::RateLimitServiceClient,
+    rate_limit_service_server::{RateLimitService, RateLimitServiceServer},
+};

@@ -1,0 +1,147 @@
+//! The compiled, immutable rule tree and descriptor matching.
+//!
+//! [`crate::config`] turns YAML into a [`RuleSet`]; the service asks it, per
+//! request descriptor, which [`Rule`] applies. Matching follows the reference
+//! server exactly: at each level an exact `key`+`value` beats a wildcard
+//! value, which beats a key-only default; a rule applies only at the depth of
+//! the descriptor's last entry.
+
+mod matcher;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::limit::Limit;
+
+pub use matcher::WildcardPattern;
+
+/// Something with a descriptor entry's key and value (a protobuf entry, a pair
+/// of strings in tests).
+pub trait EntryLike {
+    /// The entry's key.
+    fn key(&self) -> &str;
+    /// The entry's value.
+    fn value(&self) -> &str;
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> EntryLike for (K, V) {
+    fn key(&self) -> &str {
+        self.0.as_ref()
+    }
+    fn value(&self) -> &str {
+        self.1.as_ref()
+    }
+}
+
+/// All loaded domains.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub(crate) domains: HashMap<String, Domain>,
+}
+
+/// One domain's descriptor tree.
+#[derive(Debug, Default)]
+pub struct Domain {
+    /// The domain's name.
+    pub name: String,
+    /// The top level of descriptors.
+    pub(crate) root: Level,
+}
+
+/// The descriptors at one depth, by key.
+#[derive(Debug, Default)]
+pub(crate) struct Level {
+    pub(crate) keys: HashMap<String, KeyNode>,
+}
+
+/// The descriptors of one key at one depth.
+#[derive(Debug, Default)]
+pub(crate) struct KeyNode {
+    /// `key` + exact `value`.
+    pub(crate) exact: HashMap<String, Node>,
+    /// `key` + a `value` containing `*`, in config order.
+    pub(crate) wildcards: Vec<(WildcardPattern, Node)>,
+    /// `key` with no `value`: matches any value, each value counted separately.
+    pub(crate) default: Option<Node>,
+}
+
+/// One descriptor of the config: an optional rule and the level below it.
+#[derive(Debug, Default)]
+pub(crate) struct Node {
+    pub(crate) rule: Option<Arc<Rule>>,
+    pub(crate) children: Level,
+}
+
+/// One configured rule: what applies when a request descriptor ends here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// A stable, unique id within its rule set, e.g. `domain.key_value.key`
+    /// as the reference names its stats (`key_value` for exact and wildcard
+    /// matches, `key` for key-only defaults). Bounded by the number of rules,
+    /// so it is safe as a metric label.
+    pub id: Arc<str>,
+    /// The limits; empty when `unlimited`. One for a reference `rate_limit`.
+    pub limits: Vec<RuleLimit>,
+    /// `unlimited: true`: always OK, nothing counted.
+    pub unlimited: bool,
+    /// Report OK but still count.
+    pub shadow_mode: bool,
+    /// An over-limit quota-mode descriptor does not deny by itself.
+    pub quota_mode: bool,
+    /// Names of rules this rule replaces when both match one request.
+    pub replaces: Vec<String>,
+    /// The limits were written as one reference `rate_limit` (fixed window):
+    /// over-limit hits are counted, as the reference does.
+    pub reference_form: bool,
+}
+
+/// One limit of a rule, with its name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleLimit {
+    /// The `name` given in the config, if any (used by `replaces` and reports).
+    pub name: Option<Arc<str>>,
+    /// The limit.
+    pub limit: Limit,
+}
+
+/// The rule that applies to one request descriptor.
+#[derive(Debug, Clone)]
+pub struct Matched<'a> {
+    /// The rule.
+    pub rule: &'a Arc<Rule>,
+    /// Entries (by index in the request descriptor) whose value is replaced
+    /// by the matched wildcard pattern in the counter key, because the
+    /// wildcard has `share_threshold: true`. Empty in the common case.
+    pub shared: Vec<(usize, &'a str)>,
+}
+
+impl RuleSet {
+    /// A rule set with no domains: every request is OK with no limit.
+    pub fn empty() -> RuleSet {
+        RuleSet::default()
+    }
+
+    /// The domain named `name`.
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains.get(name)
+    }
+
+    /// Every domain, in no particular order.
+    pub fn domains(&self) -> impl Iterator<Item = &Domain> {
+        self.domains.values()
+    }
+
+    /// The rule for a request descriptor of `domain`, if any.
+    pub fn lookup<'a, E: EntryLike>(&'a self, domain: &str, entries: &[E]) -> Option<Matched<'a>> {
+        self.domains.get(domain)?.lookup(entries)
+    }
+}
+
+impl Domain {
+    /// The rule for a request descriptor, if any: walks the tree one entry per
+    /// level, preferring exact value, then wildcard, then key-only default,
+    /// and returns the rule of the node reached by the last entry.
+    pub fn lookup<'a, E: EntryLike>(&'a self, entries: &[E]) -> Option<Matched<'a>> {
+        matcher::lookup(&self.root, entries)
+    }
+}

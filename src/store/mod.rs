@@ -1,0 +1,70 @@
+//! Where counter state lives.
+//!
+//! A [`CounterStore`] applies a request's [`Check`]s atomically: it reads each
+//! key's [`CounterState`], evaluates the pure algorithm of [`crate::limit`],
+//! and commits the new states by the all-or-nothing rule described on
+//! [`CounterStore::apply`]. The memory store ([`memory::MemoryStore`], moka)
+//! is the default; the Redis store implements the same contract with Lua.
+
+pub mod memory;
+
+use std::future::Future;
+
+use crate::limit::{Limit, Nanos, Outcome};
+
+/// One limit to check for one request descriptor.
+#[derive(Clone, Debug)]
+pub struct Check {
+    /// The counter's key: domain, descriptor entries and the limit's identity.
+    pub key: Box<[u8]>,
+    /// The limit to evaluate.
+    pub limit: Limit,
+    /// Hits to add; 0 checks without counting.
+    pub hits: u64,
+    /// Checks with the same group are all-or-nothing (see [`CounterStore::apply`]).
+    pub group: u32,
+    /// Count these hits even when the group is denied, as the reference server
+    /// does for its single fixed-window limits. Only meaningful for
+    /// [`crate::limit::Algorithm::FixedWindow`]; ignored for the others.
+    pub count_when_denied: bool,
+}
+
+/// A store that could not answer (unreachable, timed out, ...).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer in time.
+    #[error("counter store timed out")]
+    Timeout,
+    /// The store is unreachable or answered with an error.
+    #[error("counter store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Counter storage shared by every request.
+pub trait CounterStore: Send + Sync + 'static {
+    /// Evaluates every check at `now` and commits hits, atomically with
+    /// respect to concurrent calls touching the same keys.
+    ///
+    /// For each group (checks with equal `group`), the group is *admitted*
+    /// when every check in it admits its hits. If admitted, every check's hits
+    /// are committed; if not, only the hits of checks with
+    /// `count_when_denied` (fixed windows) are committed, and every other key
+    /// is left exactly as it was. Duplicate keys within one call are evaluated
+    /// in order, each seeing the previous one's committed hits.
+    ///
+    /// `out` is cleared and receives one [`Outcome`] per check, in order.
+    fn apply<'a>(
+        &'a self,
+        checks: &'a [Check],
+        now: Nanos,
+        out: &'a mut Vec<Outcome>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
+
+    /// Counters currently held (approximate for caches that evict lazily).
+    fn len(&self) -> u64;
+
+    /// Whether no counters are held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
