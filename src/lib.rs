@@ -1,5 +1,35 @@
+//! floodgate: a rate-limit decision service.
+//!
+//! Envoy, Istio or any gRPC client asks `ShouldRateLimit`; floodgate matches
+//! the request's descriptors against YAML rules (the reference server's
+//! format, plus extensions), counts hits and answers OK or OVER_LIMIT.
+//!
+//! # Layout
+//!
+//! Data flows one way, from the wire to the counters and back; each module
+//! imports only the ones listed below it.
+//!
+//! - `main.rs`, [`cli`]: the command line (`serve`, `check`) and environment.
+//! - [`server`]: transports: tonic gRPC (RLS v3, health, reflection) and HTTP
+//!   (`/json`, `/healthcheck`); start and graceful shutdown.
+//! - [`respond`]: the protobuf response built from a decision.
+//! - [`service`]: the one decision path: validate, match, apply limits.
+//! - [`config`]: YAML files to a validated [`rules::RuleSet`], errors with
+//!   file, line and reason.
+//! - [`rules`]: the compiled rule tree and descriptor matching.
+//! - [`store`]: where counters live: the [`store::CounterStore`] trait and the
+//!   in-process moka store.
+//! - [`limit`]: the algorithms as pure functions of (limit, state, now, hits).
+//! - [`clock`]: where "now" comes from.
+//! - [`proto`]: the generated Envoy RLS v3 protobuf modules.
+
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod limit;
 pub mod proto;
+pub mod respond;
 pub mod rules;
+pub mod server;
+pub mod service;
 pub mod store;

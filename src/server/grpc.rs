@@ -1,0 +1,44 @@
+//! The gRPC transport: Envoy's `RateLimitService/ShouldRateLimit`.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::proto::{RateLimitRequest, RateLimitResponse, RateLimitService};
+use crate::respond;
+use crate::service::{DecideError, RateLimiter};
+use crate::store::CounterStore;
+
+/// Adapts the [`RateLimiter`] to tonic's generated service trait.
+pub struct GrpcService<S> {
+    limiter: Arc<RateLimiter<S>>,
+}
+
+impl<S> GrpcService<S> {
+    /// Serves decisions from `limiter`.
+    pub fn new(limiter: Arc<RateLimiter<S>>) -> GrpcService<S> {
+        GrpcService { limiter }
+    }
+}
+
+/// The gRPC status for a request that could not be decided.
+pub fn status_of(error: &DecideError) -> Status {
+    match error {
+        DecideError::InvalidRequest(message) => Status::invalid_argument(message.clone()),
+        DecideError::Store(e) => Status::unavailable(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl<S: CounterStore> RateLimitService for GrpcService<S> {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        let request = request.into_inner();
+        match self.limiter.decide(&request).await {
+            Ok(decision) => Ok(Response::new(respond::to_response(&decision))),
+            Err(error) => Err(status_of(&error)),
+        }
+    }
+}

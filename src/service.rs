@@ -1,0 +1,462 @@
+//! The one decision path: validate a request, match its descriptors to rules,
+//! apply the limits through the counter store, and say what happened.
+//!
+//! gRPC and the HTTP JSON endpoint both call [`RateLimiter::decide`]; turning
+//! a [`Decision`] into a protobuf response is [`crate::respond`]'s job.
+//!
+//! The semantics are the reference server's (envoyproxy/ratelimit):
+//! - a request's `hits_addend` of 0 means 1; a descriptor's own `hits_addend`
+//!   overrides it, and 0 there checks without counting;
+//! - a descriptor's `limit` override replaces the configured limit;
+//! - `replaces` drops the named limits of other descriptors of the request;
+//! - `unlimited` rules and unmatched descriptors are OK with nothing counted;
+//! - shadow mode (per rule, or global) reports OK but still counts;
+//! - quota-mode descriptors deny the request only when all of them are over.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::clock::Clock;
+use crate::limit::{Algorithm, Limit, Nanos, Outcome, Unit};
+use crate::proto::{RateLimitDescriptor, RateLimitRequest};
+use crate::rules::{EntryLike, Rule, RuleLimit, RuleSet};
+use crate::store::{Check, CounterStore, StoreError};
+
+/// Behaviour switches of the decision path (the reference's environment
+/// variables of the same meaning).
+#[derive(Clone, Debug, Default)]
+pub struct ServiceOptions {
+    /// `SHADOW_MODE=true`: every rule reports OK but still counts.
+    pub shadow_mode: bool,
+    /// `STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT=true`: a request denied by any
+    /// descriptor consumes nothing from any counter.
+    pub stop_increment_when_over_limit: bool,
+}
+
+/// Why a request could not be decided.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    /// The request is malformed; the message names the problem.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// The counter store could not answer.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The answer for one request descriptor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DescriptorDecision {
+    /// The descriptor is over its limit (and not in shadow mode).
+    pub over_limit: bool,
+    /// The most restrictive limit that applied, if any.
+    pub limit: Option<RuleLimit>,
+    /// Requests of size one still admissible under that limit.
+    pub remaining: u64,
+    /// Time until the limit resets (OK) or until the request could be
+    /// admitted (over limit); `None` when no limit applied.
+    pub reset_after: Option<Nanos>,
+    /// The rule that matched, if any (also set for unlimited rules).
+    pub rule: Option<Arc<Rule>>,
+    /// The limit was over but shadow mode reported OK.
+    pub shadowed: bool,
+    /// Usage after this request under the reported limit.
+    pub used: u64,
+}
+
+/// The answer for one request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The request must be denied.
+    pub over_limit: bool,
+    /// One entry per request descriptor, in order.
+    pub descriptors: Vec<DescriptorDecision>,
+}
+
+/// The rate limiter: current rules, a counter store and a clock.
+pub struct RateLimiter<S> {
+    rules: ArcSwap<RuleSet>,
+    store: S,
+    clock: Arc<dyn Clock>,
+    options: ServiceOptions,
+}
+
+/// Per descriptor: the rule and its limits that survived `replaces`.
+struct Plan {
+    rule: Option<Arc<Rule>>,
+    /// The limits to check, with their index into `checks`.
+    limits: Vec<(RuleLimit, usize)>,
+}
+
+impl<S: CounterStore> RateLimiter<S> {
+    /// A limiter serving `rules` with counters in `store`.
+    pub fn new(
+        rules: RuleSet,
+        store: S,
+        clock: Arc<dyn Clock>,
+        options: ServiceOptions,
+    ) -> RateLimiter<S> {
+        RateLimiter {
+            rules: ArcSwap::from_pointee(rules),
+            store,
+            clock,
+            options,
+        }
+    }
+
+    /// The rules in force now.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.load_full()
+    }
+
+    /// Swaps in a new rule set atomically: each request sees either the old
+    /// or the new rules, never a mix.
+    pub fn replace_rules(&self, rules: RuleSet) {
+        self.rules.store(Arc::new(rules));
+    }
+
+    /// The counter store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Decides one request.
+    pub async fn decide(&self, request: &RateLimitRequest) -> Result<Decision, DecideError> {
+        validate(request)?;
+        let rules = self.rules.load();
+        let domain = request.domain.as_str();
+        let request_hits = match request.hits_addend {
+            0 => 1,
+            n => u64::from(n),
+        };
+
+        // Match every descriptor first: `replaces` works across descriptors.
+        let mut matched: Vec<Option<(Arc<Rule>, Vec<(usize, String)>)>> =
+            Vec::with_capacity(request.descriptors.len());
+        for descriptor in &request.descriptors {
+            matched.push(match_descriptor(&rules, domain, descriptor));
+        }
+        let replaced: HashSet<&str> = matched
+            .iter()
+            .flatten()
+            .flat_map(|(rule, _)| rule.replaces.iter().map(String::as_str))
+            .collect();
+
+        let mut checks = Vec::new();
+        let mut plans = Vec::with_capacity(request.descriptors.len());
+        for (index, (descriptor, found)) in request.descriptors.iter().zip(&matched).enumerate() {
+            let Some((rule, shared)) = found else {
+                plans.push(Plan {
+                    rule: None,
+                    limits: Vec::new(),
+                });
+                continue;
+            };
+            let hits = descriptor.hits_addend.unwrap_or(request_hits);
+            let group = if self.options.stop_increment_when_over_limit {
+                0
+            } else {
+                u32::try_from(index).unwrap_or(u32::MAX)
+            };
+            let multi = rule.limits.len() > 1;
+            let mut limits = Vec::with_capacity(rule.limits.len());
+            for (slot, rule_limit) in rule.limits.iter().enumerate() {
+                let is_replaced = rule_limit
+                    .name
+                    .as_deref()
+                    .is_some_and(|name| replaced.contains(name));
+                if is_replaced || rule.unlimited {
+                    continue;
+                }
+                limits.push((rule_limit.clone(), checks.len()));
+                checks.push(Check {
+                    key: counter_key(domain, &descriptor.entries, shared, &rule_limit.limit, slot, multi),
+                    limit: rule_limit.limit,
+                    hits,
+                    group,
+                    count_when_denied: rule.reference_form
+                        && !self.options.stop_increment_when_over_limit,
+                });
+            }
+            plans.push(Plan {
+                rule: Some(Arc::clone(rule)),
+                limits,
+            });
+        }
+
+        let mut outcomes = Vec::with_capacity(checks.len());
+        if !checks.is_empty() {
+            self.store
+                .apply(&checks, self.clock.now(), &mut outcomes)
+                .await?;
+        }
+        Ok(self.combine(plans, &outcomes))
+    }
+
+    /// Turns per-limit outcomes into per-descriptor and overall answers.
+    fn combine(&self, plans: Vec<Plan>, outcomes: &[Outcome]) -> Decision {
+        let mut descriptors = Vec::with_capacity(plans.len());
+        let mut any_over = false;
+        let mut quota_total = 0usize;
+        let mut quota_over = 0usize;
+        for plan in plans {
+            let Some(rule) = plan.rule else {
+                descriptors.push(DescriptorDecision {
+                    over_limit: false,
+                    limit: None,
+                    remaining: 0,
+                    reset_after: None,
+                    rule: None,
+                    shadowed: false,
+                    used: 0,
+                });
+                continue;
+            };
+            // The most restrictive limit: a denying one that frees up last,
+            // else the one with the least remaining.
+            let mut chosen: Option<(&RuleLimit, &Outcome)> = None;
+            for (rule_limit, index) in &plan.limits {
+                let Some(outcome) = outcomes.get(*index) else {
+                    continue;
+                };
+                let better = match chosen {
+                    None => true,
+                    Some((_, best)) => more_restrictive(outcome, best),
+                };
+                if better {
+                    chosen = Some((rule_limit, outcome));
+                }
+            }
+            let over = chosen.is_some_and(|(_, outcome)| !outcome.admitted);
+            let shadowed = over && (rule.shadow_mode || self.options.shadow_mode);
+            let over_limit = over && !shadowed;
+            if rule.quota_mode {
+                quota_total += 1;
+                if over_limit {
+                    quota_over += 1;
+                }
+            } else if over_limit {
+                any_over = true;
+            }
+            descriptors.push(DescriptorDecision {
+                over_limit,
+                limit: chosen.map(|(limit, _)| limit.clone()),
+                remaining: chosen.map_or(0, |(_, outcome)| outcome.remaining),
+                reset_after: chosen.map(|(_, outcome)| outcome.reset_after),
+                used: chosen.map_or(0, |(_, outcome)| outcome.used),
+                rule: Some(rule),
+                shadowed,
+            });
+        }
+        let quota_denies = quota_total > 0 && quota_over == quota_total;
+        if !quota_denies {
+            // An over quota-mode descriptor alone does not deny; report it OK.
+            for (decision, rule) in descriptors
+                .iter_mut()
+                .filter_map(|d| d.rule.clone().map(|r| (d, r)))
+            {
+                if rule.quota_mode {
+                    decision.over_limit = false;
+                }
+            }
+        }
+        Decision {
+            over_limit: any_over || quota_denies,
+            descriptors,
+        }
+    }
+}
+
+/// `a` is more restrictive than `b`.
+fn more_restrictive(a: &Outcome, b: &Outcome) -> bool {
+    match (a.admitted, b.admitted) {
+        (false, true) => true,
+        (true, false) => false,
+        (false, false) => a.reset_after > b.reset_after,
+        (true, true) => a.remaining < b.remaining,
+    }
+}
+
+/// Rejects what the reference rejects, and what would make a counter key
+/// ambiguous.
+fn validate(request: &RateLimitRequest) -> Result<(), DecideError> {
+    if request.domain.is_empty() {
+        return Err(DecideError::InvalidRequest(
+            "rate limit domain must not be empty".into(),
+        ));
+    }
+    if request.descriptors.is_empty() {
+        return Err(DecideError::InvalidRequest(
+            "rate limit descriptor list must not be empty".into(),
+        ));
+    }
+    for (index, descriptor) in request.descriptors.iter().enumerate() {
+        if descriptor.entries.is_empty() {
+            return Err(DecideError::InvalidRequest(format!(
+                "descriptor {index} has no entries"
+            )));
+        }
+        if let Some(entry) = descriptor.entries.iter().position(|e| e.key.is_empty()) {
+            return Err(DecideError::InvalidRequest(format!(
+                "descriptor {index} entry {entry} has an empty key"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The rule for one descriptor: the request's override if it has one, else
+/// the configured rule. Returns the rule and the entries whose value the
+/// counter key replaces by a shared wildcard pattern.
+fn match_descriptor(
+    rules: &RuleSet,
+    domain: &str,
+    descriptor: &RateLimitDescriptor,
+) -> Option<(Arc<Rule>, Vec<(usize, String)>)> {
+    let matched = rules.lookup(domain, &descriptor.entries);
+    if let Some(limit) = descriptor.limit.as_ref() {
+        let unit = unit_from_proto(limit.unit)?;
+        let id: Arc<str> = match &matched {
+            Some(m) => Arc::clone(&m.rule.id),
+            None => Arc::from(descriptor_id(domain, &descriptor.entries)),
+        };
+        let rule = Rule {
+            id,
+            limits: vec![RuleLimit {
+                name: None,
+                limit: Limit::fixed(u64::from(limit.requests_per_unit), unit),
+            }],
+            unlimited: false,
+            // An override from Envoy's route config is enforced: the
+            // reference ignores the rule's shadow and quota modes here.
+            shadow_mode: false,
+            quota_mode: false,
+            replaces: Vec::new(),
+            reference_form: true,
+        };
+        return Some((Arc::new(rule), Vec::new()));
+    }
+    let matched = matched?;
+    let shared = matched
+        .shared
+        .iter()
+        .map(|(index, pattern)| (*index, (*pattern).to_owned()))
+        .collect();
+    Some((Arc::clone(matched.rule), shared))
+}
+
+/// `domain.key_value.key2_value2`, the reference's name for a descriptor.
+fn descriptor_id<E: EntryLike>(domain: &str, entries: &[E]) -> String {
+    let mut id = String::from(domain);
+    for entry in entries {
+        id.push('.');
+        id.push_str(entry.key());
+        if !entry.value().is_empty() {
+            id.push('_');
+            id.push_str(entry.value());
+        }
+    }
+    id
+}
+
+/// Maps Envoy's `envoy.type.v3.RateLimitUnit` to a unit; `None` for UNKNOWN.
+pub fn unit_from_proto(unit: i32) -> Option<Unit> {
+    use crate::proto::envoy::r#type::v3::RateLimitUnit as P;
+    match P::try_from(unit).ok()? {
+        P::Unknown => None,
+        P::Second => Some(Unit::Second),
+        P::Minute => Some(Unit::Minute),
+        P::Hour => Some(Unit::Hour),
+        P::Day => Some(Unit::Day),
+        P::Week => Some(Unit::Week),
+        P::Month => Some(Unit::Month),
+        P::Year => Some(Unit::Year),
+    }
+}
+
+/// The counter key of one limit of one descriptor: the domain, each entry's
+/// key and value (or shared pattern), and the limit's identity (algorithm,
+/// window, and its slot when a rule has several limits). Strings are length
+/// prefixed so no two descriptors share a key by accident. Changing a limit's
+/// `requests_per_unit` keeps its key, so a reload keeps its count, as the
+/// reference's keys do.
+fn counter_key<E: EntryLike>(
+    domain: &str,
+    entries: &[E],
+    shared: &[(usize, String)],
+    limit: &Limit,
+    slot: usize,
+    multi: bool,
+) -> Box<[u8]> {
+    fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
+        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(bytes);
+    }
+    let mut size = domain.len() + 24;
+    for entry in entries {
+        size += entry.key().len() + entry.value().len() + 8;
+    }
+    let mut buf = Vec::with_capacity(size);
+    put(&mut buf, domain.as_bytes());
+    for (index, entry) in entries.iter().enumerate() {
+        put(&mut buf, entry.key().as_bytes());
+        let value = shared
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map_or(entry.value(), |(_, pattern)| pattern.as_str());
+        put(&mut buf, value.as_bytes());
+    }
+    buf.push(match limit.algorithm {
+        Algorithm::FixedWindow => b'f',
+        Algorithm::SlidingWindow => b's',
+        Algorithm::TokenBucket => b't',
+    });
+    buf.extend_from_slice(&limit.window().to_le_bytes());
+    if multi {
+        buf.extend_from_slice(&u32::try_from(slot).unwrap_or(u32::MAX).to_le_bytes());
+    }
+    buf.into_boxed_slice()
+}
+
+impl EntryLike for crate::proto::Entry {
+    fn key(&self) -> &str {
+        &self.key
+    }
+    fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_keys_do_not_collide_across_entry_boundaries() {
+        let limit = Limit::fixed(10, Unit::Minute);
+        let a = counter_key("d", &[("ab", "c")], &[], &limit, 0, false);
+        let b = counter_key("d", &[("a", "bc")], &[], &limit, 0, false);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn counter_key_uses_shared_pattern() {
+        let limit = Limit::fixed(10, Unit::Minute);
+        let shared = vec![(0, "foo*".to_owned())];
+        let a = counter_key("d", &[("k", "foo1")], &shared, &limit, 0, false);
+        let b = counter_key("d", &[("k", "foo2")], &shared, &limit, 0, false);
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn counter_key_depends_on_window_not_on_count() {
+        let a = counter_key("d", &[("k", "v")], &[], &Limit::fixed(10, Unit::Minute), 0, false);
+        let b = counter_key("d", &[("k", "v")], &[], &Limit::fixed(99, Unit::Minute), 0, false);
+        let c = counter_key("d", &[("k", "v")], &[], &Limit::fixed(10, Unit::Hour), 0, false);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+}
