@@ -318,9 +318,11 @@ fn match_descriptor(
     let matched = rules.lookup(domain, &descriptor.entries);
     if let Some(limit) = descriptor.limit.as_ref() {
         let unit = unit_from_proto(limit.unit)?;
+        // Without a configured rule the id must not contain request values:
+        // ids label metrics, whose cardinality is bounded by the rules.
         let id: Arc<str> = match &matched {
             Some(m) => Arc::clone(&m.rule.id),
-            None => Arc::from(descriptor_id(domain, &descriptor.entries)),
+            None => Arc::from(format!("{domain}.{OVERRIDE_RULE_ID}")),
         };
         let rule = Rule {
             id,
@@ -347,19 +349,9 @@ fn match_descriptor(
     Some((Arc::clone(matched.rule), shared))
 }
 
-/// `domain.key_value.key2_value2`, the reference's name for a descriptor.
-fn descriptor_id<E: EntryLike>(domain: &str, entries: &[E]) -> String {
-    let mut id = String::from(domain);
-    for entry in entries {
-        id.push('.');
-        id.push_str(entry.key());
-        if !entry.value().is_empty() {
-            id.push('_');
-            id.push_str(entry.value());
-        }
-    }
-    id
-}
+/// The rule id suffix of a request's limit override on a descriptor that
+/// matches no configured rule.
+pub const OVERRIDE_RULE_ID: &str = "(override)";
 
 /// Maps Envoy's `envoy.type.v3.RateLimitUnit` to a unit; `None` for UNKNOWN.
 pub fn unit_from_proto(unit: i32) -> Option<Unit> {
