@@ -10,8 +10,14 @@
 //! - a descriptor's `limit` override replaces the configured limit;
 //! - `replaces` drops the named limits of other descriptors of the request;
 //! - `unlimited` rules and unmatched descriptors are OK with nothing counted;
-//! - shadow mode (per rule, or global) reports OK but still counts;
+//! - a rule's shadow mode reports its descriptor OK but still counts; global
+//!   shadow mode makes only the overall code OK;
 //! - quota-mode descriptors deny the request only when all of them are over.
+//!
+//! Where floodgate differs on purpose: an entry with an empty key and a limit
+//! override with unit UNKNOWN are `INVALID_ARGUMENT` (the reference matches
+//! nothing, or panics), and malformed requests get `INVALID_ARGUMENT` where the
+//! reference answers `UNKNOWN`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,7 +34,8 @@ use crate::store::{Check, CounterStore, StoreError};
 /// variables of the same meaning).
 #[derive(Clone, Debug, Default)]
 pub struct ServiceOptions {
-    /// `SHADOW_MODE=true`: every rule reports OK but still counts.
+    /// `SHADOW_MODE=true`: the overall code is OK even when a descriptor is
+    /// over (its status still says OVER_LIMIT); counting goes on.
     pub shadow_mode: bool,
     /// `STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT=true`: a request denied by any
     /// descriptor consumes nothing from any counter.
@@ -60,7 +67,7 @@ pub struct DescriptorDecision {
     pub reset_after: Option<Nanos>,
     /// The rule that matched, if any (also set for unlimited rules).
     pub rule: Option<Arc<Rule>>,
-    /// The limit was over but shadow mode reported OK.
+    /// The limit was over but the rule's shadow mode reported OK.
     pub shadowed: bool,
     /// Usage after this request under the reported limit.
     pub used: u64,
@@ -71,6 +78,8 @@ pub struct DescriptorDecision {
 pub struct Decision {
     /// The request must be denied.
     pub over_limit: bool,
+    /// The request would have been denied, but global shadow mode is on.
+    pub global_shadowed: bool,
     /// One entry per request descriptor, in order.
     pub descriptors: Vec<DescriptorDecision>,
 }
@@ -230,13 +239,13 @@ impl<S: CounterStore> RateLimiter<S> {
                 }
             }
             let over = chosen.is_some_and(|(_, outcome)| !outcome.admitted);
-            let shadowed = over && (rule.shadow_mode || self.options.shadow_mode);
+            // Per-rule shadow mode rewrites the status to OK (remaining 0,
+            // limit kept), as the reference does.
+            let shadowed = over && rule.shadow_mode;
             let over_limit = over && !shadowed;
             if rule.quota_mode {
                 quota_total += 1;
-                if over_limit {
-                    quota_over += 1;
-                }
+                quota_over += usize::from(over_limit);
             } else if over_limit {
                 any_over = true;
             }
@@ -250,20 +259,16 @@ impl<S: CounterStore> RateLimiter<S> {
                 shadowed,
             });
         }
+        // A quota-mode descriptor keeps its OVER_LIMIT status, but denies the
+        // request only together with every other quota-mode descriptor.
         let quota_denies = quota_total > 0 && quota_over == quota_total;
-        if !quota_denies {
-            // An over quota-mode descriptor alone does not deny; report it OK.
-            for (decision, rule) in descriptors
-                .iter_mut()
-                .filter_map(|d| d.rule.clone().map(|r| (d, r)))
-            {
-                if rule.quota_mode {
-                    decision.over_limit = false;
-                }
-            }
-        }
+        let over_limit = any_over || quota_denies;
+        // Global shadow mode rewrites only the overall code, as the
+        // reference does: statuses still say which descriptor was over.
+        let global_shadowed = over_limit && self.options.shadow_mode;
         Decision {
-            over_limit: any_over || quota_denies,
+            over_limit: over_limit && !global_shadowed,
+            global_shadowed,
             descriptors,
         }
     }
@@ -293,10 +298,13 @@ fn validate(request: &RateLimitRequest) -> Result<(), DecideError> {
         ));
     }
     for (index, descriptor) in request.descriptors.iter().enumerate() {
-        if descriptor.entries.is_empty() {
-            return Err(DecideError::InvalidRequest(format!(
-                "descriptor {index} has no entries"
-            )));
+        if let Some(limit) = &descriptor.limit {
+            if unit_from_proto(limit.unit).is_none() {
+                return Err(DecideError::InvalidRequest(format!(
+                    "descriptor {index} has a limit override with unit {} (expected SECOND to YEAR)",
+                    limit.unit
+                )));
+            }
         }
         if let Some(entry) = descriptor.entries.iter().position(|e| e.key.is_empty()) {
             return Err(DecideError::InvalidRequest(format!(
@@ -315,24 +323,21 @@ fn match_descriptor(
     domain: &str,
     descriptor: &RateLimitDescriptor,
 ) -> Option<(Arc<Rule>, Vec<(usize, String)>)> {
-    let matched = rules.lookup(domain, &descriptor.entries);
+    // As in the reference, an override applies only in a known domain, and
+    // replaces the config tree's answer without consulting it.
+    let known = rules.domain(domain)?;
     if let Some(limit) = descriptor.limit.as_ref() {
         let unit = unit_from_proto(limit.unit)?;
-        // Without a configured rule the id must not contain request values:
-        // ids label metrics, whose cardinality is bounded by the rules.
-        let id: Arc<str> = match &matched {
-            Some(m) => Arc::clone(&m.rule.id),
-            None => Arc::from(format!("{domain}.{OVERRIDE_RULE_ID}")),
-        };
         let rule = Rule {
-            id,
+            // Not the request's values: ids label metrics, whose cardinality
+            // must stay bounded by the rules.
+            id: Arc::from(format!("{domain}.{OVERRIDE_RULE_ID}")),
             limits: vec![RuleLimit {
                 name: None,
                 limit: Limit::fixed(u64::from(limit.requests_per_unit), unit),
             }],
             unlimited: false,
-            // An override from Envoy's route config is enforced: the
-            // reference ignores the rule's shadow and quota modes here.
+            // An override from Envoy's route config is always enforced.
             shadow_mode: false,
             quota_mode: false,
             replaces: Vec::new(),
@@ -340,7 +345,7 @@ fn match_descriptor(
         };
         return Some((Arc::new(rule), Vec::new()));
     }
-    let matched = matched?;
+    let matched = known.lookup(&descriptor.entries)?;
     let shared = matched
         .shared
         .iter()

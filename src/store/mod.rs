@@ -23,8 +23,8 @@ pub struct Check {
     pub hits: u64,
     /// Checks with the same group are all-or-nothing (see [`CounterStore::apply`]).
     pub group: u32,
-    /// Count these hits even when the group is denied, as the reference server
-    /// does for its single fixed-window limits. Only meaningful for
+    /// Count these hits when this check itself is denied, as the reference
+    /// server does for its fixed-window limits. Only meaningful for
     /// [`crate::limit::Algorithm::FixedWindow`]; ignored for the others.
     pub count_when_denied: bool,
 }
@@ -47,10 +47,12 @@ pub trait CounterStore: Send + Sync + 'static {
     ///
     /// For each group (checks with equal `group`), the group is *admitted*
     /// when every check in it admits its hits. If admitted, every check's hits
-    /// are committed; if not, only the hits of checks with
-    /// `count_when_denied` (fixed windows) are committed, and every other key
-    /// is left exactly as it was. Duplicate keys within one call are evaluated
-    /// in order, each seeing the previous one's committed hits.
+    /// are committed. If not, a check's hits are committed only when that
+    /// check itself was denied and has `count_when_denied` (a reference-form
+    /// fixed window: the reference keeps counting an over-limit key, and with
+    /// `STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT` charges only the exceeding
+    /// keys); every other key is left exactly as it was. Duplicate keys within
+    /// one call are evaluated in order, each seeing the earlier checks' hits.
     ///
     /// `out` is cleared and receives one [`Outcome`] per check, in order.
     fn apply<'a>(
