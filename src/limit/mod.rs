@@ -210,6 +210,54 @@ pub struct Evaluation {
     pub expires_at: Nanos,
 }
 
+/// The start of the window of length `window` containing `now`, aligned to
+/// the Unix epoch.
+pub(crate) fn window_start(now: Nanos, window: Nanos) -> Nanos {
+    // `Limit::window` is never zero; `max(1)` keeps a hand-built zero from
+    // panicking on the modulo.
+    now - now % window.max(1)
+}
+
+/// Where a stored window sits relative to the window containing `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StoredWindow {
+    /// The window containing `now`.
+    Current,
+    /// The window just before it.
+    Previous,
+    /// The window just after it: written by a clock running ahead of ours
+    /// (or before ours stepped back) by less than a window.
+    Next,
+    /// Anything else: older, further ahead, or not aligned to this window
+    /// length (the limit changed). It says nothing about recent traffic.
+    Stale,
+}
+
+impl StoredWindow {
+    /// Classifies `stored_start` against `current_start` for windows of `window`.
+    pub(crate) fn classify(stored_start: Nanos, current_start: Nanos, window: Nanos) -> Self {
+        if stored_start == current_start {
+            StoredWindow::Current
+        } else if current_start.checked_sub(window) == Some(stored_start) {
+            StoredWindow::Previous
+        } else if current_start.checked_add(window) == Some(stored_start) {
+            StoredWindow::Next
+        } else {
+            StoredWindow::Stale
+        }
+    }
+}
+
+/// `ceil(numerator / denominator)` for a non-zero denominator.
+pub(crate) fn div_ceil_u128(numerator: u128, denominator: u128) -> u128 {
+    numerator.div_ceil(denominator.max(1))
+}
+
+/// Narrows to `u64`, saturating.
+pub(crate) fn saturate_u64(value: u128) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
 /// Evaluates `hits` against `limit` at `now`, given the stored `state`.
 ///
 /// `hits == 0` checks without counting. Arithmetic saturates; nothing wraps.
