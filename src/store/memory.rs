@@ -224,8 +224,11 @@ impl MemoryStore {
                 Some(j) => after[j],
                 None => (seen[i], None),
             };
+            // A denied group commits only its own denied checks that count
+            // over-limit hits (see `CounterStore::apply`).
             let commits = check.hits > 0
-                && (counts_when_denied(check) || !denied_groups.contains(&check.group));
+                && (!denied_groups.contains(&check.group)
+                    || (counts_when_denied(check) && !evaluations[i].outcome.admitted));
             after.push(if commits {
                 let evaluation = if before == seen[i] {
                     evaluations[i]
@@ -404,16 +407,21 @@ mod tests {
             counted("fixed", fixed),
             counted("sliding", sliding),
             check("tight", tight, 1, 0),
+            counted("over", tight),
         ];
-        assert!(!apply(&store, &call)[2].admitted);
-        assert_eq!(used(&store, "fixed", fixed), 2);
+        let outcomes = apply(&store, &call);
+        assert!(!outcomes[2].admitted && !outcomes[3].admitted);
+        // In a denied group only the denied checks that count over-limit
+        // hits are charged (the reference's STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT).
+        assert_eq!(used(&store, "fixed", fixed), 0);
         assert_eq!(used(&store, "sliding", sliding), 0);
         assert_eq!(used(&store, "tight", tight), 0);
+        assert_eq!(used(&store, "over", tight), 2);
         // Alone, an over-limit fixed window keeps counting, like the reference.
         for _ in 0..3 {
             apply(&store, &[counted("fixed", fixed)]);
         }
-        assert_eq!(used(&store, "fixed", fixed), 8);
+        assert_eq!(used(&store, "fixed", fixed), 6);
     }
 
     #[test]
