@@ -191,29 +191,10 @@ pub fn load_sources_with_warnings(
     let mut warnings = Vec::new();
     let mut builder = validate::Builder::new(opts);
     for (file, text) in sources {
-        let mut sink = Sink {
-            file,
-            domain: String::new(),
-            errors: &mut errors,
-            warnings: &mut warnings,
-        };
-        let Some(root) = parse_document(text, &mut sink) else {
-            continue;
-        };
-        let Some(map) = root.as_mapping() else {
-            sink.error(
-                Pos::of(root.span()),
-                "",
-                "the top level must be a mapping with 'domain' and 'descriptors'",
-            );
-            continue;
-        };
-        // Known up front so that every error can name its domain.
-        if let Some(domain) = map.get_scalar("domain") {
-            sink.domain = domain.as_str().to_owned();
-        }
-        let raw = schema::read_file(map, &mut sink);
-        builder.add_file(raw, &mut sink);
+        let first_error = errors.len();
+        load_one(file, text, &mut builder, &mut errors, &mut warnings);
+        // Report each file's errors in reading order.
+        errors[first_error..].sort_by_key(|error| (error.line, error.column));
     }
     if errors.is_empty() {
         Ok(Loaded {
@@ -223,6 +204,38 @@ pub fn load_sources_with_warnings(
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+fn load_one(
+    file: &Path,
+    text: &str,
+    builder: &mut validate::Builder,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) {
+    let mut sink = Sink {
+        file,
+        domain: String::new(),
+        errors,
+        warnings,
+    };
+    let Some(root) = parse_document(text, &mut sink) else {
+        return;
+    };
+    let Some(map) = root.as_mapping() else {
+        sink.error(
+            Pos::of(root.span()),
+            "",
+            "the top level must be a mapping with 'domain' and 'descriptors'",
+        );
+        return;
+    };
+    // Known up front so that every error can name its domain.
+    if let Some(domain) = map.get_scalar("domain") {
+        sink.domain = domain.as_str().to_owned();
+    }
+    let raw = schema::read_file(map, &mut sink);
+    builder.add_file(raw, &mut sink);
 }
 
 /// Parses the first YAML document of `text` (as the reference does; later

@@ -47,6 +47,8 @@ pub(crate) struct Flag {
 /// One config file.
 #[derive(Debug, Default)]
 pub(crate) struct RawFile {
+    /// Where the document starts, for errors about the file as a whole.
+    pub(crate) pos: Pos,
     pub(crate) domain: Text,
     pub(crate) descriptors: Vec<RawDescriptor>,
 }
@@ -58,6 +60,8 @@ pub(crate) struct RawDescriptor {
     /// e.g. `descriptors[1].descriptors[0]`.
     pub(crate) path: String,
     pub(crate) key: Option<Text>,
+    /// `key` was given but is not a string (already reported).
+    pub(crate) bad_key: bool,
     pub(crate) value: Text,
     pub(crate) rate_limit: Option<RawLimit>,
     pub(crate) rate_limits: Option<(Pos, Vec<RawLimit>)>,
@@ -142,9 +146,20 @@ const REPLACES_KEYS: &[&str] = &["name"];
 
 /// Reads a parsed document into a [`RawFile`], reporting every problem.
 pub(crate) fn read_file(root: &MarkedMappingNode, sink: &mut Sink<'_>) -> RawFile {
-    let mut file = RawFile::default();
+    let mut file = RawFile {
+        // An empty document has no better place than its start.
+        pos: if root.is_empty() {
+            Pos {
+                line: Some(1),
+                column: Some(1),
+            }
+        } else {
+            map_pos(root)
+        },
+        ..RawFile::default()
+    };
     let ctx = "";
-    for (key, node) in known_entries(root, ROOT_KEYS, ctx, sink) {
+    for (key, node) in known_entries(root, ROOT_KEYS, false, ctx, sink) {
         match key {
             "domain" => {
                 if let Some(text) = string(node, "domain", ctx, sink) {
@@ -169,13 +184,16 @@ fn descriptor_list(node: &Node, path: &str, sink: &mut Sink<'_>) -> Vec<RawDescr
 
 fn descriptor(map: &MarkedMappingNode, path: &str, sink: &mut Sink<'_>) -> RawDescriptor {
     let mut out = RawDescriptor {
-        pos: Pos::of(map.span()),
+        pos: map_pos(map),
         path: path.to_owned(),
         ..RawDescriptor::default()
     };
-    for (key, node) in known_entries(map, DESCRIPTOR_KEYS, path, sink) {
+    for (key, node) in known_entries(map, DESCRIPTOR_KEYS, false, path, sink) {
         match key {
-            "key" => out.key = string(node, key, path, sink),
+            "key" => {
+                out.key = string(node, key, path, sink);
+                out.bad_key = out.key.is_none();
+            }
             "value" => {
                 if let Some(text) = string(node, key, path, sink) {
                     out.value = text;
@@ -184,7 +202,7 @@ fn descriptor(map: &MarkedMappingNode, path: &str, sink: &mut Sink<'_>) -> RawDe
             "rate_limit" => {
                 if let Some(map) = optional_mapping(node, key, path, sink) {
                     let path = format!("{path}.rate_limit");
-                    out.rate_limit = Some(limit(map, RATE_LIMIT_KEYS, &path, sink));
+                    out.rate_limit = Some(limit(map, RATE_LIMIT_KEYS, false, &path, sink));
                 }
             }
             "rate_limits" => {
@@ -192,7 +210,7 @@ fn descriptor(map: &MarkedMappingNode, path: &str, sink: &mut Sink<'_>) -> RawDe
                     .into_iter()
                     .map(|(index, map)| {
                         let path = format!("{path}.rate_limits[{index}]");
-                        limit(map, RATE_LIMITS_ITEM_KEYS, &path, sink)
+                        limit(map, RATE_LIMITS_ITEM_KEYS, true, &path, sink)
                     })
                     .collect();
                 out.rate_limits = Some((Pos::of(node.span()), items));
@@ -216,15 +234,16 @@ fn descriptor(map: &MarkedMappingNode, path: &str, sink: &mut Sink<'_>) -> RawDe
 fn limit(
     map: &MarkedMappingNode,
     allowed: &[&'static str],
+    strict: bool,
     path: &str,
     sink: &mut Sink<'_>,
 ) -> RawLimit {
     let mut out = RawLimit {
-        pos: Pos::of(map.span()),
+        pos: map_pos(map),
         path: path.to_owned(),
         ..RawLimit::default()
     };
-    for (key, node) in known_entries(map, allowed, path, sink) {
+    for (key, node) in known_entries(map, allowed, strict, path, sink) {
         match key {
             "unit" => out.unit = string(node, key, path, sink),
             "requests_per_unit" => out.requests_per_unit = integer(node, key, path, sink),
@@ -235,12 +254,12 @@ fn limit(
                 for (index, item) in list_of_mappings(node, &replaces_path, sink) {
                     let item_path = format!("{replaces_path}[{index}]");
                     let mut name = None;
-                    for (key, node) in known_entries(item, REPLACES_KEYS, &item_path, sink) {
+                    for (key, node) in known_entries(item, REPLACES_KEYS, false, &item_path, sink) {
                         if key == "name" {
                             name = string(node, key, &item_path, sink);
                         }
                     }
-                    out.replaces.push((Pos::of(item.span()), name));
+                    out.replaces.push((map_pos(item), name));
                 }
             }
             "algorithm" => out.algorithm = string(node, key, path, sink),
@@ -254,10 +273,13 @@ fn limit(
 
 /// The entries of `map` whose keys are allowed at this level. Reports the
 /// others: unknown keys as errors, reference keys that mean nothing here
-/// as warnings (their values are still checked as the reference checks them).
+/// as warnings (their values are still checked as the reference checks
+/// them), or as errors too when `strict` (inside floodgate-only blocks,
+/// which the reference rejects anyway).
 fn known_entries<'n>(
     map: &'n MarkedMappingNode,
     allowed: &[&'static str],
+    strict: bool,
     path: &str,
     sink: &mut Sink<'_>,
 ) -> Vec<(&'static str, &'n Node)> {
@@ -267,7 +289,7 @@ fn known_entries<'n>(
         let pos = Pos::of(key.span());
         if let Some(known) = allowed.iter().find(|allowed| **allowed == name) {
             out.push((*known, node));
-        } else if REFERENCE_KEYS.contains(&name) {
+        } else if !strict && REFERENCE_KEYS.contains(&name) {
             let place = if path.is_empty() {
                 "the top level"
             } else {
@@ -383,7 +405,13 @@ fn classify(scalar: &MarkedScalarNode) -> Kind {
     }
     let plain: String = text.chars().filter(|c| *c != '_').collect();
     if let Some(value) = parse_int(&plain) {
-        return Kind::Int(value);
+        // yaml.v2 reads a larger one as a uint64, which the reference's key
+        // check rejects like a float.
+        return if value > i128::from(i64::MAX) {
+            Kind::Float
+        } else {
+            Kind::Int(value)
+        };
     }
     if is_float(&plain) {
         return Kind::Float;
@@ -445,9 +473,18 @@ fn is_float(text: &str) -> bool {
 
 fn float_reason(scalar: &MarkedScalarNode) -> String {
     format!(
-        "'{}' is a floating-point number, which the reference server rejects here (quote it if it is a string)",
+        "'{}' is a floating-point number or too large an integer, which the reference server rejects (error checking config); quote it if it is a string",
         scalar.as_str()
     )
+}
+
+/// Where a mapping is best pointed at: its first key (the parser marks a
+/// block mapping's start after that key).
+fn map_pos(map: &MarkedMappingNode) -> Pos {
+    match map.keys().next() {
+        Some(key) => Pos::of(key.span()),
+        None => Pos::of(map.span()),
+    }
 }
 
 fn kind_name(node: &Node) -> &'static str {
@@ -633,6 +670,12 @@ mod tests {
         assert_eq!(classify(&scalar("10.0.0.1", true)), Kind::Str);
         assert_eq!(classify(&scalar("abc", true)), Kind::Str);
         assert_eq!(classify(&scalar("-", true)), Kind::Str);
+        assert_eq!(
+            classify(&scalar("9223372036854775807", true)),
+            Kind::Int(i128::from(i64::MAX))
+        );
+        assert_eq!(classify(&scalar("9223372036854775808", true)), Kind::Float);
+        assert_eq!(classify(&scalar("99999999999999999999", true)), Kind::Float);
     }
 
     #[test]

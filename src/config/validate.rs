@@ -70,8 +70,13 @@ impl Builder {
     pub(crate) fn add_file(&mut self, file: RawFile, sink: &mut Sink<'_>) {
         let name = file.domain.value.clone();
         if name.is_empty() {
+            let pos = if file.domain.pos.line.is_some() {
+                file.domain.pos
+            } else {
+                file.pos
+            };
             sink.error(
-                file.domain.pos,
+                pos,
                 "",
                 "config file cannot have empty domain (set a top-level 'domain')",
             );
@@ -144,7 +149,9 @@ fn load_level(
         flags.push(raw.value_to_metric.value);
 
         let mut valid = true;
-        if key.is_empty() {
+        if raw.bad_key {
+            valid = false;
+        } else if key.is_empty() {
             let pos = raw.key.as_ref().map_or(raw.pos, |text| text.pos);
             sink.error(
                 pos,
