@@ -16,7 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .file_descriptor_set_path(out_dir.join("rls_descriptor.bin"))
         .compile_protos(
-            &[std::path::PathBuf::from("proto/envoy/service/ratelimit/v3/rls.proto")],
+            &[std::path::PathBuf::from(
+                "proto/envoy/service/ratelimit/v3/rls.proto",
+            )],
             &[std::path::PathBuf::from("proto"), include.clone()],
         )?;
     println!("cargo:rerun-if-changed=proto");

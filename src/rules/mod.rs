@@ -70,6 +70,9 @@ pub(crate) struct KeyNode {
 pub(crate) struct Node {
     pub(crate) rule: Option<Arc<Rule>>,
     pub(crate) children: Level,
+    /// A wildcard descriptor with `share_threshold: true`: every value it
+    /// matches shares one counter, keyed by the pattern.
+    pub(crate) share_threshold: bool,
 }
 
 /// One configured rule: what applies when a request descriptor ends here.
@@ -90,9 +93,21 @@ pub struct Rule {
     pub quota_mode: bool,
     /// Names of rules this rule replaces when both match one request.
     pub replaces: Vec<String>,
+    /// The reference `rate_limit`'s `name` (also for an unlimited rule, which
+    /// has no [`RuleLimit`] to carry it); `None` for `rate_limits`, whose
+    /// limits are named one by one.
+    pub name: Option<Arc<str>>,
     /// The limits were written as one reference `rate_limit` (fixed window):
     /// over-limit hits are counted, as the reference does.
     pub reference_form: bool,
+    /// `detailed_metric: true` on the rule's descriptor. The reference then
+    /// names its stats after the request's values; `id` never does, so a
+    /// metrics layer that honours this must bound the cardinality itself.
+    pub detailed_metric: bool,
+    /// `value_to_metric: true`, per level of the rule's path (index = entry
+    /// index in a matching request): the reference names that level's stat
+    /// after the request's value instead of the configured one.
+    pub value_to_metric: Vec<bool>,
 }
 
 /// One limit of a rule, with its name.
@@ -143,5 +158,46 @@ impl Domain {
     /// and returns the rule of the node reached by the last entry.
     pub fn lookup<'a, E: EntryLike>(&'a self, entries: &[E]) -> Option<Matched<'a>> {
         matcher::lookup(&self.root, entries)
+    }
+
+    /// Every rule of the domain with its depth (1 for a top-level
+    /// descriptor), in no particular order.
+    pub fn rules(&self) -> Vec<(&Arc<Rule>, usize)> {
+        let mut out = Vec::new();
+        self.root.collect_rules(1, &mut out);
+        out
+    }
+
+    /// How deep the descriptor tree goes (0 for a domain with no descriptors).
+    pub fn depth(&self) -> usize {
+        self.root.depth()
+    }
+}
+
+impl Level {
+    fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.keys.values().flat_map(|key_node| {
+            key_node
+                .exact
+                .values()
+                .chain(key_node.wildcards.iter().map(|(_, node)| node))
+                .chain(key_node.default.iter())
+        })
+    }
+
+    fn collect_rules<'a>(&'a self, depth: usize, out: &mut Vec<(&'a Arc<Rule>, usize)>) {
+        for node in self.nodes() {
+            if let Some(rule) = &node.rule {
+                out.push((rule, depth));
+            }
+            node.children.collect_rules(depth + 1, out);
+        }
+    }
+
+    fn depth(&self) -> usize {
+        self.nodes()
+            .map(|node| 1 + node.children.depth())
+            .max()
+            .unwrap_or(0)
     }
 }

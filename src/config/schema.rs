@@ -1,0 +1,687 @@
+//! The YAML schema: a config file's node tree read into plain structs that
+//! keep every value's position, with the reference server's typing rules.
+//!
+//! The reference decodes with `gopkg.in/yaml.v2` after checking every mapping
+//! key against one flat list of known keys, so this module reproduces what
+//! that accepts:
+//! - string fields (`domain`, `key`, `value`, `unit`, `name`) take any plain
+//!   scalar as written (`value: 123` is `"123"`, `value: true` is `"true"`,
+//!   `value: ~` is empty), but not a floating-point number (`value: 1.5`),
+//!   which the reference rejects;
+//! - booleans are YAML 1.1 booleans (`true`, `yes`, `on`, ...), unquoted;
+//!   a missing or null boolean is false;
+//! - integers are YAML 1.1 integers (`1_000`, `0x10`), unquoted, in range;
+//! - every list element must be a mapping;
+//! - a key the reference knows but that means nothing at its level (`unit`
+//!   directly on a descriptor) is ignored with a warning, as the reference
+//!   silently ignores it; a key it does not know at all is an error;
+//! - `metadata` is free-form and ignored.
+
+use marked_yaml::Node;
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+
+use super::Sink;
+use super::error::Pos;
+
+/// A string value and where it was written.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Text {
+    pub(crate) value: String,
+    pub(crate) pos: Pos,
+}
+
+/// An integer value and where it was written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Int {
+    pub(crate) value: i128,
+    pub(crate) pos: Pos,
+}
+
+/// A boolean value and where it was written (default: false, nowhere).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Flag {
+    pub(crate) value: bool,
+    pub(crate) pos: Pos,
+}
+
+/// One config file.
+#[derive(Debug, Default)]
+pub(crate) struct RawFile {
+    /// Where the document starts, for errors about the file as a whole.
+    pub(crate) pos: Pos,
+    pub(crate) domain: Text,
+    pub(crate) descriptors: Vec<RawDescriptor>,
+}
+
+/// One descriptor, with its nested descriptors.
+#[derive(Debug, Default)]
+pub(crate) struct RawDescriptor {
+    pub(crate) pos: Pos,
+    /// e.g. `descriptors[1].descriptors[0]`.
+    pub(crate) path: String,
+    pub(crate) key: Option<Text>,
+    /// `key` was given but is not a string (already reported).
+    pub(crate) bad_key: bool,
+    pub(crate) value: Text,
+    pub(crate) rate_limit: Option<RawLimit>,
+    pub(crate) rate_limits: Option<(Pos, Vec<RawLimit>)>,
+    pub(crate) shadow_mode: Flag,
+    pub(crate) quota_mode: Flag,
+    pub(crate) share_threshold: Flag,
+    pub(crate) detailed_metric: Flag,
+    pub(crate) value_to_metric: Flag,
+    pub(crate) descriptors: Vec<RawDescriptor>,
+}
+
+/// A `rate_limit` block or one item of `rate_limits`.
+#[derive(Debug, Default)]
+pub(crate) struct RawLimit {
+    pub(crate) pos: Pos,
+    /// e.g. `descriptors[0].rate_limits[1]`.
+    pub(crate) path: String,
+    pub(crate) unit: Option<Text>,
+    pub(crate) requests_per_unit: Option<Int>,
+    pub(crate) unlimited: Flag,
+    pub(crate) name: Option<Text>,
+    pub(crate) replaces: Vec<(Pos, Option<Text>)>,
+    pub(crate) algorithm: Option<Text>,
+    pub(crate) unit_multiplier: Option<Int>,
+    pub(crate) burst: Option<Int>,
+}
+
+/// Every key the reference server's key check accepts, anywhere.
+const REFERENCE_KEYS: &[&str] = &[
+    "domain",
+    "key",
+    "value",
+    "descriptors",
+    "rate_limit",
+    "unit",
+    "requests_per_unit",
+    "unlimited",
+    "shadow_mode",
+    "quota_mode",
+    "name",
+    "replaces",
+    "detailed_metric",
+    "value_to_metric",
+    "share_threshold",
+    "unit_multiplier",
+    "metadata",
+];
+
+const ROOT_KEYS: &[&str] = &["domain", "descriptors"];
+const DESCRIPTOR_KEYS: &[&str] = &[
+    "key",
+    "value",
+    "rate_limit",
+    "rate_limits",
+    "descriptors",
+    "shadow_mode",
+    "quota_mode",
+    "share_threshold",
+    "detailed_metric",
+    "value_to_metric",
+    "metadata",
+];
+const RATE_LIMIT_KEYS: &[&str] = &[
+    "unit",
+    "requests_per_unit",
+    "unlimited",
+    "name",
+    "replaces",
+    "algorithm",
+    "unit_multiplier",
+    "burst",
+];
+const RATE_LIMITS_ITEM_KEYS: &[&str] = &[
+    "name",
+    "algorithm",
+    "unit",
+    "unit_multiplier",
+    "requests_per_unit",
+    "burst",
+];
+const REPLACES_KEYS: &[&str] = &["name"];
+
+/// Reads a parsed document into a [`RawFile`], reporting every problem.
+pub(crate) fn read_file(root: &MarkedMappingNode, sink: &mut Sink<'_>) -> RawFile {
+    let mut file = RawFile {
+        // An empty document has no better place than its start.
+        pos: if root.is_empty() {
+            Pos {
+                line: Some(1),
+                column: Some(1),
+            }
+        } else {
+            map_pos(root)
+        },
+        ..RawFile::default()
+    };
+    let ctx = "";
+    for (key, node) in known_entries(root, ROOT_KEYS, false, ctx, sink) {
+        match key {
+            "domain" => {
+                if let Some(text) = string(node, "domain", ctx, sink) {
+                    file.domain = text;
+                }
+            }
+            "descriptors" => {
+                file.descriptors = descriptor_list(node, "descriptors", sink);
+            }
+            _ => {}
+        }
+    }
+    file
+}
+
+fn descriptor_list(node: &Node, path: &str, sink: &mut Sink<'_>) -> Vec<RawDescriptor> {
+    list_of_mappings(node, path, sink)
+        .into_iter()
+        .map(|(index, map)| descriptor(map, &format!("{path}[{index}]"), sink))
+        .collect()
+}
+
+fn descriptor(map: &MarkedMappingNode, path: &str, sink: &mut Sink<'_>) -> RawDescriptor {
+    let mut out = RawDescriptor {
+        pos: map_pos(map),
+        path: path.to_owned(),
+        ..RawDescriptor::default()
+    };
+    for (key, node) in known_entries(map, DESCRIPTOR_KEYS, false, path, sink) {
+        match key {
+            "key" => {
+                out.key = string(node, key, path, sink);
+                out.bad_key = out.key.is_none();
+            }
+            "value" => {
+                if let Some(text) = string(node, key, path, sink) {
+                    out.value = text;
+                }
+            }
+            "rate_limit" => {
+                if let Some(map) = optional_mapping(node, key, path, sink) {
+                    let path = format!("{path}.rate_limit");
+                    out.rate_limit = Some(limit(map, RATE_LIMIT_KEYS, false, &path, sink));
+                }
+            }
+            "rate_limits" => {
+                let items = list_of_mappings(node, &format!("{path}.rate_limits"), sink)
+                    .into_iter()
+                    .map(|(index, map)| {
+                        let path = format!("{path}.rate_limits[{index}]");
+                        limit(map, RATE_LIMITS_ITEM_KEYS, true, &path, sink)
+                    })
+                    .collect();
+                out.rate_limits = Some((Pos::of(node.span()), items));
+            }
+            "descriptors" => {
+                out.descriptors = descriptor_list(node, &format!("{path}.descriptors"), sink)
+            }
+            "shadow_mode" => out.shadow_mode = flag(node, key, path, sink),
+            "quota_mode" => out.quota_mode = flag(node, key, path, sink),
+            "share_threshold" => out.share_threshold = flag(node, key, path, sink),
+            "detailed_metric" => out.detailed_metric = flag(node, key, path, sink),
+            "value_to_metric" => out.value_to_metric = flag(node, key, path, sink),
+            // Free-form, for other tools; the reference ignores it too.
+            "metadata" => {}
+            _ => {}
+        }
+    }
+    out
+}
+
+fn limit(
+    map: &MarkedMappingNode,
+    allowed: &[&'static str],
+    strict: bool,
+    path: &str,
+    sink: &mut Sink<'_>,
+) -> RawLimit {
+    let mut out = RawLimit {
+        pos: map_pos(map),
+        path: path.to_owned(),
+        ..RawLimit::default()
+    };
+    for (key, node) in known_entries(map, allowed, strict, path, sink) {
+        match key {
+            "unit" => out.unit = string(node, key, path, sink),
+            "requests_per_unit" => out.requests_per_unit = integer(node, key, path, sink),
+            "unlimited" => out.unlimited = flag(node, key, path, sink),
+            "name" => out.name = string(node, key, path, sink),
+            "replaces" => {
+                let replaces_path = format!("{path}.replaces");
+                for (index, item) in list_of_mappings(node, &replaces_path, sink) {
+                    let item_path = format!("{replaces_path}[{index}]");
+                    let mut name = None;
+                    for (key, node) in known_entries(item, REPLACES_KEYS, false, &item_path, sink) {
+                        if key == "name" {
+                            name = string(node, key, &item_path, sink);
+                        }
+                    }
+                    out.replaces.push((map_pos(item), name));
+                }
+            }
+            "algorithm" => out.algorithm = string(node, key, path, sink),
+            "unit_multiplier" => out.unit_multiplier = integer(node, key, path, sink),
+            "burst" => out.burst = integer(node, key, path, sink),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The entries of `map` whose keys are allowed at this level. Reports the
+/// others: unknown keys as errors, reference keys that mean nothing here
+/// as warnings (their values are still checked as the reference checks
+/// them), or as errors too when `strict` (inside floodgate-only blocks,
+/// which the reference rejects anyway).
+fn known_entries<'n>(
+    map: &'n MarkedMappingNode,
+    allowed: &[&'static str],
+    strict: bool,
+    path: &str,
+    sink: &mut Sink<'_>,
+) -> Vec<(&'static str, &'n Node)> {
+    let mut out = Vec::new();
+    for (key, node) in map.iter() {
+        let name = key.as_str();
+        let pos = Pos::of(key.span());
+        if let Some(known) = allowed.iter().find(|allowed| **allowed == name) {
+            out.push((*known, node));
+        } else if !strict && REFERENCE_KEYS.contains(&name) {
+            let place = if path.is_empty() {
+                "the top level"
+            } else {
+                "this level"
+            };
+            sink.warn(
+                pos,
+                path,
+                format!("key '{name}' has no meaning at {place} and is ignored, as the reference server ignores it"),
+            );
+            if name != "metadata" {
+                check_ignored(node, path, sink);
+            }
+        } else {
+            sink.error(pos, path, unknown_key(name, allowed));
+        }
+    }
+    out
+}
+
+fn unknown_key(name: &str, allowed: &[&str]) -> String {
+    let suggestion = allowed
+        .iter()
+        .map(|candidate| (edit_distance(name, candidate), *candidate))
+        .filter(|(distance, _)| *distance <= 2)
+        .min();
+    match suggestion {
+        Some((_, candidate)) => format!("unknown key '{name}' (did you mean '{candidate}'?)"),
+        None => format!(
+            "unknown key '{name}' (expected one of: {})",
+            allowed.join(", ")
+        ),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            let deletion = previous[j + 1] + 1;
+            let insertion = current[j] + 1;
+            current.push(substitution.min(deletion).min(insertion));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// Checks an ignored subtree as the reference's key check does: known
+/// keys only, lists of mappings only, no floating-point scalars.
+fn check_ignored(node: &Node, path: &str, sink: &mut Sink<'_>) {
+    match node {
+        Node::Scalar(scalar) => {
+            if classify(scalar) == Kind::Float {
+                sink.error(Pos::of(scalar.span()), path, float_reason(scalar));
+            }
+        }
+        Node::Mapping(map) => {
+            for (key, value) in map.iter() {
+                if !REFERENCE_KEYS.contains(&key.as_str()) {
+                    sink.error(
+                        Pos::of(key.span()),
+                        path,
+                        format!("unknown key '{}'", key.as_str()),
+                    );
+                } else if key.as_str() != "metadata" {
+                    check_ignored(value, path, sink);
+                }
+            }
+        }
+        Node::Sequence(list) => {
+            for item in list.iter() {
+                if item.as_mapping().is_none() {
+                    sink.error(Pos::of(item.span()), path, "list element is not a mapping");
+                } else {
+                    check_ignored(item, path, sink);
+                }
+            }
+        }
+    }
+}
+
+/// How YAML 1.1 (and so the reference) reads a scalar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Null,
+    Bool(bool),
+    Int(i128),
+    Float,
+    Str,
+}
+
+fn classify(scalar: &MarkedScalarNode) -> Kind {
+    if !scalar.may_coerce() {
+        // Quoted or block scalars are always strings.
+        return Kind::Str;
+    }
+    let text = scalar.as_str();
+    match text {
+        "" | "~" | "null" | "Null" | "NULL" => return Kind::Null,
+        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+            return Kind::Bool(true);
+        }
+        "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
+            return Kind::Bool(false);
+        }
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
+        | ".nan" | ".NaN" | ".NAN" => return Kind::Float,
+        _ => {}
+    }
+    let plain: String = text.chars().filter(|c| *c != '_').collect();
+    if let Some(value) = parse_int(&plain) {
+        // yaml.v2 reads a larger one as a uint64, which the reference's key
+        // check rejects like a float.
+        return if value > i128::from(i64::MAX) {
+            Kind::Float
+        } else {
+            Kind::Int(value)
+        };
+    }
+    if is_float(&plain) {
+        return Kind::Float;
+    }
+    Kind::Str
+}
+
+/// An integer as Go's `strconv.ParseInt(s, 0, 64)` (or `ParseUint`) reads it.
+fn parse_int(text: &str) -> Option<i128> {
+    let (negative, digits) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let lower = digits.to_ascii_lowercase();
+    let (radix, body) = if let Some(body) = lower.strip_prefix("0x") {
+        (16, body)
+    } else if let Some(body) = lower.strip_prefix("0b") {
+        (2, body)
+    } else if let Some(body) = lower.strip_prefix("0o") {
+        (8, body)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (8, &lower[1..])
+    } else {
+        (10, lower.as_str())
+    };
+    if body.is_empty() || !body.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let magnitude = u64::from_str_radix(body, radix).ok()?;
+    let value = i128::from(magnitude);
+    if negative {
+        (value <= i128::from(i64::MAX) + 1).then_some(-value)
+    } else {
+        Some(value)
+    }
+}
+
+/// YAML 1.1's float syntax as yaml.v2 checks it:
+/// `[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?`.
+fn is_float(text: &str) -> bool {
+    let s = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let (mantissa, exponent) = match s.find(['e', 'E']) {
+        Some(at) => (&s[..at], Some(&s[at + 1..])),
+        None => (s, None),
+    };
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = match mantissa.split_once('.') {
+        Some(("", fraction)) => digits(fraction),
+        Some((whole, fraction)) => digits(whole) && (fraction.is_empty() || digits(fraction)),
+        None => digits(mantissa),
+    };
+    let exponent_ok = match exponent {
+        None => true,
+        Some(e) => digits(e.strip_prefix(['-', '+']).unwrap_or(e)),
+    };
+    mantissa_ok && exponent_ok
+}
+
+fn float_reason(scalar: &MarkedScalarNode) -> String {
+    format!(
+        "'{}' is a floating-point number or too large an integer, which the reference server rejects (error checking config); quote it if it is a string",
+        scalar.as_str()
+    )
+}
+
+/// Where a mapping is best pointed at: its first key (the parser marks a
+/// block mapping's start after that key).
+fn map_pos(map: &MarkedMappingNode) -> Pos {
+    match map.keys().next() {
+        Some(key) => Pos::of(key.span()),
+        None => Pos::of(map.span()),
+    }
+}
+
+fn kind_name(node: &Node) -> &'static str {
+    match node {
+        Node::Scalar(_) => "a scalar",
+        Node::Mapping(_) => "a mapping",
+        Node::Sequence(_) => "a list",
+    }
+}
+
+fn pos(node: &Node) -> Pos {
+    Pos::of(node.span())
+}
+
+fn string(node: &Node, key: &str, path: &str, sink: &mut Sink<'_>) -> Option<Text> {
+    let Node::Scalar(scalar) = node else {
+        sink.error(
+            pos(node),
+            path,
+            format!("'{key}' must be a string, found {}", kind_name(node)),
+        );
+        return None;
+    };
+    let value = match classify(scalar) {
+        Kind::Null => String::new(),
+        Kind::Float => {
+            sink.error(pos(node), path, float_reason(scalar));
+            return None;
+        }
+        Kind::Bool(_) | Kind::Int(_) | Kind::Str => scalar.as_str().to_owned(),
+    };
+    Some(Text {
+        value,
+        pos: pos(node),
+    })
+}
+
+fn flag(node: &Node, key: &str, path: &str, sink: &mut Sink<'_>) -> Flag {
+    let found = match node {
+        Node::Scalar(scalar) => match classify(scalar) {
+            Kind::Bool(value) => {
+                return Flag {
+                    value,
+                    pos: pos(node),
+                };
+            }
+            Kind::Null => {
+                return Flag {
+                    value: false,
+                    pos: pos(node),
+                };
+            }
+            Kind::Float => {
+                sink.error(pos(node), path, float_reason(scalar));
+                return Flag::default();
+            }
+            Kind::Str if !scalar.may_coerce() => format!("the string \"{}\"", scalar.as_str()),
+            _ => format!("'{}'", scalar.as_str()),
+        },
+        other => kind_name(other).to_owned(),
+    };
+    sink.error(
+        pos(node),
+        path,
+        format!("'{key}' must be true or false, found {found}"),
+    );
+    Flag::default()
+}
+
+fn integer(node: &Node, key: &str, path: &str, sink: &mut Sink<'_>) -> Option<Int> {
+    let found = match node {
+        Node::Scalar(scalar) => match classify(scalar) {
+            Kind::Int(value) => {
+                return Some(Int {
+                    value,
+                    pos: pos(node),
+                });
+            }
+            Kind::Null => return None,
+            Kind::Float => {
+                sink.error(
+                    pos(node),
+                    path,
+                    format!("'{key}' must be an integer, found '{}'", scalar.as_str()),
+                );
+                return None;
+            }
+            Kind::Str if !scalar.may_coerce() => format!("the string \"{}\"", scalar.as_str()),
+            _ => format!("'{}'", scalar.as_str()),
+        },
+        other => kind_name(other).to_owned(),
+    };
+    sink.error(
+        pos(node),
+        path,
+        format!("'{key}' must be an integer, found {found}"),
+    );
+    None
+}
+
+fn optional_mapping<'n>(
+    node: &'n Node,
+    key: &str,
+    path: &str,
+    sink: &mut Sink<'_>,
+) -> Option<&'n MarkedMappingNode> {
+    match node {
+        Node::Mapping(map) => Some(map),
+        Node::Scalar(scalar) if classify(scalar) == Kind::Null => None,
+        other => {
+            sink.error(
+                pos(other),
+                path,
+                format!("'{key}' must be a mapping, found {}", kind_name(other)),
+            );
+            None
+        }
+    }
+}
+
+/// A list whose elements must all be mappings; a null is an empty list.
+fn list_of_mappings<'n>(
+    node: &'n Node,
+    path: &str,
+    sink: &mut Sink<'_>,
+) -> Vec<(usize, &'n MarkedMappingNode)> {
+    match node {
+        Node::Sequence(list) => {
+            let mut out = Vec::new();
+            for (index, item) in list.iter().enumerate() {
+                match item {
+                    Node::Mapping(map) => out.push((index, map)),
+                    other => sink.error(
+                        pos(other),
+                        &format!("{path}[{index}]"),
+                        format!("list element must be a mapping, found {}", kind_name(other)),
+                    ),
+                }
+            }
+            out
+        }
+        Node::Scalar(scalar) if classify(scalar) == Kind::Null => Vec::new(),
+        other => {
+            let key = path.rsplit('.').next().unwrap_or(path);
+            sink.error(
+                pos(other),
+                path,
+                format!("'{key}' must be a list, found {}", kind_name(other)),
+            );
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scalar(text: &str, plain: bool) -> MarkedScalarNode {
+        let mut node = MarkedScalarNode::from(text);
+        node.set_coerce(plain);
+        node
+    }
+
+    #[test]
+    fn classify_like_yaml_v2() {
+        assert_eq!(classify(&scalar("123", true)), Kind::Int(123));
+        assert_eq!(classify(&scalar("1_000", true)), Kind::Int(1000));
+        assert_eq!(classify(&scalar("0x10", true)), Kind::Int(16));
+        assert_eq!(classify(&scalar("-5", true)), Kind::Int(-5));
+        assert_eq!(classify(&scalar("010", true)), Kind::Int(8));
+        assert_eq!(classify(&scalar("1.5", true)), Kind::Float);
+        assert_eq!(classify(&scalar(".5", true)), Kind::Float);
+        assert_eq!(classify(&scalar("1e3", true)), Kind::Float);
+        assert_eq!(classify(&scalar(".inf", true)), Kind::Float);
+        assert_eq!(classify(&scalar("1.5", false)), Kind::Str);
+        assert_eq!(classify(&scalar("yes", true)), Kind::Bool(true));
+        assert_eq!(classify(&scalar("Off", true)), Kind::Bool(false));
+        assert_eq!(classify(&scalar("true", false)), Kind::Str);
+        assert_eq!(classify(&scalar("~", true)), Kind::Null);
+        assert_eq!(classify(&scalar("", true)), Kind::Null);
+        assert_eq!(classify(&scalar("1.2.3", true)), Kind::Str);
+        assert_eq!(classify(&scalar("10.0.0.1", true)), Kind::Str);
+        assert_eq!(classify(&scalar("abc", true)), Kind::Str);
+        assert_eq!(classify(&scalar("-", true)), Kind::Str);
+        assert_eq!(
+            classify(&scalar("9223372036854775807", true)),
+            Kind::Int(i128::from(i64::MAX))
+        );
+        assert_eq!(classify(&scalar("9223372036854775808", true)), Kind::Float);
+        assert_eq!(classify(&scalar("99999999999999999999", true)), Kind::Float);
+    }
+
+    #[test]
+    fn edit_distance_works() {
+        assert_eq!(edit_distance("ratelimit", "rate_limit"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+}
