@@ -341,7 +341,10 @@ fn match_descriptor(
             shadow_mode: false,
             quota_mode: false,
             replaces: Vec::new(),
+            name: None,
             reference_form: true,
+            detailed_metric: false,
+            value_to_metric: Vec::new(),
         };
         return Some((Arc::new(rule), Vec::new()));
     }
