@@ -136,10 +136,6 @@ impl<S: CounterStore> RateLimiter<S> {
         validate(request)?;
         let rules = self.rules.load();
         let domain = request.domain.as_str();
-        let request_hits = match request.hits_addend {
-            0 => 1,
-            n => u64::from(n),
-        };
 
         // Match every descriptor first: `replaces` works across descriptors.
         let mut matched: Vec<Option<(Arc<Rule>, Vec<(usize, String)>)>> =
@@ -163,7 +159,7 @@ impl<S: CounterStore> RateLimiter<S> {
                 });
                 continue;
             };
-            let hits = descriptor.hits_addend.unwrap_or(request_hits);
+            let hits = hits_of(request, descriptor);
             let group = if self.options.stop_increment_when_over_limit {
                 0
             } else {
@@ -181,7 +177,14 @@ impl<S: CounterStore> RateLimiter<S> {
                 }
                 limits.push((rule_limit.clone(), checks.len()));
                 checks.push(Check {
-                    key: counter_key(domain, &descriptor.entries, shared, &rule_limit.limit, slot, multi),
+                    key: counter_key(
+                        domain,
+                        &descriptor.entries,
+                        shared,
+                        &rule_limit.limit,
+                        slot,
+                        multi,
+                    ),
                     limit: rule_limit.limit,
                     hits,
                     group,
@@ -272,6 +275,16 @@ impl<S: CounterStore> RateLimiter<S> {
             descriptors,
         }
     }
+}
+
+/// The hits a descriptor adds: its own `hits_addend` if set (0 checks
+/// without counting), else the request's, where 0 means 1. Public so that
+/// metrics count exactly what the decision counted.
+pub fn hits_of(request: &RateLimitRequest, descriptor: &RateLimitDescriptor) -> u64 {
+    descriptor.hits_addend.unwrap_or(match request.hits_addend {
+        0 => 1,
+        n => u64::from(n),
+    })
 }
 
 /// `a` is more restrictive than `b`.
@@ -430,6 +443,86 @@ impl EntryLike for crate::proto::Entry {
     }
 }
 
+/// What a descriptor's counters say now, without counting anything: the
+/// answer of [`RateLimiter::peek`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Usage {
+    /// The rule the descriptor matches.
+    pub rule: Arc<Rule>,
+    /// Each limit of the rule with its counter's current state, in the
+    /// rule's order; empty for an unlimited rule.
+    pub limits: Vec<LimitUsage>,
+}
+
+/// One limit's current state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LimitUsage {
+    /// The limit.
+    pub limit: RuleLimit,
+    /// Its outcome for a request of zero hits: `used` is the current count,
+    /// `remaining` what is left, `reset_after` the time until it resets.
+    pub outcome: Outcome,
+}
+
+impl<S: CounterStore> RateLimiter<S> {
+    /// Reports what the counters of one descriptor of `domain` hold now,
+    /// without consuming anything: the same rule matching and counter keys
+    /// as [`RateLimiter::decide`], evaluated with zero hits (which stores
+    /// never write). `None` when no rule matches. `replaces` is not applied:
+    /// it depends on the other descriptors of a request.
+    pub async fn peek(
+        &self,
+        domain: &str,
+        entries: &[crate::proto::Entry],
+    ) -> Result<Option<Usage>, DecideError> {
+        let descriptor = RateLimitDescriptor {
+            entries: entries.to_vec(),
+            ..RateLimitDescriptor::default()
+        };
+        validate(&RateLimitRequest {
+            domain: domain.to_owned(),
+            descriptors: vec![descriptor.clone()],
+            hits_addend: 0,
+        })?;
+        let rules = self.rules.load();
+        let Some((rule, shared)) = match_descriptor(&rules, domain, &descriptor) else {
+            return Ok(None);
+        };
+        let multi = rule.limits.len() > 1;
+        let checks: Vec<Check> = if rule.unlimited {
+            Vec::new()
+        } else {
+            rule.limits
+                .iter()
+                .enumerate()
+                .map(|(slot, rule_limit)| Check {
+                    key: counter_key(domain, entries, &shared, &rule_limit.limit, slot, multi),
+                    limit: rule_limit.limit,
+                    hits: 0,
+                    group: 0,
+                    count_when_denied: false,
+                })
+                .collect()
+        };
+        let mut outcomes = Vec::with_capacity(checks.len());
+        if !checks.is_empty() {
+            self.store
+                .apply(&checks, self.clock.now(), &mut outcomes)
+                .await?;
+        }
+        let limits = checks
+            .iter()
+            .zip(outcomes)
+            .zip(&rule.limits)
+            .map(|((_, outcome), limit)| LimitUsage {
+                limit: limit.clone(),
+                outcome,
+            })
+            .collect();
+        Ok(Some(Usage { rule, limits }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,9 +546,30 @@ mod tests {
 
     #[test]
     fn counter_key_depends_on_window_not_on_count() {
-        let a = counter_key("d", &[("k", "v")], &[], &Limit::fixed(10, Unit::Minute), 0, false);
-        let b = counter_key("d", &[("k", "v")], &[], &Limit::fixed(99, Unit::Minute), 0, false);
-        let c = counter_key("d", &[("k", "v")], &[], &Limit::fixed(10, Unit::Hour), 0, false);
+        let a = counter_key(
+            "d",
+            &[("k", "v")],
+            &[],
+            &Limit::fixed(10, Unit::Minute),
+            0,
+            false,
+        );
+        let b = counter_key(
+            "d",
+            &[("k", "v")],
+            &[],
+            &Limit::fixed(99, Unit::Minute),
+            0,
+            false,
+        );
+        let c = counter_key(
+            "d",
+            &[("k", "v")],
+            &[],
+            &Limit::fixed(10, Unit::Hour),
+            0,
+            false,
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

@@ -50,6 +50,10 @@ pub struct Loaded {
     pub rules: RuleSet,
     /// The warnings, in file order.
     pub warnings: Vec<ConfigError>,
+    /// A hash of the loaded sources (paths and texts, in load order): equal
+    /// versions mean the same files with the same content. FNV-1a, so it is
+    /// stable across builds and platforms.
+    pub version: u64,
 }
 
 /// Loads `path`: one YAML file, or a directory whose `*.yaml` and `*.yml`
@@ -90,6 +94,7 @@ pub fn load_path_with_warnings(path: &Path, opts: &LoadOptions) -> Result<Loaded
             Ok(Loaded {
                 rules: loaded.rules,
                 warnings,
+                version: loaded.version,
             })
         }
         Ok(_) => Err(ConfigErrors(errors)),
@@ -200,10 +205,30 @@ pub fn load_sources_with_warnings(
         Ok(Loaded {
             rules: builder.finish(),
             warnings,
+            version: sources_version(sources),
         })
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// FNV-1a over each source's path and text, each followed by a separator
+/// byte that UTF-8 text cannot contain, so boundaries cannot shift.
+fn sources_version(sources: &[(PathBuf, String)]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    let mut feed = |bytes: &[u8]| {
+        for &byte in bytes.iter().chain(&[0xff]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+    };
+    for (path, text) in sources {
+        feed(path.as_os_str().as_encoded_bytes());
+        feed(text.as_bytes());
+    }
+    hash
 }
 
 fn load_one(

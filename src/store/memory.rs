@@ -277,6 +277,10 @@ impl CounterStore for MemoryStore {
     fn len(&self) -> u64 {
         self.counters.entry_count()
     }
+
+    fn evictions(&self) -> u64 {
+        MemoryStore::evictions(self)
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,12 @@ pub trait CounterStore: Send + Sync + 'static {
     /// Counters currently held (approximate for caches that evict lazily).
     fn len(&self) -> u64;
 
+    /// Counters dropped to make room for others since the store started
+    /// (each one may have forgotten hits); 0 for stores that never evict.
+    fn evictions(&self) -> u64 {
+        0
+    }
+
     /// Whether no counters are held.
     fn is_empty(&self) -> bool {
         self.len() == 0
