@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::clock::SystemClock;
 use crate::config::{self, LoadOptions};
 use crate::rules::RuleSet;
-use crate::server::{self, Listeners};
+use crate::server::{self, ConfigSource, Listeners, ServerOptions};
 use crate::service::{RateLimiter, ServiceOptions};
 use crate::store::memory::MemoryStore;
 
@@ -105,6 +105,27 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Address of the admin server (`/rlconfig`, `/usage`, `/reload`).
+    /// Loopback by default: it shows every rule and counter.
+    #[arg(long, env = "FLOODGATE_ADMIN_ADDR", default_value = "127.0.0.1:6070")]
+    pub admin_addr: SocketAddr,
+
+    /// Hits above this share of a limit count as near the limit (metrics only).
+    #[arg(long, env = "NEAR_LIMIT_RATIO", default_value_t = crate::metrics::DEFAULT_NEAR_LIMIT_RATIO, value_parser = parse_ratio)]
+    pub near_limit_ratio: f32,
+
+    /// Reload the rules when the config file or directory changes (SIGHUP
+    /// reloads them either way).
+    #[arg(long, env = "FLOODGATE_CONFIG_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub config_watch: bool,
+}
+
+fn parse_ratio(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("expected a number from 0 to 1, got '{text}'")),
+    }
 }
 
 /// Loads rules, printing every error (file, line, reason) to stderr.
@@ -161,14 +182,30 @@ pub async fn serve(args: ServeArgs) -> i32 {
         grpc: args.grpc_addr,
         http: args.http_addr,
     };
-    let running = match server::start(limiter, &listeners).await {
+    let options = ServerOptions {
+        admin: Some(args.admin_addr),
+        config: Some(ConfigSource {
+            path: args.config.config.clone(),
+            load_options: args.config.load_options(),
+            watch: args.config_watch,
+            reload_on_sighup: true,
+        }),
+        near_limit_ratio: args.near_limit_ratio,
+        ..ServerOptions::default()
+    };
+    let running = match server::start_with(limiter, &listeners, options).await {
         Ok(running) => running,
         Err(e) => {
             eprintln!("floodgate: cannot listen: {e}");
             return 1;
         }
     };
-    tracing::info!(grpc = %running.grpc_addr, http = %running.http_addr, "floodgate serving");
+    tracing::info!(
+        grpc = %running.grpc_addr,
+        http = %running.http_addr,
+        admin = %running.admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+        "floodgate serving"
+    );
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     match running.shutdown().await {

@@ -11,7 +11,9 @@
 //!
 //! - `main.rs`, [`cli`]: the command line (`serve`, `check`) and environment.
 //! - [`server`]: transports: tonic gRPC (RLS v3, health, reflection) and HTTP
-//!   (`/json`, `/healthcheck`); start and graceful shutdown.
+//!   (`/json`, `/healthcheck`, `/metrics`); the admin server (`/rlconfig`,
+//!   `/usage`, `/reload`); config hot reload; start and graceful shutdown.
+//! - [`metrics`]: metric names and recording (Prometheus text).
 //! - [`respond`]: the protobuf response built from a decision.
 //! - [`service`]: the one decision path: validate, match, apply limits.
 //! - [`config`]: YAML files to a validated [`rules::RuleSet`], errors with
@@ -21,12 +23,16 @@
 //!   in-process moka store.
 //! - [`limit`]: the algorithms as pure functions of (limit, state, now, hits).
 //! - [`clock`]: where "now" comes from.
+//! - [`health`]: whether to receive traffic (rules loaded, not shutting
+//!   down, store reachable); imports nothing, so any layer may hold it.
 //! - [`proto`]: the generated Envoy RLS v3 protobuf modules.
 
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod health;
 pub mod limit;
+pub mod metrics;
 pub mod proto;
 pub mod respond;
 pub mod rules;

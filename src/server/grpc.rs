@@ -1,9 +1,11 @@
 //! The gRPC transport: Envoy's `RateLimitService/ShouldRateLimit`.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
+use crate::metrics::{Metrics, Transport};
 use crate::proto::{RateLimitRequest, RateLimitResponse, RateLimitService};
 use crate::respond;
 use crate::service::{DecideError, RateLimiter};
@@ -12,12 +14,22 @@ use crate::store::CounterStore;
 /// Adapts the [`RateLimiter`] to tonic's generated service trait.
 pub struct GrpcService<S> {
     limiter: Arc<RateLimiter<S>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<S> GrpcService<S> {
     /// Serves decisions from `limiter`.
     pub fn new(limiter: Arc<RateLimiter<S>>) -> GrpcService<S> {
-        GrpcService { limiter }
+        GrpcService {
+            limiter,
+            metrics: None,
+        }
+    }
+
+    /// Records every request in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> GrpcService<S> {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -36,7 +48,12 @@ impl<S: CounterStore> RateLimitService for GrpcService<S> {
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let request = request.into_inner();
-        match self.limiter.decide(&request).await {
+        let started = Instant::now();
+        let result = self.limiter.decide(&request).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.observe(Transport::Grpc, &request, &result, started.elapsed());
+        }
+        match result {
             Ok(decision) => Ok(Response::new(respond::to_response(&decision))),
             Err(error) => Err(status_of(&error)),
         }

@@ -1,8 +1,9 @@
 //! The HTTP transport: `POST /json` (the RLS call in protojson, as the
-//! reference serves it) and `GET /healthcheck`.
+//! reference serves it), `GET /healthcheck` and `GET /metrics` (Prometheus
+//! text).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -12,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::json::{JsonRequest, JsonResponse};
+use crate::health::Health;
+use crate::metrics::{Metrics, Transport};
 use crate::respond;
 use crate::service::{DecideError, RateLimiter};
 use crate::store::CounterStore;
@@ -19,8 +22,10 @@ use crate::store::CounterStore;
 /// What the HTTP handlers share.
 pub struct HttpState<S> {
     pub(crate) limiter: Arc<RateLimiter<S>>,
-    /// Serving: rules are loaded and the server is not shutting down.
-    pub(crate) healthy: Arc<AtomicBool>,
+    /// Serving: rules are loaded, the server is not shutting down and the
+    /// store is reachable (when that matters).
+    pub(crate) health: Health,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// The HTTP routes.
@@ -28,6 +33,7 @@ pub fn router<S: CounterStore>(state: Arc<HttpState<S>>) -> Router {
     Router::new()
         .route("/json", post(json::<S>))
         .route("/healthcheck", get(healthcheck::<S>))
+        .route("/metrics", get(metrics::<S>))
         .with_state(state)
 }
 
@@ -43,10 +49,20 @@ fn error_body(status: StatusCode, message: &str) -> Response {
 async fn json<S: CounterStore>(State(state): State<Arc<HttpState<S>>>, body: Bytes) -> Response {
     let request: JsonRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
-        Err(e) => return error_body(StatusCode::BAD_REQUEST, &format!("invalid request JSON: {e}")),
+        Err(e) => {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid request JSON: {e}"),
+            );
+        }
     };
     let request = request.into_proto();
-    match state.limiter.decide(&request).await {
+    let started = Instant::now();
+    let result = state.limiter.decide(&request).await;
+    state
+        .metrics
+        .observe(Transport::Http, &request, &result, started.elapsed());
+    match result {
         Ok(decision) => {
             let response = respond::to_response(&decision);
             let status = if decision.over_limit {
@@ -64,10 +80,26 @@ async fn json<S: CounterStore>(State(state): State<Arc<HttpState<S>>>, body: Byt
     }
 }
 
+/// 200 `OK` when serving; 500 with an empty body when not, as the
+/// reference answers.
 async fn healthcheck<S: CounterStore>(State(state): State<Arc<HttpState<S>>>) -> Response {
-    if state.healthy.load(Ordering::Acquire) {
+    if state.health.is_serving() {
         (StatusCode::OK, "OK").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "NOT SERVING").into_response()
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
     }
+}
+
+async fn metrics<S: CounterStore>(State(state): State<Arc<HttpState<S>>>) -> Response {
+    let store = state.limiter.store();
+    let body = state.metrics.render(store.len(), store.evictions());
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

@@ -1,17 +1,21 @@
 //! The transports at the edge: gRPC (RLS v3, health, reflection) and HTTP
-//! (`/json`, `/healthcheck`), started together and stopped together.
+//! (`/json`, `/healthcheck`, `/metrics`), plus the admin server and config
+//! reload, started together and stopped together.
 //!
 //! [`start`] binds both listeners (port 0 picks a free port, which tests
 //! use), serves until [`Running::shutdown`] is called, then stops accepting
-//! and lets in-flight requests finish.
+//! and lets in-flight requests finish. [`start_with`] also takes
+//! [`ServerOptions`]: an admin listener, a config source to reload from, the
+//! near-limit ratio, and a shared [`Health`].
 
+mod admin;
 mod grpc;
 mod http;
 pub(crate) mod json;
+pub mod reload;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,7 +24,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 pub use grpc::{GrpcService, status_of};
+pub use reload::{ConfigSource, ReloadOutcome, ReloadStatus, Reloader};
 
+use crate::health::Health;
+use crate::metrics::{DEFAULT_NEAR_LIMIT_RATIO, Metrics};
 use crate::proto::{FILE_DESCRIPTOR_SET, RateLimitServiceServer};
 use crate::service::RateLimiter;
 use crate::store::CounterStore;
@@ -38,15 +45,51 @@ pub struct Listeners {
     pub http: SocketAddr,
 }
 
+/// What [`start_with`] adds to [`start`].
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Where the admin server listens; `None`: no admin server.
+    pub admin: Option<SocketAddr>,
+    /// Where to reload rules from (file watch, SIGHUP, `POST /reload`);
+    /// `None`: the limiter's rules never change. When set, the server loads
+    /// it once at start, so the reload status has a version from the outset.
+    pub config: Option<ConfigSource>,
+    /// Hits above this share of a limit count as near the limit.
+    pub near_limit_ratio: f32,
+    /// The health state to report; a store may hold a clone to report
+    /// itself unreachable.
+    pub health: Health,
+    /// The limiter's rules are a real config. `false` when it was started
+    /// with a placeholder: the server is then not serving until a load from
+    /// `config` succeeds.
+    pub rules_loaded: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> ServerOptions {
+        ServerOptions {
+            admin: None,
+            config: None,
+            near_limit_ratio: DEFAULT_NEAR_LIMIT_RATIO,
+            health: Health::new(),
+            rules_loaded: true,
+        }
+    }
+}
+
 /// A started server.
 pub struct Running {
     /// The bound gRPC address (with the real port when 0 was asked for).
     pub grpc_addr: SocketAddr,
     /// The bound HTTP address.
     pub http_addr: SocketAddr,
+    /// The bound admin address, when an admin server was asked for.
+    pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), String>>>,
-    healthy: Arc<AtomicBool>,
+    health: Health,
+    metrics: Arc<Metrics>,
+    reload_status: Option<Arc<dyn Fn() -> ReloadStatus + Send + Sync>>,
 }
 
 /// Binds the listeners and starts serving `limiter`.
@@ -54,27 +97,72 @@ pub async fn start<S: CounterStore>(
     limiter: Arc<RateLimiter<S>>,
     listeners: &Listeners,
 ) -> std::io::Result<Running> {
+    start_with(limiter, listeners, ServerOptions::default()).await
+}
+
+/// [`start`], with an admin server, config reload and shared health.
+pub async fn start_with<S: CounterStore>(
+    limiter: Arc<RateLimiter<S>>,
+    listeners: &Listeners,
+    options: ServerOptions,
+) -> std::io::Result<Running> {
     let grpc_listener = TcpListener::bind(listeners.grpc).await?;
     let http_listener = TcpListener::bind(listeners.http).await?;
+    let admin_listener = match options.admin {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
+    let admin_addr = match &admin_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     let (shutdown, signal) = watch::channel(false);
-    let healthy = Arc::new(AtomicBool::new(true));
+    let health = options.health.clone();
+    let metrics = Arc::new(Metrics::new(options.near_limit_ratio));
+    metrics.set_rules(&limiter.rules());
+    if options.rules_loaded {
+        health.set_rules_loaded(true);
+    }
+    let mut tasks = Vec::new();
+
+    let reloader = options.config.map(|source| {
+        Arc::new(Reloader::new(
+            Arc::clone(&limiter),
+            source,
+            Arc::clone(&metrics),
+            health.clone(),
+        ))
+    });
+    if let Some(reloader) = &reloader {
+        // A failure is logged, counted and kept in the status; the server
+        // still starts (not serving, if it had no rules before).
+        let _ = reload::reload_blocking(reloader, "start").await;
+        tasks.push(reload::spawn(Arc::clone(reloader), signal.clone()));
+    }
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<RateLimitServiceServer<GrpcService<S>>>()
-        .await;
-    health_reporter
-        .set_service_status(HEALTH_SERVICE_NAME, ServingStatus::Serving)
-        .await;
+    let rls_name = <RateLimitServiceServer<GrpcService<S>> as tonic::server::NamedService>::NAME;
+    // Set now, not only in the follower task: the reporter starts with ""
+    // serving, which must not be seen before rules are loaded.
+    set_health_status(&health_reporter, rls_name, health.is_serving()).await;
+    tasks.push(spawn_health_follower(
+        health.clone(),
+        health_reporter.clone(),
+        rls_name,
+        signal.clone(),
+    ));
+    tasks.push(spawn_upkeep(Arc::clone(&metrics), signal.clone()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(std::io::Error::other)?;
 
-    let grpc_service = RateLimitServiceServer::new(GrpcService::new(Arc::clone(&limiter)));
+    let grpc_service = RateLimitServiceServer::new(
+        GrpcService::new(Arc::clone(&limiter)).with_metrics(Arc::clone(&metrics)),
+    );
     let mut grpc_signal = signal.clone();
     let grpc_task = tokio::spawn(async move {
         tonic::transport::Server::builder()
@@ -95,9 +183,26 @@ pub async fn start<S: CounterStore>(
             .map_err(|e| format!("gRPC server failed: {e}"))
     });
 
+    if let Some(admin_listener) = admin_listener {
+        let admin_state = Arc::new(admin::AdminState {
+            limiter: Arc::clone(&limiter),
+            reloader: reloader.clone(),
+        });
+        let mut admin_signal = signal.clone();
+        tasks.push(tokio::spawn(async move {
+            axum::serve(admin_listener, admin::router(admin_state))
+                .with_graceful_shutdown(async move {
+                    let _ = admin_signal.wait_for(|stop| *stop).await;
+                })
+                .await
+                .map_err(|e| format!("admin server failed: {e}"))
+        }));
+    }
+
     let http_state = Arc::new(http::HttpState {
         limiter,
-        healthy: Arc::clone(&healthy),
+        health: health.clone(),
+        metrics: Arc::clone(&metrics),
     });
     let mut http_signal = signal;
     let http_task = tokio::spawn(async move {
@@ -109,20 +214,99 @@ pub async fn start<S: CounterStore>(
             .map_err(|e| format!("HTTP server failed: {e}"))
     });
 
+    tasks.push(grpc_task);
+    tasks.push(http_task);
+    let reload_status = reloader.map(|reloader| {
+        Arc::new(move || reloader.status()) as Arc<dyn Fn() -> ReloadStatus + Send + Sync>
+    });
     Ok(Running {
         grpc_addr,
         http_addr,
+        admin_addr,
         shutdown,
-        tasks: vec![grpc_task, http_task],
-        healthy,
+        tasks,
+        health,
+        metrics,
+        reload_status,
+    })
+}
+
+/// Mirrors [`Health`] into the gRPC health service, for the overall
+/// service `""`, [`HEALTH_SERVICE_NAME`] and the RLS service's own name,
+/// until shutdown.
+fn spawn_health_follower(
+    health: Health,
+    reporter: tonic_health::server::HealthReporter,
+    rls_name: &'static str,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<Result<(), String>> {
+    let mut serving = health.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let now_serving = *serving.borrow_and_update();
+            set_health_status(&reporter, rls_name, now_serving).await;
+            tokio::select! {
+                changed = serving.changed() => if changed.is_err() { break },
+                _ = stop.wait_for(|stop| *stop) => break,
+            }
+        }
+        Ok(())
+    })
+}
+
+async fn set_health_status(
+    reporter: &tonic_health::server::HealthReporter,
+    rls_name: &'static str,
+    serving: bool,
+) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for name in ["", HEALTH_SERVICE_NAME, rls_name] {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Folds recorded latencies into the histogram every few seconds, so memory
+/// stays bounded when nobody scrapes `/metrics`.
+fn spawn_upkeep(
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<Result<(), String>> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = every.tick() => metrics.run_upkeep(),
+                _ = stop.wait_for(|stop| *stop) => break,
+            }
+        }
+        Ok(())
     })
 }
 
 impl Running {
+    /// The health state this server reports.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// This server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The config reload status; `None` without a config source.
+    pub fn reload_status(&self) -> Option<ReloadStatus> {
+        self.reload_status.as_ref().map(|status| status())
+    }
+
     /// Stops accepting connections, reports not-serving, lets in-flight
     /// requests finish and waits for both transports to stop.
     pub async fn shutdown(self) -> Result<(), String> {
-        self.healthy.store(false, Ordering::Release);
+        self.health.set_shutting_down();
         let _ = self.shutdown.send(true);
         self.wait().await
     }
