@@ -275,6 +275,9 @@ impl CounterStore for MemoryStore {
     }
 
     fn len(&self) -> u64 {
+        // moka counts writes and expiries in batches; settle them first so a
+        // metrics scrape (the caller) sees the real number, not a lagging one.
+        self.counters.run_pending_tasks();
         self.counters.entry_count()
     }
 
