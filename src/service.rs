@@ -138,8 +138,7 @@ impl<S: CounterStore> RateLimiter<S> {
         let domain = request.domain.as_str();
 
         // Match every descriptor first: `replaces` works across descriptors.
-        let mut matched: Vec<Option<(Arc<Rule>, Vec<(usize, String)>)>> =
-            Vec::with_capacity(request.descriptors.len());
+        let mut matched: Vec<Option<MatchedRule>> = Vec::with_capacity(request.descriptors.len());
         for descriptor in &request.descriptors {
             matched.push(match_descriptor(&rules, domain, descriptor));
         }
@@ -311,13 +310,13 @@ fn validate(request: &RateLimitRequest) -> Result<(), DecideError> {
         ));
     }
     for (index, descriptor) in request.descriptors.iter().enumerate() {
-        if let Some(limit) = &descriptor.limit {
-            if unit_from_proto(limit.unit).is_none() {
-                return Err(DecideError::InvalidRequest(format!(
-                    "descriptor {index} has a limit override with unit {} (expected SECOND to YEAR)",
-                    limit.unit
-                )));
-            }
+        if let Some(limit) = &descriptor.limit
+            && unit_from_proto(limit.unit).is_none()
+        {
+            return Err(DecideError::InvalidRequest(format!(
+                "descriptor {index} has a limit override with unit {} (expected SECOND to YEAR)",
+                limit.unit
+            )));
         }
         if let Some(entry) = descriptor.entries.iter().position(|e| e.key.is_empty()) {
             return Err(DecideError::InvalidRequest(format!(
@@ -328,6 +327,10 @@ fn validate(request: &RateLimitRequest) -> Result<(), DecideError> {
     Ok(())
 }
 
+/// A descriptor's rule and the entries whose value its counter key replaces
+/// by a shared wildcard pattern (see [`match_descriptor`]).
+type MatchedRule = (Arc<Rule>, Vec<(usize, String)>);
+
 /// The rule for one descriptor: the request's override if it has one, else
 /// the configured rule. Returns the rule and the entries whose value the
 /// counter key replaces by a shared wildcard pattern.
@@ -335,7 +338,7 @@ fn match_descriptor(
     rules: &RuleSet,
     domain: &str,
     descriptor: &RateLimitDescriptor,
-) -> Option<(Arc<Rule>, Vec<(usize, String)>)> {
+) -> Option<MatchedRule> {
     // As in the reference, an override applies only in a known domain, and
     // replaces the config tree's answer without consulting it.
     let known = rules.domain(domain)?;

@@ -382,10 +382,10 @@ fn hangup_signal() -> Option<Hangup> {
 /// The next SIGHUP; never, without a handler.
 async fn next_hangup(hangup: &mut Option<Hangup>) {
     #[cfg(unix)]
-    if let Some(signal) = hangup {
-        if signal.recv().await.is_some() {
-            return;
-        }
+    if let Some(signal) = hangup
+        && signal.recv().await.is_some()
+    {
+        return;
     }
     #[cfg(not(unix))]
     let _ = hangup;
