@@ -166,9 +166,9 @@ pub async fn serve(args: ServeArgs) -> i32 {
     let Ok(rules) = load_rules(&args.config.config, &args.config.load_options()) else {
         return 1;
     };
-    for line in config::summary(&rules) {
-        tracing::info!(target: "floodgate", "loaded {line}");
-    }
+    // The server loads the path again at start (its reloader logs the
+    // summary and records the version); this load only refuses to start on
+    // a bad config.
     let limiter = Arc::new(RateLimiter::new(
         rules,
         MemoryStore::new(args.max_counters),
