@@ -57,7 +57,9 @@ fn to_status(decision: &DescriptorDecision) -> DescriptorStatus {
 /// seconds); the other algorithms report the exact time.
 fn duration(reset: Nanos, algorithm: Algorithm) -> prost_types::Duration {
     let reset = match algorithm {
-        Algorithm::FixedWindow => reset.div_ceil(NANOS_PER_SECOND).saturating_mul(NANOS_PER_SECOND),
+        Algorithm::FixedWindow => reset
+            .div_ceil(NANOS_PER_SECOND)
+            .saturating_mul(NANOS_PER_SECOND),
         Algorithm::SlidingWindow | Algorithm::TokenBucket => reset,
     };
     prost_types::Duration {
@@ -74,7 +76,10 @@ fn duration(reset: Nanos, algorithm: Algorithm) -> prost_types::Duration {
 /// one unit, while floodgate's own headers (a domain's `response:` block) carry
 /// the real window.
 pub fn reported_unit(limit: &Limit) -> Unit {
-    let window = limit.unit.seconds().saturating_mul(limit.unit_multiplier.max(1));
+    let window = limit
+        .unit
+        .seconds()
+        .saturating_mul(limit.unit_multiplier.max(1));
     Unit::ALL
         .into_iter()
         .find(|unit| unit.seconds() == window)

@@ -92,6 +92,13 @@ pub struct RateLimiter<S> {
     options: ServiceOptions,
 }
 
+/// The rule that applies to one descriptor, and the entries (by index) whose
+/// value the counter key replaces by a shared wildcard pattern.
+struct Applied {
+    rule: Arc<Rule>,
+    shared: Vec<(usize, String)>,
+}
+
 /// Per descriptor: the rule and its limits that survived `replaces`.
 struct Plan {
     rule: Option<Arc<Rule>>,
@@ -142,21 +149,20 @@ impl<S: CounterStore> RateLimiter<S> {
         };
 
         // Match every descriptor first: `replaces` works across descriptors.
-        let mut matched: Vec<Option<(Arc<Rule>, Vec<(usize, String)>)>> =
-            Vec::with_capacity(request.descriptors.len());
+        let mut matched: Vec<Option<Applied>> = Vec::with_capacity(request.descriptors.len());
         for descriptor in &request.descriptors {
             matched.push(match_descriptor(&rules, domain, descriptor));
         }
         let replaced: HashSet<&str> = matched
             .iter()
             .flatten()
-            .flat_map(|(rule, _)| rule.replaces.iter().map(String::as_str))
+            .flat_map(|applied| applied.rule.replaces.iter().map(String::as_str))
             .collect();
 
         let mut checks = Vec::new();
         let mut plans = Vec::with_capacity(request.descriptors.len());
         for (index, (descriptor, found)) in request.descriptors.iter().zip(&matched).enumerate() {
-            let Some((rule, shared)) = found else {
+            let Some(Applied { rule, shared }) = found else {
                 plans.push(Plan {
                     rule: None,
                     limits: Vec::new(),
@@ -181,7 +187,14 @@ impl<S: CounterStore> RateLimiter<S> {
                 }
                 limits.push((rule_limit.clone(), checks.len()));
                 checks.push(Check {
-                    key: counter_key(domain, &descriptor.entries, shared, &rule_limit.limit, slot, multi),
+                    key: counter_key(
+                        domain,
+                        &descriptor.entries,
+                        shared,
+                        &rule_limit.limit,
+                        slot,
+                        multi,
+                    ),
                     limit: rule_limit.limit,
                     hits,
                     group,
@@ -298,13 +311,13 @@ fn validate(request: &RateLimitRequest) -> Result<(), DecideError> {
         ));
     }
     for (index, descriptor) in request.descriptors.iter().enumerate() {
-        if let Some(limit) = &descriptor.limit {
-            if unit_from_proto(limit.unit).is_none() {
-                return Err(DecideError::InvalidRequest(format!(
-                    "descriptor {index} has a limit override with unit {} (expected SECOND to YEAR)",
-                    limit.unit
-                )));
-            }
+        if let Some(limit) = &descriptor.limit
+            && unit_from_proto(limit.unit).is_none()
+        {
+            return Err(DecideError::InvalidRequest(format!(
+                "descriptor {index} has a limit override with unit {} (expected SECOND to YEAR)",
+                limit.unit
+            )));
         }
         if let Some(entry) = descriptor.entries.iter().position(|e| e.key.is_empty()) {
             return Err(DecideError::InvalidRequest(format!(
@@ -322,7 +335,7 @@ fn match_descriptor(
     rules: &RuleSet,
     domain: &str,
     descriptor: &RateLimitDescriptor,
-) -> Option<(Arc<Rule>, Vec<(usize, String)>)> {
+) -> Option<Applied> {
     // As in the reference, an override applies only in a known domain, and
     // replaces the config tree's answer without consulting it.
     let known = rules.domain(domain)?;
@@ -346,7 +359,10 @@ fn match_descriptor(
             detailed_metric: false,
             value_to_metric: Vec::new(),
         };
-        return Some((Arc::new(rule), Vec::new()));
+        return Some(Applied {
+            rule: Arc::new(rule),
+            shared: Vec::new(),
+        });
     }
     let matched = known.lookup(&descriptor.entries)?;
     let shared = matched
@@ -354,7 +370,10 @@ fn match_descriptor(
         .iter()
         .map(|(index, pattern)| (*index, (*pattern).to_owned()))
         .collect();
-    Some((Arc::clone(matched.rule), shared))
+    Some(Applied {
+        rule: Arc::clone(matched.rule),
+        shared,
+    })
 }
 
 /// The rule id suffix of a request's limit override on a descriptor that
@@ -453,9 +472,30 @@ mod tests {
 
     #[test]
     fn counter_key_depends_on_window_not_on_count() {
-        let a = counter_key("d", &[("k", "v")], &[], &Limit::fixed(10, Unit::Minute), 0, false);
-        let b = counter_key("d", &[("k", "v")], &[], &Limit::fixed(99, Unit::Minute), 0, false);
-        let c = counter_key("d", &[("k", "v")], &[], &Limit::fixed(10, Unit::Hour), 0, false);
+        let a = counter_key(
+            "d",
+            &[("k", "v")],
+            &[],
+            &Limit::fixed(10, Unit::Minute),
+            0,
+            false,
+        );
+        let b = counter_key(
+            "d",
+            &[("k", "v")],
+            &[],
+            &Limit::fixed(99, Unit::Minute),
+            0,
+            false,
+        );
+        let c = counter_key(
+            "d",
+            &[("k", "v")],
+            &[],
+            &Limit::fixed(10, Unit::Hour),
+            0,
+            false,
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
