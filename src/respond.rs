@@ -5,7 +5,7 @@
 //! to build its own `x-ratelimit-*` headers, so they are filled for OK
 //! answers too.
 
-use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Unit};
+use crate::limit::{Algorithm, Limit, NANOS_PER_SECOND, Nanos, Unit};
 use crate::proto::{Code, DescriptorStatus, RateLimit, RateLimitResponse, ResponseUnit};
 use crate::service::{Decision, DescriptorDecision};
 
@@ -44,7 +44,7 @@ fn to_status(decision: &DescriptorDecision) -> DescriptorStatus {
         current_limit: Some(RateLimit {
             name: rule_limit.name.as_deref().unwrap_or_default().to_owned(),
             requests_per_unit: u32::try_from(limit.requests_per_unit).unwrap_or(u32::MAX),
-            unit: unit_to_proto(limit.unit) as i32,
+            unit: unit_to_proto(reported_unit(limit)) as i32,
         }),
         limit_remaining: u32::try_from(decision.remaining).unwrap_or(u32::MAX),
         duration_until_reset: Some(duration(reset, limit.algorithm)),
@@ -68,6 +68,24 @@ fn duration(reset: Nanos, algorithm: Algorithm) -> prost_types::Duration {
     }
 }
 
+/// The unit reported for a limit in `current_limit`. The protobuf has no
+/// field for a window of several units, so a window that is exactly one
+/// larger unit (60 minutes, 24 hours, 7 days) is reported as that unit; any
+/// other multiple (`unit_multiplier: 10` minutes) is reported in its
+/// configured unit, with `requests_per_unit` unchanged: Envoy's `w=` then shows
+/// one unit, while floodgate's own headers (a domain's `response:` block) carry
+/// the real window.
+pub fn reported_unit(limit: &Limit) -> Unit {
+    let window = limit
+        .unit
+        .seconds()
+        .saturating_mul(limit.unit_multiplier.max(1));
+    Unit::ALL
+        .into_iter()
+        .find(|unit| unit.seconds() == window)
+        .unwrap_or(limit.unit)
+}
+
 /// The response's unit for a limit's unit.
 pub fn unit_to_proto(unit: Unit) -> ResponseUnit {
     match unit {
@@ -78,5 +96,30 @@ pub fn unit_to_proto(unit: Unit) -> ResponseUnit {
         Unit::Week => ResponseUnit::Week,
         Unit::Month => ResponseUnit::Month,
         Unit::Year => ResponseUnit::Year,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_larger_units_are_reported_as_that_unit() {
+        let minutes = |n| Limit {
+            unit_multiplier: n,
+            ..Limit::fixed(20, Unit::Minute)
+        };
+        assert_eq!(reported_unit(&minutes(1)), Unit::Minute);
+        assert_eq!(reported_unit(&minutes(60)), Unit::Hour);
+        assert_eq!(reported_unit(&minutes(10)), Unit::Minute);
+        assert_eq!(reported_unit(&minutes(24 * 60)), Unit::Day);
+    }
+
+    #[test]
+    fn fixed_windows_report_whole_seconds_rounded_up_like_the_reference() {
+        let d = duration(59 * NANOS_PER_SECOND + 1, Algorithm::FixedWindow);
+        assert_eq!((d.seconds, d.nanos), (60, 0));
+        let d = duration(1_500_000_000, Algorithm::TokenBucket);
+        assert_eq!((d.seconds, d.nanos), (1, 500_000_000));
     }
 }

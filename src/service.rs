@@ -92,6 +92,13 @@ pub struct RateLimiter<S> {
     options: ServiceOptions,
 }
 
+/// The rule that applies to one descriptor, and the entries (by index) whose
+/// value the counter key replaces by a shared wildcard pattern.
+struct Applied {
+    rule: Arc<Rule>,
+    shared: Vec<(usize, String)>,
+}
+
 /// Per descriptor: the rule and its limits that survived `replaces`.
 struct Plan {
     rule: Option<Arc<Rule>>,
@@ -138,20 +145,20 @@ impl<S: CounterStore> RateLimiter<S> {
         let domain = request.domain.as_str();
 
         // Match every descriptor first: `replaces` works across descriptors.
-        let mut matched: Vec<Option<MatchedRule>> = Vec::with_capacity(request.descriptors.len());
+        let mut matched: Vec<Option<Applied>> = Vec::with_capacity(request.descriptors.len());
         for descriptor in &request.descriptors {
             matched.push(match_descriptor(&rules, domain, descriptor));
         }
         let replaced: HashSet<&str> = matched
             .iter()
             .flatten()
-            .flat_map(|(rule, _)| rule.replaces.iter().map(String::as_str))
+            .flat_map(|applied| applied.rule.replaces.iter().map(String::as_str))
             .collect();
 
         let mut checks = Vec::new();
         let mut plans = Vec::with_capacity(request.descriptors.len());
         for (index, (descriptor, found)) in request.descriptors.iter().zip(&matched).enumerate() {
-            let Some((rule, shared)) = found else {
+            let Some(Applied { rule, shared }) = found else {
                 plans.push(Plan {
                     rule: None,
                     limits: Vec::new(),
@@ -327,10 +334,6 @@ fn validate(request: &RateLimitRequest) -> Result<(), DecideError> {
     Ok(())
 }
 
-/// A descriptor's rule and the entries whose value its counter key replaces
-/// by a shared wildcard pattern (see [`match_descriptor`]).
-type MatchedRule = (Arc<Rule>, Vec<(usize, String)>);
-
 /// The rule for one descriptor: the request's override if it has one, else
 /// the configured rule. Returns the rule and the entries whose value the
 /// counter key replaces by a shared wildcard pattern.
@@ -338,7 +341,7 @@ fn match_descriptor(
     rules: &RuleSet,
     domain: &str,
     descriptor: &RateLimitDescriptor,
-) -> Option<MatchedRule> {
+) -> Option<Applied> {
     // As in the reference, an override applies only in a known domain, and
     // replaces the config tree's answer without consulting it.
     let known = rules.domain(domain)?;
@@ -362,7 +365,10 @@ fn match_descriptor(
             detailed_metric: false,
             value_to_metric: Vec::new(),
         };
-        return Some((Arc::new(rule), Vec::new()));
+        return Some(Applied {
+            rule: Arc::new(rule),
+            shared: Vec::new(),
+        });
     }
     let matched = known.lookup(&descriptor.entries)?;
     let shared = matched
@@ -370,7 +376,10 @@ fn match_descriptor(
         .iter()
         .map(|(index, pattern)| (*index, (*pattern).to_owned()))
         .collect();
-    Some((Arc::clone(matched.rule), shared))
+    Some(Applied {
+        rule: Arc::clone(matched.rule),
+        shared,
+    })
 }
 
 /// The rule id suffix of a request's limit override on a descriptor that
@@ -488,7 +497,7 @@ impl<S: CounterStore> RateLimiter<S> {
             hits_addend: 0,
         })?;
         let rules = self.rules.load();
-        let Some((rule, shared)) = match_descriptor(&rules, domain, &descriptor) else {
+        let Some(Applied { rule, shared }) = match_descriptor(&rules, domain, &descriptor) else {
             return Ok(None);
         };
         let multi = rule.limits.len() > 1;
