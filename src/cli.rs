@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::clock::SystemClock;
 use crate::config::{self, LoadOptions};
+use crate::policy::{LimitHeaderNames, ResponseOptions};
 use crate::rules::RuleSet;
 use crate::server::{self, Listeners};
 use crate::service::{RateLimiter, ServiceOptions};
@@ -98,6 +99,31 @@ pub struct ServeArgs {
     #[arg(long, env = "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT")]
     pub stop_cache_key_increment_when_overlimit: bool,
 
+    /// Add the limit, remaining and reset of the most restrictive descriptor
+    /// as response headers, as the reference server does.
+    #[arg(long, env = "LIMIT_RESPONSE_HEADERS_ENABLED")]
+    pub limit_response_headers_enabled: bool,
+
+    /// Name of the limit header.
+    #[arg(long, env = "LIMIT_LIMIT_HEADER", default_value = "RateLimit-Limit")]
+    pub limit_limit_header: String,
+
+    /// Name of the remaining header.
+    #[arg(
+        long,
+        env = "LIMIT_REMAINING_HEADER",
+        default_value = "RateLimit-Remaining"
+    )]
+    pub limit_remaining_header: String,
+
+    /// Name of the reset header (seconds until the window resets).
+    #[arg(long, env = "LIMIT_RESET_HEADER", default_value = "RateLimit-Reset")]
+    pub limit_reset_header: String,
+
+    /// Attach dynamic metadata (matched rules, remaining counts) to every answer.
+    #[arg(long, env = "FLOODGATE_DYNAMIC_METADATA", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dynamic_metadata: bool,
+
     /// Log level or `tracing` filter (e.g. `info`, `floodgate=debug`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -155,6 +181,16 @@ pub async fn serve(args: ServeArgs) -> i32 {
         ServiceOptions {
             shadow_mode: args.shadow_mode,
             stop_increment_when_over_limit: args.stop_cache_key_increment_when_overlimit,
+            response: ResponseOptions {
+                limit_headers: args.limit_response_headers_enabled.then(|| {
+                    Arc::new(LimitHeaderNames {
+                        limit: args.limit_limit_header.clone(),
+                        remaining: args.limit_remaining_header.clone(),
+                        reset: args.limit_reset_header.clone(),
+                    })
+                }),
+                dynamic_metadata: args.dynamic_metadata,
+            },
         },
     ));
     let listeners = Listeners {

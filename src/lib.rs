@@ -17,6 +17,9 @@
 //! - [`config`]: YAML files to a validated [`rules::RuleSet`], errors with
 //!   file, line and reason.
 //! - [`rules`]: the compiled rule tree and descriptor matching.
+//! - [`policy`]: what callers are told, as data: a domain's `response:`
+//!   block (headers, 429 body template), its identity `fallbacks:`, and the
+//!   service-wide response options.
 //! - [`store`]: where counters live: the [`store::CounterStore`] trait and the
 //!   in-process moka store.
 //! - [`limit`]: the algorithms as pure functions of (limit, state, now, hits).
@@ -27,6 +30,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod limit;
+pub mod policy;
 pub mod proto;
 pub mod respond;
 pub mod rules;

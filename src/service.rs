@@ -26,6 +26,7 @@ use arc_swap::ArcSwap;
 
 use crate::clock::Clock;
 use crate::limit::{Algorithm, Limit, Nanos, Outcome, Unit};
+use crate::policy::{ResponseOptions, ResponsePolicy, fallback_skips};
 use crate::proto::{RateLimitDescriptor, RateLimitRequest};
 use crate::rules::{EntryLike, Rule, RuleLimit, RuleSet};
 use crate::store::{Check, CounterStore, StoreError};
@@ -40,6 +41,9 @@ pub struct ServiceOptions {
     /// `STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT=true`: a request denied by any
     /// descriptor consumes nothing from any counter.
     pub stop_increment_when_over_limit: bool,
+    /// What answers carry besides statuses (reference limit headers,
+    /// dynamic metadata).
+    pub response: ResponseOptions,
 }
 
 /// Why a request could not be decided.
@@ -71,6 +75,9 @@ pub struct DescriptorDecision {
     pub shadowed: bool,
     /// Usage after this request under the reported limit.
     pub used: u64,
+    /// The fallback group that answered this descriptor OK without counting
+    /// it, because a more preferred shape of the group is in the request.
+    pub skipped_by: Option<Arc<str>>,
 }
 
 /// The answer for one request.
@@ -82,6 +89,22 @@ pub struct Decision {
     pub global_shadowed: bool,
     /// One entry per request descriptor, in order.
     pub descriptors: Vec<DescriptorDecision>,
+    /// What [`crate::respond`] needs besides the statuses.
+    pub context: ResponseContext,
+}
+
+/// The request's domain, the decision's time and the response settings
+/// that apply to it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResponseContext {
+    /// The request's domain.
+    pub domain: String,
+    /// The time the limits were evaluated at.
+    pub now: Nanos,
+    /// The domain's `response:` block, if any.
+    pub policy: Option<Arc<ResponsePolicy>>,
+    /// The service-wide response options.
+    pub options: ResponseOptions,
 }
 
 /// The rate limiter: current rules, a counter store and a clock.
@@ -142,10 +165,24 @@ impl<S: CounterStore> RateLimiter<S> {
         };
 
         // Match every descriptor first: `replaces` works across descriptors.
-        let mut matched: Vec<Option<(Arc<Rule>, Vec<(usize, String)>)>> =
-            Vec::with_capacity(request.descriptors.len());
+        let mut matched: Vec<Option<MatchedRule>> = Vec::with_capacity(request.descriptors.len());
         for descriptor in &request.descriptors {
             matched.push(match_descriptor(&rules, domain, descriptor));
+        }
+        // Identity fallbacks: descriptors of a less preferred shape are
+        // answered as if they matched nothing.
+        let known = rules.domain(domain);
+        let skips = fallback_skips(
+            known.map_or(&[][..], |d| d.fallbacks()),
+            request
+                .descriptors
+                .iter()
+                .map(|d| d.entries.iter().map(|e| e.key.as_str())),
+        );
+        for (found, skip) in matched.iter_mut().zip(&skips) {
+            if skip.is_some() {
+                *found = None;
+            }
         }
         let replaced: HashSet<&str> = matched
             .iter()
@@ -181,7 +218,14 @@ impl<S: CounterStore> RateLimiter<S> {
                 }
                 limits.push((rule_limit.clone(), checks.len()));
                 checks.push(Check {
-                    key: counter_key(domain, &descriptor.entries, shared, &rule_limit.limit, slot, multi),
+                    key: counter_key(
+                        domain,
+                        &descriptor.entries,
+                        shared,
+                        &rule_limit.limit,
+                        slot,
+                        multi,
+                    ),
                     limit: rule_limit.limit,
                     hits,
                     group,
@@ -195,13 +239,22 @@ impl<S: CounterStore> RateLimiter<S> {
             });
         }
 
+        let now = self.clock.now();
         let mut outcomes = Vec::with_capacity(checks.len());
         if !checks.is_empty() {
-            self.store
-                .apply(&checks, self.clock.now(), &mut outcomes)
-                .await?;
+            self.store.apply(&checks, now, &mut outcomes).await?;
         }
-        Ok(self.combine(plans, &outcomes))
+        let mut decision = self.combine(plans, &outcomes);
+        for (descriptor, skip) in decision.descriptors.iter_mut().zip(skips) {
+            descriptor.skipped_by = skip;
+        }
+        decision.context = ResponseContext {
+            domain: request.domain.clone(),
+            now,
+            policy: known.and_then(|d| d.response().cloned()),
+            options: self.options.response.clone(),
+        };
+        Ok(decision)
     }
 
     /// Turns per-limit outcomes into per-descriptor and overall answers.
@@ -220,6 +273,7 @@ impl<S: CounterStore> RateLimiter<S> {
                     rule: None,
                     shadowed: false,
                     used: 0,
+                    skipped_by: None,
                 });
                 continue;
             };
@@ -257,6 +311,7 @@ impl<S: CounterStore> RateLimiter<S> {
                 used: chosen.map_or(0, |(_, outcome)| outcome.used),
                 rule: Some(rule),
                 shadowed,
+                skipped_by: None,
             });
         }
         // A quota-mode descriptor keeps its OVER_LIMIT status, but denies the
@@ -270,6 +325,7 @@ impl<S: CounterStore> RateLimiter<S> {
             over_limit: over_limit && !global_shadowed,
             global_shadowed,
             descriptors,
+            context: ResponseContext::default(),
         }
     }
 }
@@ -298,13 +354,13 @@ fn validate(request: &RateLimitRequest) -> Result<(), DecideError> {
         ));
     }
     for (index, descriptor) in request.descriptors.iter().enumerate() {
-        if let Some(limit) = &descriptor.limit {
-            if unit_from_proto(limit.unit).is_none() {
-                return Err(DecideError::InvalidRequest(format!(
-                    "descriptor {index} has a limit override with unit {} (expected SECOND to YEAR)",
-                    limit.unit
-                )));
-            }
+        if let Some(limit) = &descriptor.limit
+            && unit_from_proto(limit.unit).is_none()
+        {
+            return Err(DecideError::InvalidRequest(format!(
+                "descriptor {index} has a limit override with unit {} (expected SECOND to YEAR)",
+                limit.unit
+            )));
         }
         if let Some(entry) = descriptor.entries.iter().position(|e| e.key.is_empty()) {
             return Err(DecideError::InvalidRequest(format!(
@@ -315,6 +371,10 @@ fn validate(request: &RateLimitRequest) -> Result<(), DecideError> {
     Ok(())
 }
 
+/// A descriptor's rule and the entries whose value its counter key replaces
+/// by a shared wildcard pattern.
+type MatchedRule = (Arc<Rule>, Vec<(usize, String)>);
+
 /// The rule for one descriptor: the request's override if it has one, else
 /// the configured rule. Returns the rule and the entries whose value the
 /// counter key replaces by a shared wildcard pattern.
@@ -322,7 +382,7 @@ fn match_descriptor(
     rules: &RuleSet,
     domain: &str,
     descriptor: &RateLimitDescriptor,
-) -> Option<(Arc<Rule>, Vec<(usize, String)>)> {
+) -> Option<MatchedRule> {
     // As in the reference, an override applies only in a known domain, and
     // replaces the config tree's answer without consulting it.
     let known = rules.domain(domain)?;
@@ -453,9 +513,30 @@ mod tests {
 
     #[test]
     fn counter_key_depends_on_window_not_on_count() {
-        let a = counter_key("d", &[("k", "v")], &[], &Limit::fixed(10, Unit::Minute), 0, false);
-        let b = counter_key("d", &[("k", "v")], &[], &Limit::fixed(99, Unit::Minute), 0, false);
-        let c = counter_key("d", &[("k", "v")], &[], &Limit::fixed(10, Unit::Hour), 0, false);
+        let a = counter_key(
+            "d",
+            &[("k", "v")],
+            &[],
+            &Limit::fixed(10, Unit::Minute),
+            0,
+            false,
+        );
+        let b = counter_key(
+            "d",
+            &[("k", "v")],
+            &[],
+            &Limit::fixed(99, Unit::Minute),
+            0,
+            false,
+        );
+        let c = counter_key(
+            "d",
+            &[("k", "v")],
+            &[],
+            &Limit::fixed(10, Unit::Hour),
+            0,
+            false,
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

@@ -196,6 +196,7 @@ pub fn load_sources_with_warnings(
         // Report each file's errors in reading order.
         errors[first_error..].sort_by_key(|error| (error.line, error.column));
     }
+    errors.extend(builder.check_fallback_shapes());
     if errors.is_empty() {
         Ok(Loaded {
             rules: builder.finish(),
