@@ -42,7 +42,10 @@ async fn only_the_first_present_shape_is_counted() {
     assert!(r.statuses[0].current_limit.is_none());
     assert!(r.statuses[1].current_limit.is_none());
     assert_eq!(
-        r.statuses[3].current_limit.as_ref().map(|l| l.name.as_str()),
+        r.statuses[3]
+            .current_limit
+            .as_ref()
+            .map(|l| l.name.as_str()),
         Some("user_seller")
     );
     assert_eq!(

@@ -86,7 +86,11 @@ async fn reset_formats_are_exact_instants() {
     // A token bucket of 10/min is full again 6 s after one request.
     let bucket_full = NOW + secs(6);
     let cases = [
-        ("unix_seconds", window_end.to_string(), (HOUR_START + 24).to_string()),
+        (
+            "unix_seconds",
+            window_end.to_string(),
+            (HOUR_START + 24).to_string(),
+        ),
         (
             "unix_millis",
             (window_end * 1000).to_string(),
@@ -98,12 +102,23 @@ async fn reset_formats_are_exact_instants() {
         let yaml = domain(&format!("  headers: x-ratelimit\n  reset: {format}\n"));
         let mut h = Harness::yaml(&yaml, NOW).await;
         let r = h.call("hdr", &[USER]).await;
-        assert_eq!(header(&r, "X-RateLimit-Reset"), Some(fixed.as_str()), "{format}");
+        assert_eq!(
+            header(&r, "X-RateLimit-Reset"),
+            Some(fixed.as_str()),
+            "{format}"
+        );
         let r = h.call("hdr", &[&[("bucket", "k")]]).await;
         assert_eq!(header(&r, "X-RateLimit-Limit"), Some("10"));
         assert_eq!(header(&r, "X-RateLimit-Remaining"), Some("9"));
-        assert_eq!(r.statuses[0].duration_until_reset.map(|d| d.seconds), Some(6));
-        assert_eq!(header(&r, "X-RateLimit-Reset"), Some(bucket.as_str()), "{format}");
+        assert_eq!(
+            r.statuses[0].duration_until_reset.map(|d| d.seconds),
+            Some(6)
+        );
+        assert_eq!(
+            header(&r, "X-RateLimit-Reset"),
+            Some(bucket.as_str()),
+            "{format}"
+        );
         // Over the limit: Retry-After stays in seconds whatever the format.
         for _ in 0..3 {
             h.call("hdr", &[USER]).await;
@@ -180,7 +195,9 @@ async fn the_most_restrictive_descriptor_is_reported() {
     let r = h.call("hdr", &[&[("ip", "2")], &[("slow", "s")]]).await;
     assert_eq!(header(&r, "X-RateLimit-Limit"), Some("1"));
     // No limit at all: no headers.
-    let r = h.call("hdr", &[&[("free", "x")], &[("nomatch", "x")]]).await;
+    let r = h
+        .call("hdr", &[&[("free", "x")], &[("nomatch", "x")]])
+        .await;
     assert!(headers(&r).is_empty());
     h.stop().await;
 }
@@ -251,21 +268,28 @@ async fn json_body_has_every_placeholder_and_a_content_type_on_429_only() {
 #[tokio::test]
 async fn string_values_are_json_escaped_only_for_json() {
     let named = "domain: esc\ndescriptors:\n  - key: k\n    rate_limit: {name: 'say \"hi\" \\ now', unit: minute, requests_per_unit: 0}\n";
-    let json_yaml = format!("{named}response:\n  content_type: application/problem+json\n  body: '{{\"rule\": \"{{rule}}\"}}'\n");
+    let json_yaml = format!(
+        "{named}response:\n  content_type: application/problem+json\n  body: '{{\"rule\": \"{{rule}}\"}}'\n"
+    );
     let mut h = Harness::yaml(&json_yaml, NOW).await;
     let r = h.call("esc", &[&[("k", "v")]]).await;
     assert_eq!(body_json(&r), json!({"rule": "say \"hi\" \\ now"}));
     assert_eq!(header(&r, "content-type"), Some("application/problem+json"));
     h.stop().await;
 
-    let text_yaml = format!("{named}response:\n  content_type: text/plain; charset=utf-8\n  body: 'Slow down: {{rule}} allows {{limit}} per {{window}}s ({{used}} used). {{{{rule}}'\n");
+    let text_yaml = format!(
+        "{named}response:\n  content_type: text/plain; charset=utf-8\n  body: 'Slow down: {{rule}} allows {{limit}} per {{window}}s ({{used}} used). {{{{rule}}'\n"
+    );
     let mut h = Harness::yaml(&text_yaml, NOW).await;
     let r = h.call("esc", &[&[("k", "v")]]).await;
     assert_eq!(
         String::from_utf8_lossy(&r.raw_body),
         "Slow down: say \"hi\" \\ now allows 0 per 60s (1 used). {rule}"
     );
-    assert_eq!(header(&r, "content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        header(&r, "content-type"),
+        Some("text/plain; charset=utf-8")
+    );
     h.stop().await;
 }
 
@@ -314,7 +338,8 @@ async fn limit_response_headers_enabled_works_as_in_the_reference() {
     assert_eq!(remaining(&r), [1, 1]);
     assert_eq!(headers(&r), reference_headers("5", "1", "43"));
     // The LAST over-limit status wins, not the longest wait.
-    h.call("ref", &[&[("c", "x")], &[("b", "x")], &[("b", "x")]]).await;
+    h.call("ref", &[&[("c", "x")], &[("b", "x")], &[("b", "x")]])
+        .await;
     let r = h.call("ref", &[&[("c", "x")], &[("b", "x")]]).await;
     assert_eq!(codes(&r), [Code::OverLimit, Code::OverLimit]);
     assert_eq!(headers(&r), reference_headers("2", "0", "43"));
@@ -362,9 +387,17 @@ async fn limit_response_headers_are_added_before_global_shadow_mode() {
 
 #[tokio::test]
 async fn dynamic_metadata_names_rules_and_counts() {
-    let mut h = Harness::start(rules(&domain("  headers: none\n")), ServiceOptions::default(), NOW).await;
+    let mut h = Harness::start(
+        rules(&domain("  headers: none\n")),
+        ServiceOptions::default(),
+        NOW,
+    )
+    .await;
     let r = h
-        .call("hdr", &[USER, &[("ip", "1")], &[("nomatch", "x")], &[("free", "x")]])
+        .call(
+            "hdr",
+            &[USER, &[("ip", "1")], &[("nomatch", "x")], &[("free", "x")]],
+        )
         .await;
     assert_eq!(
         metadata(&r),
@@ -375,8 +408,11 @@ async fn dynamic_metadata_names_rules_and_counts() {
             {"code": "OK", "rule": "hdr.free", "unlimited": true},
         ]})
     );
-    h.call("hdr", &[&[("slow", "s")], &[("shadowed", "s")]]).await;
-    let r = h.call("hdr", &[&[("slow", "s")], &[("shadowed", "s")]]).await;
+    h.call("hdr", &[&[("slow", "s")], &[("shadowed", "s")]])
+        .await;
+    let r = h
+        .call("hdr", &[&[("slow", "s")], &[("shadowed", "s")]])
+        .await;
     assert_eq!(
         metadata(&r),
         json!({"domain": "hdr", "overall": "OVER_LIMIT", "descriptors": [

@@ -46,9 +46,15 @@ impl Harness {
             options,
         ));
         let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let running = server::start(limiter, &Listeners { grpc: any, http: any })
-            .await
-            .expect("server starts");
+        let running = server::start(
+            limiter,
+            &Listeners {
+                grpc: any,
+                http: any,
+            },
+        )
+        .await
+        .expect("server starts");
         let client = RateLimitServiceClient::connect(format!("http://{}", running.grpc_addr))
             .await
             .expect("client connects");
@@ -79,7 +85,11 @@ impl Harness {
     }
 
     /// Asks `domain` about `descriptors` (each a list of key/value pairs).
-    pub async fn call(&mut self, domain: &str, descriptors: &[&[(&str, &str)]]) -> RateLimitResponse {
+    pub async fn call(
+        &mut self,
+        domain: &str,
+        descriptors: &[&[(&str, &str)]],
+    ) -> RateLimitResponse {
         self.ask(request(domain, descriptors)).await
     }
 
@@ -163,7 +173,11 @@ pub fn codes(response: &RateLimitResponse) -> Vec<Code> {
 }
 
 pub fn remaining(response: &RateLimitResponse) -> Vec<u32> {
-    response.statuses.iter().map(|s| s.limit_remaining).collect()
+    response
+        .statuses
+        .iter()
+        .map(|s| s.limit_remaining)
+        .collect()
 }
 
 /// The body as JSON.
@@ -202,6 +216,8 @@ fn value_json(v: &prost_types::Value) -> serde_json::Value {
         Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
         Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
         Some(Kind::StructValue(s)) => struct_json(s),
-        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(value_json).collect()),
+        Some(Kind::ListValue(l)) => {
+            serde_json::Value::Array(l.values.iter().map(value_json).collect())
+        }
     }
 }
