@@ -14,6 +14,10 @@
 //!   shadow mode makes only the overall code OK;
 //! - quota-mode descriptors deny the request only when all of them are over.
 //!
+//! floodgate's addition: a domain's identity `fallbacks:` groups answer the
+//! less preferred shapes of a request OK, uncounted, before any check is
+//! built ([`crate::policy::fallback_skips`]).
+//!
 //! Where floodgate differs on purpose: an entry with an empty key and a limit
 //! override with unit UNKNOWN are `INVALID_ARGUMENT` (the reference matches
 //! nothing, or panics), and malformed requests get `INVALID_ARGUMENT` where the
