@@ -99,8 +99,9 @@ pub struct ServeArgs {
     #[arg(long, env = "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT")]
     pub stop_cache_key_increment_when_overlimit: bool,
 
-    /// Add the limit, remaining and reset of the most restrictive descriptor
-    /// as response headers, as the reference server does.
+    /// Add limit, remaining and reset headers to every answer with a limit,
+    /// chosen as the reference server chooses them (smallest remaining; the
+    /// last OVER_LIMIT descriptor wins).
     #[arg(long, env = "LIMIT_RESPONSE_HEADERS_ENABLED")]
     pub limit_response_headers_enabled: bool,
 
