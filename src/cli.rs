@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::clock::SystemClock;
 use crate::config::{self, LoadOptions};
+use crate::policy::{LimitHeaderNames, ResponseOptions};
 use crate::rules::RuleSet;
 use crate::server::{self, ConfigSource, Listeners, ServerOptions};
 use crate::service::{RateLimiter, ServiceOptions};
@@ -30,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve rate-limit decisions over gRPC and HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a config file or directory and summarise it.
     Check(CheckArgs),
 }
@@ -97,6 +98,32 @@ pub struct ServeArgs {
     /// A request denied by any descriptor consumes nothing from any counter.
     #[arg(long, env = "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT")]
     pub stop_cache_key_increment_when_overlimit: bool,
+
+    /// Add limit, remaining and reset headers to every answer with a limit,
+    /// chosen as the reference server chooses them (smallest remaining; the
+    /// last OVER_LIMIT descriptor wins).
+    #[arg(long, env = "LIMIT_RESPONSE_HEADERS_ENABLED")]
+    pub limit_response_headers_enabled: bool,
+
+    /// Name of the limit header.
+    #[arg(long, env = "LIMIT_LIMIT_HEADER", default_value = "RateLimit-Limit")]
+    pub limit_limit_header: String,
+
+    /// Name of the remaining header.
+    #[arg(
+        long,
+        env = "LIMIT_REMAINING_HEADER",
+        default_value = "RateLimit-Remaining"
+    )]
+    pub limit_remaining_header: String,
+
+    /// Name of the reset header (seconds until the window resets).
+    #[arg(long, env = "LIMIT_RESET_HEADER", default_value = "RateLimit-Reset")]
+    pub limit_reset_header: String,
+
+    /// Attach dynamic metadata (matched rules, remaining counts) to every answer.
+    #[arg(long, env = "FLOODGATE_DYNAMIC_METADATA", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dynamic_metadata: bool,
 
     /// Log level or `tracing` filter (e.g. `info`, `floodgate=debug`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
@@ -176,6 +203,16 @@ pub async fn serve(args: ServeArgs) -> i32 {
         ServiceOptions {
             shadow_mode: args.shadow_mode,
             stop_increment_when_over_limit: args.stop_cache_key_increment_when_overlimit,
+            response: ResponseOptions {
+                limit_headers: args.limit_response_headers_enabled.then(|| {
+                    Arc::new(LimitHeaderNames {
+                        limit: args.limit_limit_header.clone(),
+                        remaining: args.limit_remaining_header.clone(),
+                        reset: args.limit_reset_header.clone(),
+                    })
+                }),
+                dynamic_metadata: args.dynamic_metadata,
+            },
         },
     ));
     let listeners = Listeners {

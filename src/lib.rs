@@ -19,6 +19,9 @@
 //! - [`config`]: YAML files to a validated [`rules::RuleSet`], errors with
 //!   file, line and reason.
 //! - [`rules`]: the compiled rule tree and descriptor matching.
+//! - [`policy`]: what callers are told, as data: a domain's `response:`
+//!   block (headers, 429 body template), its identity `fallbacks:`, and the
+//!   service-wide response options.
 //! - [`store`]: where counters live: the [`store::CounterStore`] trait and the
 //!   in-process moka store.
 //! - [`limit`]: the algorithms as pure functions of (limit, state, now, hits).
@@ -33,6 +36,7 @@ pub mod config;
 pub mod health;
 pub mod limit;
 pub mod metrics;
+pub mod policy;
 pub mod proto;
 pub mod respond;
 pub mod rules;

@@ -13,7 +13,7 @@ fn main() {
                 .enable_all()
                 .build()
             {
-                Ok(runtime) => runtime.block_on(cli::serve(args)),
+                Ok(runtime) => runtime.block_on(cli::serve(*args)),
                 Err(e) => {
                     eprintln!("floodgate: cannot start the async runtime: {e}");
                     1

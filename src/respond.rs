@@ -1,17 +1,74 @@
 //! Builds what a caller receives from a [`Decision`]: the protobuf
-//! `RateLimitResponse` (statuses, codes, limits, remaining, reset).
+//! `RateLimitResponse` (statuses, codes, limits, remaining, reset), the
+//! headers Envoy adds to the client's response, the 429 body, and the
+//! dynamic metadata Envoy's access logs can show.
 //!
 //! Envoy reads `current_limit`, `limit_remaining` and `duration_until_reset`
 //! to build its own `x-ratelimit-*` headers, so they are filled for OK
 //! answers too.
+//!
+//! # Headers (`response_headers_to_add`)
+//!
+//! Envoy adds these to the upstream's response on OK and to its 429 on
+//! OVER_LIMIT.
+//! - The reference's `LIMIT_RESPONSE_HEADERS_ENABLED` headers
+//!   ([`crate::policy::ResponseOptions::limit_headers`]), exactly as the
+//!   reference builds them: the status with the smallest remaining (first on
+//!   a tie), except that the last OVER_LIMIT status wins; limit =
+//!   `requests_per_unit`, reset = seconds to the end of the window; sent
+//!   whatever the global shadow mode says; none when no descriptor has a
+//!   limit. A domain whose `response.headers` is not `none` sends its own
+//!   headers instead.
+//! - A domain's `response.headers`: values from the most restrictive
+//!   descriptor, see [`headline`]. `X-RateLimit-Limit` and `q=` are that
+//!   limit's `requests_per_unit`, also when its window is several units
+//!   (`unit_multiplier`) or its rule has several limits: the limit reported
+//!   is the one closest to denying. `Retry-After` (seconds, rounded up, at
+//!   least 1) is added when the overall code is OVER_LIMIT.
+//! - With a body: `content-type`, on OVER_LIMIT only (so it never replaces
+//!   the upstream's on OK answers).
+//!
+//! # Dynamic metadata
+//!
+//! Every answer (unless turned off) carries a `Struct`, which Envoy stores
+//! under `envoy.filters.http.ratelimit`:
+//!
+//! ```json
+//! {"domain": "xola", "overall": "OVER_LIMIT",
+//!  "descriptors": [
+//!    {"code": "OVER_LIMIT", "rule": "xola.user.seller", "limit": "user_seller",
+//!     "remaining": 0, "reset_seconds": 296, "used": 905},
+//!    {"code": "OK", "fallback": "identity"},
+//!    {"code": "OK"}]}
+//! ```
+//!
+//! - `domain`, `overall` (`OK` or `OVER_LIMIT`, after global shadow mode);
+//!   `global_shadow: true` when global shadow mode turned an OVER_LIMIT into OK.
+//! - `descriptors`: one object per request descriptor, in request order:
+//!   `code`; `rule` (the matched rule's id, absent when none matched);
+//!   `limit` (the reported limit's name, when it has one); `remaining`,
+//!   `reset_seconds` (rounded up) and `used` (count including this request)
+//!   when a limit applied; `shadowed: true` when the rule's shadow mode
+//!   turned OVER_LIMIT into OK; `unlimited: true` for an unlimited rule;
+//!   `fallback: <group>` when a fallback group answered it OK uncounted.
+//!
+//! In an access log: `%DYNAMIC_METADATA(envoy.filters.http.ratelimit:overall)%`
+//! or `%DYNAMIC_METADATA(envoy.filters.http.ratelimit:descriptors)%`.
+
+use std::collections::BTreeMap;
+
+use prost_types::value::Kind;
 
 use crate::limit::{Algorithm, Limit, NANOS_PER_SECOND, Nanos, Unit};
+use crate::policy::{BodyValues, HeaderStyle, LimitHeaderNames, ResetFormat, ResponsePolicy};
+use crate::proto::envoy::config::core::v3::HeaderValue;
 use crate::proto::{Code, DescriptorStatus, RateLimit, RateLimitResponse, ResponseUnit};
 use crate::service::{Decision, DescriptorDecision};
 
 /// The protobuf response for a decision.
 pub fn to_response(decision: &Decision) -> RateLimitResponse {
-    RateLimitResponse {
+    let context = &decision.context;
+    let mut response = RateLimitResponse {
         overall_code: if decision.over_limit {
             Code::OverLimit
         } else {
@@ -19,7 +76,295 @@ pub fn to_response(decision: &Decision) -> RateLimitResponse {
         } as i32,
         statuses: decision.descriptors.iter().map(to_status).collect(),
         ..RateLimitResponse::default()
+    };
+    let policy = context.policy.as_deref();
+    let own_headers = policy.is_some_and(|p| p.headers != HeaderStyle::None);
+    if let Some(names) = context.options.limit_headers.as_deref()
+        && !own_headers
+    {
+        reference_headers(decision, names, &mut response.response_headers_to_add);
     }
+    if let Some(policy) = policy {
+        apply_policy(decision, policy, &mut response);
+    }
+    if context.options.dynamic_metadata {
+        response.dynamic_metadata = Some(metadata(decision));
+    }
+    response
+}
+
+fn header(key: &str, value: String) -> HeaderValue {
+    HeaderValue {
+        key: key.to_owned(),
+        value,
+        ..HeaderValue::default()
+    }
+}
+
+/// Seconds in `nanos`, rounded up.
+fn ceil_seconds(nanos: Nanos) -> u64 {
+    nanos.div_ceil(NANOS_PER_SECOND)
+}
+
+/// The reference's header choice and values (`ratelimit.go`).
+fn reference_headers(decision: &Decision, names: &LimitHeaderNames, out: &mut Vec<HeaderValue>) {
+    let mut chosen: Option<&DescriptorDecision> = None;
+    for descriptor in &decision.descriptors {
+        if descriptor.limit.is_none() {
+            continue;
+        }
+        let smaller =
+            chosen.is_none_or(|best| status_remaining(descriptor) < status_remaining(best));
+        if smaller {
+            chosen = Some(descriptor);
+        }
+    }
+    // The last OVER_LIMIT status wins over the smallest remaining.
+    if let Some(over) = decision
+        .descriptors
+        .iter()
+        .rev()
+        .find(|d| d.over_limit && d.limit.is_some())
+    {
+        chosen = Some(over);
+    }
+    let Some((descriptor, rule_limit)) = chosen.and_then(|d| d.limit.as_ref().map(|l| (d, l)))
+    else {
+        return;
+    };
+    let limit = &rule_limit.limit;
+    let reset = match limit.algorithm {
+        // `divider - now % divider` on whole seconds, as the reference does.
+        Algorithm::FixedWindow => {
+            let window = (limit.window() / NANOS_PER_SECOND).max(1);
+            window - (decision.context.now / NANOS_PER_SECOND) % window
+        }
+        Algorithm::SlidingWindow | Algorithm::TokenBucket => {
+            ceil_seconds(descriptor.reset_after.unwrap_or(0))
+        }
+    };
+    out.push(header(
+        &names.limit,
+        rpu_u32(limit.requests_per_unit).to_string(),
+    ));
+    out.push(header(
+        &names.remaining,
+        status_remaining(descriptor).to_string(),
+    ));
+    out.push(header(&names.reset, reset.to_string()));
+}
+
+fn rpu_u32(requests_per_unit: u64) -> u32 {
+    u32::try_from(requests_per_unit).unwrap_or(u32::MAX)
+}
+
+/// `limit_remaining` as the status reports it.
+fn status_remaining(descriptor: &DescriptorDecision) -> u32 {
+    u32::try_from(descriptor.remaining).unwrap_or(u32::MAX)
+}
+
+/// The descriptor whose values a domain's headers and body report: among
+/// over-limit descriptors, the one that frees up last; else, among those
+/// with a limit, the one with the least remaining (the first on a tie).
+pub fn headline(decision: &Decision) -> Option<&DescriptorDecision> {
+    let mut over: Option<&DescriptorDecision> = None;
+    let mut least: Option<&DescriptorDecision> = None;
+    for descriptor in decision.descriptors.iter().filter(|d| d.limit.is_some()) {
+        if descriptor.over_limit {
+            if over.is_none_or(|best| descriptor.reset_after > best.reset_after) {
+                over = Some(descriptor);
+            }
+        } else if least.is_none_or(|best| descriptor.remaining < best.remaining) {
+            least = Some(descriptor);
+        }
+    }
+    over.or(least)
+}
+
+/// A domain's own headers and body.
+fn apply_policy(decision: &Decision, policy: &ResponsePolicy, response: &mut RateLimitResponse) {
+    let Some(descriptor) = headline(decision) else {
+        return;
+    };
+    let Some(rule_limit) = descriptor.limit.as_ref() else {
+        return;
+    };
+    let limit = &rule_limit.limit;
+    let now = decision.context.now;
+    let reset_after = descriptor.reset_after.unwrap_or(0);
+    let delta = ceil_seconds(reset_after);
+    let reset = match policy.reset {
+        ResetFormat::DeltaSeconds => delta,
+        ResetFormat::UnixSeconds => ceil_seconds(now.saturating_add(reset_after)),
+        ResetFormat::UnixMillis => now.saturating_add(reset_after).div_ceil(1_000_000),
+    };
+    let retry_after = delta.max(1);
+    let headers = &mut response.response_headers_to_add;
+    match policy.headers {
+        HeaderStyle::None => {}
+        HeaderStyle::XRateLimit => {
+            headers.push(header(
+                "X-RateLimit-Limit",
+                limit.requests_per_unit.to_string(),
+            ));
+            headers.push(header(
+                "X-RateLimit-Remaining",
+                descriptor.remaining.to_string(),
+            ));
+            headers.push(header("X-RateLimit-Reset", reset.to_string()));
+        }
+        HeaderStyle::Ietf => {
+            let name = sf_string(policy_name(descriptor));
+            let window = ceil_seconds(limit.window()).max(1);
+            headers.push(header(
+                "RateLimit-Policy",
+                format!("{name};q={};w={window}", limit.requests_per_unit),
+            ));
+            headers.push(header(
+                "RateLimit",
+                format!("{name};r={};t={delta}", descriptor.remaining),
+            ));
+        }
+    }
+    if !decision.over_limit {
+        return;
+    }
+    if policy.headers != HeaderStyle::None {
+        headers.push(header("Retry-After", retry_after.to_string()));
+    }
+    if let Some(template) = &policy.body {
+        let rule = rule_limit
+            .name
+            .as_deref()
+            .or(descriptor.rule.as_deref().map(|rule| &*rule.id))
+            .unwrap_or_default();
+        let body = template.render(&BodyValues {
+            limit: limit.requests_per_unit,
+            remaining: descriptor.remaining,
+            reset,
+            retry_after,
+            rule,
+            domain: &decision.context.domain,
+            used: descriptor.used,
+            window: ceil_seconds(limit.window()),
+        });
+        response.raw_body = body.into_bytes();
+        headers.push(header("content-type", policy.content_type.to_string()));
+    }
+}
+
+/// The name a `RateLimit-Policy` item carries: the limit's name, else the
+/// rule's, else `default` (rule ids are internal config paths).
+fn policy_name(descriptor: &DescriptorDecision) -> &str {
+    descriptor
+        .limit
+        .as_ref()
+        .and_then(|l| l.name.as_deref())
+        .or(descriptor.rule.as_ref().and_then(|r| r.name.as_deref()))
+        .unwrap_or("default")
+}
+
+/// A Structured Field String (RFC 9651): printable ASCII, `"` and `\`
+/// escaped; anything else becomes `_`.
+fn sf_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('_'),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn string_value(value: &str) -> prost_types::Value {
+    prost_types::Value {
+        kind: Some(Kind::StringValue(value.to_owned())),
+    }
+}
+
+fn number_value(value: u64) -> prost_types::Value {
+    // Counts beyond 2^53 lose precision in a protobuf Struct; none are that large.
+    #[allow(clippy::cast_precision_loss)]
+    let number = value as f64;
+    prost_types::Value {
+        kind: Some(Kind::NumberValue(number)),
+    }
+}
+
+fn bool_value(value: bool) -> prost_types::Value {
+    prost_types::Value {
+        kind: Some(Kind::BoolValue(value)),
+    }
+}
+
+fn code_name(over_limit: bool) -> &'static str {
+    if over_limit { "OVER_LIMIT" } else { "OK" }
+}
+
+/// The dynamic metadata of a decision (field names in the module doc).
+pub fn metadata(decision: &Decision) -> prost_types::Struct {
+    let descriptors = decision
+        .descriptors
+        .iter()
+        .map(|descriptor| {
+            let mut fields = BTreeMap::new();
+            fields.insert(
+                "code".to_owned(),
+                string_value(code_name(descriptor.over_limit)),
+            );
+            if let Some(rule) = &descriptor.rule {
+                fields.insert("rule".to_owned(), string_value(&rule.id));
+                if rule.unlimited {
+                    fields.insert("unlimited".to_owned(), bool_value(true));
+                }
+            }
+            if let Some(rule_limit) = &descriptor.limit {
+                if let Some(name) = &rule_limit.name {
+                    fields.insert("limit".to_owned(), string_value(name));
+                }
+                fields.insert("remaining".to_owned(), number_value(descriptor.remaining));
+                fields.insert(
+                    "reset_seconds".to_owned(),
+                    number_value(ceil_seconds(descriptor.reset_after.unwrap_or(0))),
+                );
+                fields.insert("used".to_owned(), number_value(descriptor.used));
+            }
+            if descriptor.shadowed {
+                fields.insert("shadowed".to_owned(), bool_value(true));
+            }
+            if let Some(group) = &descriptor.skipped_by {
+                fields.insert("fallback".to_owned(), string_value(group));
+            }
+            prost_types::Value {
+                kind: Some(Kind::StructValue(prost_types::Struct { fields })),
+            }
+        })
+        .collect();
+    let mut fields = BTreeMap::new();
+    fields.insert("domain".to_owned(), string_value(&decision.context.domain));
+    fields.insert(
+        "overall".to_owned(),
+        string_value(code_name(decision.over_limit)),
+    );
+    if decision.global_shadowed {
+        fields.insert("global_shadow".to_owned(), bool_value(true));
+    }
+    fields.insert(
+        "descriptors".to_owned(),
+        prost_types::Value {
+            kind: Some(Kind::ListValue(prost_types::ListValue {
+                values: descriptors,
+            })),
+        },
+    );
+    prost_types::Struct { fields }
 }
 
 fn to_status(decision: &DescriptorDecision) -> DescriptorStatus {

@@ -14,6 +14,10 @@
 //!   shadow mode makes only the overall code OK;
 //! - quota-mode descriptors deny the request only when all of them are over.
 //!
+//! floodgate's addition: a domain's identity `fallbacks:` groups answer the
+//! less preferred shapes of a request OK, uncounted, before any check is
+//! built ([`crate::policy::fallback_skips`]).
+//!
 //! Where floodgate differs on purpose: an entry with an empty key and a limit
 //! override with unit UNKNOWN are `INVALID_ARGUMENT` (the reference matches
 //! nothing, or panics), and malformed requests get `INVALID_ARGUMENT` where the
@@ -26,6 +30,7 @@ use arc_swap::ArcSwap;
 
 use crate::clock::Clock;
 use crate::limit::{Algorithm, Limit, Nanos, Outcome, Unit};
+use crate::policy::{ResponseOptions, ResponsePolicy, fallback_skips};
 use crate::proto::{RateLimitDescriptor, RateLimitRequest};
 use crate::rules::{EntryLike, Rule, RuleLimit, RuleSet};
 use crate::store::{Check, CounterStore, StoreError};
@@ -40,6 +45,9 @@ pub struct ServiceOptions {
     /// `STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT=true`: a request denied by any
     /// descriptor consumes nothing from any counter.
     pub stop_increment_when_over_limit: bool,
+    /// What answers carry besides statuses (reference limit headers,
+    /// dynamic metadata).
+    pub response: ResponseOptions,
 }
 
 /// Why a request could not be decided.
@@ -71,6 +79,9 @@ pub struct DescriptorDecision {
     pub shadowed: bool,
     /// Usage after this request under the reported limit.
     pub used: u64,
+    /// The fallback group that answered this descriptor OK without counting
+    /// it, because a more preferred shape of the group is in the request.
+    pub skipped_by: Option<Arc<str>>,
 }
 
 /// The answer for one request.
@@ -82,6 +93,22 @@ pub struct Decision {
     pub global_shadowed: bool,
     /// One entry per request descriptor, in order.
     pub descriptors: Vec<DescriptorDecision>,
+    /// What [`crate::respond`] needs besides the statuses.
+    pub context: ResponseContext,
+}
+
+/// The request's domain, the decision's time and the response settings
+/// that apply to it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ResponseContext {
+    /// The request's domain.
+    pub domain: String,
+    /// The time the limits were evaluated at.
+    pub now: Nanos,
+    /// The domain's `response:` block, if any.
+    pub policy: Option<Arc<ResponsePolicy>>,
+    /// The service-wide response options.
+    pub options: ResponseOptions,
 }
 
 /// The rate limiter: current rules, a counter store and a clock.
@@ -149,6 +176,21 @@ impl<S: CounterStore> RateLimiter<S> {
         for descriptor in &request.descriptors {
             matched.push(match_descriptor(&rules, domain, descriptor));
         }
+        // Identity fallbacks: descriptors of a less preferred shape are
+        // answered as if they matched nothing.
+        let known = rules.domain(domain);
+        let skips = fallback_skips(
+            known.map_or(&[][..], |d| d.fallbacks()),
+            request
+                .descriptors
+                .iter()
+                .map(|d| d.entries.iter().map(|e| e.key.as_str())),
+        );
+        for (found, skip) in matched.iter_mut().zip(&skips) {
+            if skip.is_some() {
+                *found = None;
+            }
+        }
         let replaced: HashSet<&str> = matched
             .iter()
             .flatten()
@@ -204,13 +246,22 @@ impl<S: CounterStore> RateLimiter<S> {
             });
         }
 
+        let now = self.clock.now();
         let mut outcomes = Vec::with_capacity(checks.len());
         if !checks.is_empty() {
-            self.store
-                .apply(&checks, self.clock.now(), &mut outcomes)
-                .await?;
+            self.store.apply(&checks, now, &mut outcomes).await?;
         }
-        Ok(self.combine(plans, &outcomes))
+        let mut decision = self.combine(plans, &outcomes);
+        for (descriptor, skip) in decision.descriptors.iter_mut().zip(skips) {
+            descriptor.skipped_by = skip;
+        }
+        decision.context = ResponseContext {
+            domain: request.domain.clone(),
+            now,
+            policy: known.and_then(|d| d.response().cloned()),
+            options: self.options.response.clone(),
+        };
+        Ok(decision)
     }
 
     /// Turns per-limit outcomes into per-descriptor and overall answers.
@@ -229,6 +280,7 @@ impl<S: CounterStore> RateLimiter<S> {
                     rule: None,
                     shadowed: false,
                     used: 0,
+                    skipped_by: None,
                 });
                 continue;
             };
@@ -266,6 +318,7 @@ impl<S: CounterStore> RateLimiter<S> {
                 used: chosen.map_or(0, |(_, outcome)| outcome.used),
                 rule: Some(rule),
                 shadowed,
+                skipped_by: None,
             });
         }
         // A quota-mode descriptor keeps its OVER_LIMIT status, but denies the
@@ -279,6 +332,7 @@ impl<S: CounterStore> RateLimiter<S> {
             over_limit: over_limit && !global_shadowed,
             global_shadowed,
             descriptors,
+            context: ResponseContext::default(),
         }
     }
 }

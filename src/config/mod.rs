@@ -6,6 +6,10 @@
 //! `rate_limit` and nested `descriptors`. floodgate adds, without changing
 //! what a reference file means: `algorithm`, `unit_multiplier` and `burst` on
 //! a limit, and `rate_limits`, a list of named limits on one descriptor.
+//! At the top level, floodgate adds `response:` (rate-limit headers, reset
+//! format, a 429 body template and its content type) and `fallbacks:`
+//! (identity fallback groups); see [`crate::policy`]. A domain may have each
+//! in one file only; fallback shapes must name configured descriptor paths.
 //!
 //! Loading is three steps, each its own module:
 //! - parsing ([`marked_yaml`]) into a node tree that keeps line and column;
@@ -201,6 +205,7 @@ pub fn load_sources_with_warnings(
         // Report each file's errors in reading order.
         errors[first_error..].sort_by_key(|error| (error.line, error.column));
     }
+    errors.extend(builder.check_fallback_shapes());
     if errors.is_empty() {
         Ok(Loaded {
             rules: builder.finish(),

@@ -51,7 +51,37 @@ pub(crate) struct RawFile {
     pub(crate) pos: Pos,
     pub(crate) domain: Text,
     pub(crate) descriptors: Vec<RawDescriptor>,
+    /// floodgate's `response:` block.
+    pub(crate) response: Option<RawResponse>,
+    /// floodgate's `fallbacks:` groups.
+    pub(crate) fallbacks: Option<(Pos, Vec<RawFallback>)>,
 }
+
+/// A domain's `response:` block (floodgate only).
+#[derive(Debug, Default)]
+pub(crate) struct RawResponse {
+    pub(crate) pos: Pos,
+    pub(crate) headers: Option<Text>,
+    pub(crate) reset: Option<Text>,
+    /// The body and whether it is a block scalar (`|` or `>`), whose text
+    /// starts on the line after its position.
+    pub(crate) body: Option<(Text, bool)>,
+    pub(crate) content_type: Option<Text>,
+}
+
+/// One item of `fallbacks:` (floodgate only).
+#[derive(Debug, Default)]
+pub(crate) struct RawFallback {
+    pub(crate) pos: Pos,
+    /// e.g. `fallbacks[0]`.
+    pub(crate) path: String,
+    pub(crate) name: Option<Text>,
+    /// Each shape: where it is written and its keys.
+    pub(crate) order: Option<(Pos, Vec<RawShape>)>,
+}
+
+/// One descriptor shape of a fallback group: where it is written, its keys.
+pub(crate) type RawShape = (Pos, Vec<Text>);
 
 /// One descriptor, with its nested descriptors.
 #[derive(Debug, Default)]
@@ -110,7 +140,9 @@ const REFERENCE_KEYS: &[&str] = &[
     "metadata",
 ];
 
-const ROOT_KEYS: &[&str] = &["domain", "descriptors"];
+const ROOT_KEYS: &[&str] = &["domain", "descriptors", "response", "fallbacks"];
+const RESPONSE_KEYS: &[&str] = &["headers", "reset", "body", "content_type"];
+const FALLBACK_KEYS: &[&str] = &["name", "order"];
 const DESCRIPTOR_KEYS: &[&str] = &[
     "key",
     "value",
@@ -169,10 +201,112 @@ pub(crate) fn read_file(root: &MarkedMappingNode, sink: &mut Sink<'_>) -> RawFil
             "descriptors" => {
                 file.descriptors = descriptor_list(node, "descriptors", sink);
             }
+            "response" => {
+                if let Some(map) = optional_mapping(node, key, ctx, sink) {
+                    file.response = Some(response(map, sink));
+                }
+            }
+            "fallbacks" => {
+                let items = list_of_mappings(node, "fallbacks", sink)
+                    .into_iter()
+                    .map(|(index, map)| fallback(map, &format!("fallbacks[{index}]"), sink))
+                    .collect();
+                file.fallbacks = Some((pos(node), items));
+            }
             _ => {}
         }
     }
     file
+}
+
+fn response(map: &MarkedMappingNode, sink: &mut Sink<'_>) -> RawResponse {
+    let path = "response";
+    let mut out = RawResponse {
+        pos: map_pos(map),
+        ..RawResponse::default()
+    };
+    for (key, node) in known_entries(map, RESPONSE_KEYS, true, path, sink) {
+        match key {
+            "headers" => out.headers = string(node, key, path, sink),
+            "reset" => out.reset = string(node, key, path, sink),
+            "content_type" => out.content_type = string(node, key, path, sink),
+            "body" => {
+                let block = matches!(node, Node::Scalar(scalar) if !scalar.may_coerce())
+                    && is_block_scalar(node);
+                out.body = string(node, key, path, sink).map(|text| (text, block));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// A `|` or `>` scalar: its span starts at the indicator, its text on the
+/// next line.
+fn is_block_scalar(node: &Node) -> bool {
+    let Node::Scalar(scalar) = node else {
+        return false;
+    };
+    let text = scalar.as_str();
+    // A block scalar's span covers more lines than a flow scalar of the
+    // same text would; a flow scalar starting on its key's line keeps its
+    // content on that line.
+    match (scalar.span().start(), scalar.span().end()) {
+        (Some(start), Some(end)) => {
+            let lines = end.line().saturating_sub(start.line());
+            lines > text.matches('\n').count() || (lines > 0 && !text.contains('\n'))
+        }
+        _ => false,
+    }
+}
+
+fn fallback(map: &MarkedMappingNode, path: &str, sink: &mut Sink<'_>) -> RawFallback {
+    let mut out = RawFallback {
+        pos: map_pos(map),
+        path: path.to_owned(),
+        ..RawFallback::default()
+    };
+    for (key, node) in known_entries(map, FALLBACK_KEYS, true, path, sink) {
+        match key {
+            "name" => out.name = string(node, key, path, sink),
+            "order" => {
+                let Node::Sequence(shapes) = node else {
+                    sink.error(
+                        pos(node),
+                        path,
+                        format!(
+                            "'order' must be a list of descriptor shapes (lists of keys), found {}",
+                            kind_name(node)
+                        ),
+                    );
+                    continue;
+                };
+                let mut list = Vec::new();
+                for (index, shape) in shapes.iter().enumerate() {
+                    let shape_path = format!("{path}.order[{index}]");
+                    let Node::Sequence(keys) = shape else {
+                        sink.error(
+                            pos(shape),
+                            &shape_path,
+                            format!(
+                                "a descriptor shape must be a list of keys, e.g. [user, seller], found {}",
+                                kind_name(shape)
+                            ),
+                        );
+                        continue;
+                    };
+                    let keys = keys
+                        .iter()
+                        .filter_map(|k| string(k, "key", &shape_path, sink))
+                        .collect();
+                    list.push((pos(shape), keys));
+                }
+                out.order = Some((pos(node), list));
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 fn descriptor_list(node: &Node, path: &str, sink: &mut Sink<'_>) -> Vec<RawDescriptor> {

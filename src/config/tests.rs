@@ -881,3 +881,144 @@ fn load_path_reads_a_directory_tree() {
         .map(|e| e.to_string());
     assert!(missing.is_some_and(|m| m.contains("cannot read config path")));
 }
+
+// --- response: and fallbacks: ---------------------------------------------
+
+const RESPONSE_BASE: &str = "\
+domain: shop
+descriptors:
+  - key: user
+    rate_limit: {unit: minute, requests_per_unit: 5}
+    descriptors:
+      - key: seller
+        rate_limit: {unit: minute, requests_per_unit: 5}
+  - key: remote_address
+    rate_limit: {unit: minute, requests_per_unit: 5}
+";
+
+#[test]
+fn response_block_loads_with_defaults() {
+    use crate::policy::{HeaderStyle, ResetFormat};
+    let rules = ok(&format!(
+        "{RESPONSE_BASE}response:\n  headers: x-ratelimit\n"
+    ));
+    let policy = rules
+        .domain("shop")
+        .and_then(|d| d.response())
+        .expect("policy");
+    assert_eq!(policy.headers, HeaderStyle::XRateLimit);
+    assert_eq!(policy.reset, ResetFormat::DeltaSeconds);
+    assert_eq!(&*policy.content_type, "application/json");
+    assert!(policy.body.is_none());
+    let rules = ok(RESPONSE_BASE);
+    assert!(rules.domain("shop").and_then(|d| d.response()).is_none());
+}
+
+#[test]
+fn response_block_rejects_unknown_values_and_keys() {
+    single_error(
+        &format!("{RESPONSE_BASE}response:\n  headers: x-rate-limit\n"),
+        11,
+        "unknown headers 'x-rate-limit'",
+    );
+    single_error(
+        &format!("{RESPONSE_BASE}response:\n  reset: unix\n"),
+        11,
+        "unknown reset 'unix'",
+    );
+    single_error(
+        &format!("{RESPONSE_BASE}response:\n  header: ietf\n"),
+        11,
+        "unknown key 'header'",
+    );
+}
+
+#[test]
+fn unknown_body_placeholder_names_its_line_in_a_block_scalar() {
+    let yaml = format!(
+        "{RESPONSE_BASE}response:\n  content_type: text/plain\n  body: |\n    Slow down.\n    Retry in {{retry_in}} seconds.\n"
+    );
+    let error = single_error(&yaml, 14, "unknown placeholder '{retry_in}'");
+    assert_eq!(error.file, PathBuf::from("t.yaml"));
+}
+
+#[test]
+fn unknown_body_placeholder_in_a_flow_scalar() {
+    let yaml = format!(
+        "{RESPONSE_BASE}response:\n  content_type: text/plain\n  body: \"over {{limt}}\"\n"
+    );
+    single_error(&yaml, 12, "unknown placeholder '{limt}'");
+}
+
+#[test]
+fn json_body_must_be_json() {
+    let yaml = format!("{RESPONSE_BASE}response:\n  body: '{{\"rule\": {{rule}}}}'\n");
+    single_error(&yaml, 11, "not valid JSON");
+    let yaml = format!(
+        "{RESPONSE_BASE}response:\n  body: '{{\"rule\": \"{{rule}}\", \"n\": {{limit}}}}'\n"
+    );
+    ok(&yaml);
+}
+
+#[test]
+fn fallbacks_load_and_validate() {
+    let good = format!(
+        "{RESPONSE_BASE}fallbacks:\n  - name: identity\n    order: [[user, seller], [user], [remote_address]]\n"
+    );
+    let rules = ok(&good);
+    let groups = rules
+        .domain("shop")
+        .map(|d| d.fallbacks().to_vec())
+        .unwrap_or_default();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(&*groups[0].name, "identity");
+    assert_eq!(
+        groups[0].order[0],
+        vec!["user".to_owned(), "seller".to_owned()]
+    );
+
+    single_error(
+        &format!(
+            "{RESPONSE_BASE}fallbacks:\n  - name: identity\n    order: [[user, buyer], [user]]\n"
+        ),
+        12,
+        "fallback shape [user, buyer] matches no descriptor",
+    );
+    single_error(
+        &format!("{RESPONSE_BASE}fallbacks:\n  - name: identity\n    order: [[user], []]\n"),
+        12,
+        "at least one key",
+    );
+    single_error(
+        &format!(
+            "{RESPONSE_BASE}fallbacks:\n  - name: a\n    order: [[user], [remote_address]]\n  - name: b\n    order:\n      - [user, seller]\n      - [user]\n"
+        ),
+        16,
+        "already in fallback group 'a'",
+    );
+    single_error(
+        &format!("{RESPONSE_BASE}fallbacks:\n  - name: a\n    order: [[user]]\n"),
+        12,
+        "at least two shapes",
+    );
+    single_error(
+        &format!("{RESPONSE_BASE}fallbacks:\n  - order: [[user], [remote_address]]\n"),
+        11,
+        "needs a non-empty 'name'",
+    );
+}
+
+#[test]
+fn fallback_shapes_see_descriptors_of_merged_files() {
+    let first =
+        "domain: shop\nfallbacks:\n  - name: identity\n    order: [[user], [remote_address]]\n";
+    let second = "domain: shop\ndescriptors:\n  - key: user\n    rate_limit: {unit: minute, requests_per_unit: 1}\n  - key: remote_address\n    rate_limit: {unit: minute, requests_per_unit: 1}\n";
+    let sources = [
+        (PathBuf::from("a.yaml"), first.to_owned()),
+        (PathBuf::from("b.yaml"), second.to_owned()),
+    ];
+    let merge = LoadOptions {
+        merge_domains: true,
+    };
+    assert!(load_sources(&sources, &merge).is_ok());
+}

@@ -8,10 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::limit::{Algorithm, Limit, Unit};
+use crate::policy::{
+    BodyTemplate, FallbackGroup, HeaderStyle, ResetFormat, ResponsePolicy, is_json_content_type,
+};
 use crate::rules::{Domain, KeyNode, Level, Node, Rule, RuleLimit, RuleSet, WildcardPattern};
 
+use super::ConfigError;
 use super::error::Pos;
-use super::schema::{Int, RawDescriptor, RawFile, RawLimit, Text};
+use super::schema::{Int, RawDescriptor, RawFallback, RawFile, RawLimit, RawResponse, Text};
 use super::{LoadOptions, Sink};
 
 /// Where a composite key was first defined, for duplicate reports.
@@ -39,6 +43,20 @@ struct DomainBuild {
     first_file: PathBuf,
     /// The top level's composite keys, kept across files for merging.
     seen: HashMap<String, Origin>,
+    /// Where `response:` was given (one file per domain may).
+    response_origin: Option<Origin>,
+    /// Where `fallbacks:` was given (one file per domain may).
+    fallbacks_origin: Option<Origin>,
+    /// Fallback shapes to look up once every file of the domain is loaded.
+    shapes: Vec<PendingShape>,
+}
+
+/// A fallback shape whose keys must name a configured descriptor path.
+struct PendingShape {
+    file: PathBuf,
+    pos: Pos,
+    rule_path: String,
+    keys: Vec<String>,
 }
 
 /// Accumulates files into a rule set.
@@ -53,6 +71,31 @@ impl Builder {
             merge_domains: opts.merge_domains,
             domains: HashMap::new(),
         }
+    }
+
+    /// Errors for fallback shapes that name no configured descriptor path;
+    /// checked after every file so that merged domains see all descriptors.
+    pub(crate) fn check_fallback_shapes(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        for build in self.domains.values() {
+            for shape in &build.shapes {
+                if !build.domain.has_key_path(&shape.keys) {
+                    errors.push(ConfigError {
+                        file: shape.file.clone(),
+                        line: shape.pos.line,
+                        column: shape.pos.column,
+                        rule_path: shape.rule_path.clone(),
+                        reason: format!(
+                            "fallback shape [{}] matches no descriptor of domain '{}' (a shape lists the keys of a configured descriptor path, outermost first)",
+                            shape.keys.join(", "),
+                            build.domain.name
+                        ),
+                    });
+                }
+            }
+        }
+        errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        errors
     }
 
     pub(crate) fn finish(self) -> RuleSet {
@@ -84,6 +127,12 @@ impl Builder {
             let mut scratch = Level::default();
             let mut seen = HashMap::new();
             load_level(&mut scratch, &mut seen, "", &file.descriptors, &[], sink);
+            if let Some(raw) = &file.response {
+                build_response(raw, sink);
+            }
+            if let Some((_, raw)) = &file.fallbacks {
+                build_fallbacks(raw, sink);
+            }
             return;
         }
         let build = match self.domains.entry(name.clone()) {
@@ -108,10 +157,13 @@ impl Builder {
             Entry::Vacant(entry) => entry.insert(DomainBuild {
                 domain: Domain {
                     name: name.clone(),
-                    root: Level::default(),
+                    ..Domain::default()
                 },
                 first_file: sink.file.to_path_buf(),
                 seen: HashMap::new(),
+                response_origin: None,
+                fallbacks_origin: None,
+                shapes: Vec::new(),
             }),
         };
         load_level(
@@ -122,7 +174,223 @@ impl Builder {
             &[],
             sink,
         );
+        if let Some(raw) = &file.response {
+            let policy = build_response(raw, sink);
+            if let Some(first) = &build.response_origin {
+                let first = first.describe(sink.file);
+                sink.error(
+                    raw.pos,
+                    "response",
+                    format!("domain '{name}' already has a 'response' block (at {first}); give it in one file only"),
+                );
+            } else {
+                build.response_origin = Some(Origin {
+                    file: sink.file.to_path_buf(),
+                    pos: raw.pos,
+                });
+                build.domain.response = policy.map(Arc::new);
+            }
+        }
+        if let Some((pos, raw)) = &file.fallbacks {
+            if let Some(first) = &build.fallbacks_origin {
+                let first = first.describe(sink.file);
+                sink.error(
+                    *pos,
+                    "fallbacks",
+                    format!("domain '{name}' already has 'fallbacks' (at {first}); give them in one file only"),
+                );
+            } else {
+                build.fallbacks_origin = Some(Origin {
+                    file: sink.file.to_path_buf(),
+                    pos: *pos,
+                });
+                let (groups, shapes) = build_fallbacks(raw, sink);
+                build.domain.fallbacks = groups;
+                build.shapes = shapes
+                    .into_iter()
+                    .map(|(pos, rule_path, keys)| PendingShape {
+                        file: sink.file.to_path_buf(),
+                        pos,
+                        rule_path: format!("domain {name}, {rule_path}"),
+                        keys,
+                    })
+                    .collect();
+            }
+        }
     }
+}
+
+fn choice<T: Copy>(text: &Text, key: &str, names: &[(&str, T)], sink: &mut Sink<'_>) -> Option<T> {
+    let found = names
+        .iter()
+        .find(|(name, _)| *name == text.value)
+        .map(|(_, value)| *value);
+    if found.is_none() {
+        let expected: Vec<&str> = names.iter().map(|(name, _)| *name).collect();
+        sink.error(
+            text.pos,
+            "response",
+            format!(
+                "unknown {key} '{}' (expected one of: {})",
+                text.value,
+                expected.join(", ")
+            ),
+        );
+    }
+    found
+}
+
+/// A `response:` block, checked; `None` after an error.
+fn build_response(raw: &RawResponse, sink: &mut Sink<'_>) -> Option<ResponsePolicy> {
+    let mut ok = true;
+    let mut policy = ResponsePolicy {
+        content_type: Arc::from("application/json"),
+        ..ResponsePolicy::default()
+    };
+    if let Some(text) = &raw.headers {
+        match choice(text, "headers", &HeaderStyle::NAMES, sink) {
+            Some(style) => policy.headers = style,
+            None => ok = false,
+        }
+    }
+    if let Some(text) = &raw.reset {
+        match choice(text, "reset", &ResetFormat::NAMES, sink) {
+            Some(format) => policy.reset = format,
+            None => ok = false,
+        }
+    }
+    if let Some(text) = &raw.content_type {
+        let value = text.value.trim();
+        let valid = value.contains('/')
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_graphic() || b == b' ' || b == b'\t');
+        if valid {
+            policy.content_type = Arc::from(value);
+        } else {
+            sink.error(
+                text.pos,
+                "response",
+                format!(
+                    "content_type '{}' is not a media type such as application/json or text/plain",
+                    text.value
+                ),
+            );
+            ok = false;
+        }
+    }
+    if let Some((text, block)) = &raw.body {
+        match BodyTemplate::parse(&text.value, is_json_content_type(&policy.content_type)) {
+            Ok(template) => policy.body = Some(template),
+            Err(error) => {
+                // A block scalar's text starts on the line after `|`.
+                let offset = error.line + usize::from(*block);
+                let pos = Pos {
+                    line: text.pos.line.map(|line| line + offset),
+                    column: if offset == 0 { text.pos.column } else { None },
+                };
+                sink.error(pos, "response.body", error.message);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(policy)
+}
+
+/// `fallbacks:`, checked: the groups, and every shape with its place for
+/// the lookup that waits until the domain is complete.
+#[allow(clippy::type_complexity)]
+fn build_fallbacks(
+    raw: &[RawFallback],
+    sink: &mut Sink<'_>,
+) -> (Vec<FallbackGroup>, Vec<(Pos, String, Vec<String>)>) {
+    let mut groups = Vec::new();
+    let mut shapes = Vec::new();
+    let mut names: HashMap<String, Pos> = HashMap::new();
+    // Every shape of every group, with the group that has it.
+    let mut owners: HashMap<Vec<String>, (String, Pos)> = HashMap::new();
+    for item in raw {
+        let name = match item.name.as_ref().filter(|text| !text.value.is_empty()) {
+            Some(text) => {
+                if let Some(first) = names.insert(text.value.clone(), text.pos) {
+                    sink.error(
+                        text.pos,
+                        &item.path,
+                        format!(
+                            "duplicate fallback group name '{}' (first at line {})",
+                            text.value,
+                            first.line.map_or("?".to_owned(), |l| l.to_string())
+                        ),
+                    );
+                }
+                text.value.clone()
+            }
+            None => {
+                sink.error(
+                    item.pos,
+                    &item.path,
+                    "a fallback group needs a non-empty 'name'",
+                );
+                continue;
+            }
+        };
+        let Some((order_pos, order)) = &item.order else {
+            sink.error(
+                item.pos,
+                &item.path,
+                "a fallback group needs an 'order': descriptor shapes, most preferred first, e.g. [[user, seller], [user], [remote_address]]",
+            );
+            continue;
+        };
+        if order.len() < 2 {
+            sink.error(
+                *order_pos,
+                &item.path,
+                "a fallback group's 'order' needs at least two shapes (with one there is nothing to fall back to)",
+            );
+        }
+        let mut group = Vec::new();
+        for (index, (pos, keys)) in order.iter().enumerate() {
+            let path = format!("{}.order[{index}]", item.path);
+            let keys: Vec<String> = keys.iter().map(|text| text.value.clone()).collect();
+            if keys.is_empty() || keys.iter().any(String::is_empty) {
+                sink.error(
+                    *pos,
+                    &path,
+                    "a descriptor shape needs at least one key, and no empty key",
+                );
+                continue;
+            }
+            match owners.get(&keys) {
+                Some((owner, first)) => {
+                    let line = first.line.map_or("?".to_owned(), |l| l.to_string());
+                    let reason = if *owner == name {
+                        format!(
+                            "shape [{}] appears twice in group '{name}' (first at line {line})",
+                            keys.join(", ")
+                        )
+                    } else {
+                        format!(
+                            "shape [{}] is already in fallback group '{owner}' (line {line}); a descriptor shape can be in one group only",
+                            keys.join(", ")
+                        )
+                    };
+                    sink.error(*pos, &path, reason);
+                    continue;
+                }
+                None => {
+                    owners.insert(keys.clone(), (name.clone(), *pos));
+                }
+            }
+            shapes.push((*pos, path, keys.clone()));
+            group.push(keys);
+        }
+        groups.push(FallbackGroup {
+            name: Arc::from(name.as_str()),
+            order: group,
+        });
+    }
+    (groups, shapes)
 }
 
 /// Loads descriptors into one level. `parent_id` is the stat key of the

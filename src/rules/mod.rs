@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::limit::Limit;
+use crate::policy::{FallbackGroup, ResponsePolicy};
 
 pub use matcher::WildcardPattern;
 
@@ -46,6 +47,10 @@ pub struct Domain {
     pub name: String,
     /// The top level of descriptors.
     pub(crate) root: Level,
+    /// The `response:` block: headers and 429 body (`None`: as the reference).
+    pub(crate) response: Option<Arc<ResponsePolicy>>,
+    /// The `fallbacks:` groups.
+    pub(crate) fallbacks: Vec<FallbackGroup>,
 }
 
 /// The descriptors at one depth, by key.
@@ -172,6 +177,22 @@ impl Domain {
     pub fn depth(&self) -> usize {
         self.root.depth()
     }
+
+    /// The domain's `response:` block, if it has one.
+    pub fn response(&self) -> Option<&Arc<ResponsePolicy>> {
+        self.response.as_ref()
+    }
+
+    /// The domain's identity fallback groups.
+    pub fn fallbacks(&self) -> &[FallbackGroup] {
+        &self.fallbacks
+    }
+
+    /// Whether some configured descriptor path has exactly these keys, one
+    /// per level (whatever its values).
+    pub fn has_key_path<K: AsRef<str>>(&self, keys: &[K]) -> bool {
+        self.root.has_key_path(keys)
+    }
 }
 
 impl Level {
@@ -192,6 +213,24 @@ impl Level {
             }
             node.children.collect_rules(depth + 1, out);
         }
+    }
+
+    fn has_key_path<K: AsRef<str>>(&self, keys: &[K]) -> bool {
+        let Some((first, rest)) = keys.split_first() else {
+            return false;
+        };
+        let Some(key_node) = self.keys.get(first.as_ref()) else {
+            return false;
+        };
+        if rest.is_empty() {
+            return true;
+        }
+        key_node
+            .exact
+            .values()
+            .chain(key_node.wildcards.iter().map(|(_, node)| node))
+            .chain(key_node.default.iter())
+            .any(|node| node.children.has_key_path(rest))
     }
 
     fn depth(&self) -> usize {
