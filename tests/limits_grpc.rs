@@ -2,57 +2,23 @@
 //! buckets, `unit_multiplier`, multi-limit rules and their all-or-nothing
 //! counting, with a manual clock so windows are crossed without sleeping.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+mod common;
 
-use floodgate::clock::ManualClock;
+use std::path::PathBuf;
+
+use common::{Harness, rules};
 use floodgate::config::{self, LoadOptions};
 use floodgate::limit::NANOS_PER_SECOND;
-use floodgate::proto::{
-    Code, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitResponse, RateLimitServiceClient,
-};
-use floodgate::server::{self, Listeners, Running};
-use floodgate::service::{RateLimiter, ServiceOptions};
-use floodgate::store::memory::MemoryStore;
-use tonic::transport::Channel;
+use floodgate::proto::{Code, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitResponse};
+use floodgate::service::ServiceOptions;
 
 /// A day boundary, so every window length used here starts aligned.
 const START: u64 = 1_700_006_400 * NANOS_PER_SECOND;
 
-struct Server {
-    clock: ManualClock,
-    client: RateLimitServiceClient<Channel>,
-    running: Running,
-}
+struct Server(Harness);
 
 async fn serve(yaml: &str, options: ServiceOptions) -> Server {
-    let rules = config::load_sources(
-        &[(PathBuf::from("test.yaml"), yaml.to_owned())],
-        &LoadOptions::default(),
-    )
-    .expect("test config is valid");
-    let clock = ManualClock::new(START);
-    let limiter = Arc::new(RateLimiter::new(
-        rules,
-        MemoryStore::new(10_000),
-        Arc::new(clock.clone()),
-        options,
-    ));
-    let listeners = Listeners {
-        grpc: "127.0.0.1:0".parse().expect("addr"),
-        http: "127.0.0.1:0".parse().expect("addr"),
-    };
-    let running = server::start(limiter, &listeners)
-        .await
-        .expect("server starts");
-    let client = RateLimitServiceClient::connect(format!("http://{}", running.grpc_addr))
-        .await
-        .expect("client connects");
-    Server {
-        clock,
-        client,
-        running,
-    }
+    Server(Harness::start(rules(yaml), options, START).await)
 }
 
 fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
@@ -80,15 +46,11 @@ impl Server {
             descriptors,
             hits_addend: hits,
         };
-        self.client
-            .should_rate_limit(request)
-            .await
-            .expect("call succeeds")
-            .into_inner()
+        self.0.ask(request).await
     }
 
     async fn one(&mut self, entries: &[(&str, &str)]) -> RateLimitResponse {
-        self.ask("d", vec![descriptor(entries)], 0).await
+        self.0.call("d", &[entries]).await
     }
 
     /// How many of `n` single requests are admitted.
@@ -103,7 +65,11 @@ impl Server {
     }
 
     fn advance_secs(&self, seconds: u64) {
-        self.clock.advance(seconds * NANOS_PER_SECOND);
+        self.0.clock.advance(seconds * NANOS_PER_SECOND);
+    }
+
+    async fn stop(self) {
+        self.0.stop().await;
     }
 }
 
@@ -136,7 +102,7 @@ async fn unit_multiplier_makes_a_ten_minute_window() {
     // ...and a new one starts at the ten-minute boundary.
     s.advance_secs(60);
     assert_eq!(s.admitted(&export, 25).await, 20);
-    s.running.shutdown().await.expect("clean shutdown");
+    s.stop().await;
 }
 
 #[tokio::test]
@@ -157,7 +123,7 @@ async fn sliding_window_weighs_the_previous_window() {
     assert_eq!(s.admitted(&k, 10).await, 5);
     // Another key is independent.
     assert_eq!(s.admitted(&[("k", "b")], 3).await, 3);
-    s.running.shutdown().await.expect("clean shutdown");
+    s.stop().await;
 }
 
 #[tokio::test]
@@ -178,7 +144,7 @@ async fn token_bucket_allows_a_burst_then_refills_smoothly() {
     // After the whole bucket's refill time the full burst is back, not more.
     s.advance_secs(3600);
     assert_eq!(s.admitted(&k, 15).await, 10);
-    s.running.shutdown().await.expect("clean shutdown");
+    s.stop().await;
 }
 
 #[tokio::test]
@@ -192,7 +158,7 @@ async fn token_bucket_reports_time_until_full_when_ok() {
     assert_eq!(first.statuses[0].limit_remaining, 9);
     // One token taken refills in 100 ms.
     assert_eq!(reset_nanos(&first, 0), 100_000_000);
-    s.running.shutdown().await.expect("clean shutdown");
+    s.stop().await;
 }
 
 const BURST_AND_SUSTAINED: &str = "domain: d
@@ -244,7 +210,7 @@ async fn every_limit_of_a_rule_must_admit_and_the_tightest_is_reported() {
             .name,
         "sustained"
     );
-    s.running.shutdown().await.expect("clean shutdown");
+    s.stop().await;
 }
 
 #[tokio::test]
@@ -257,7 +223,7 @@ async fn a_request_denied_by_one_limit_consumes_nothing_from_the_others() {
     s.advance_secs(60);
     // 3 of the hour's 8 are left, exactly as if the denied ones never came.
     assert_eq!(s.admitted(&key, 10).await, 3);
-    s.running.shutdown().await.expect("clean shutdown");
+    s.stop().await;
 }
 
 #[tokio::test]
@@ -281,7 +247,7 @@ async fn hits_addend_counts_as_that_many_requests_for_every_algorithm() {
         };
         let fits = s.ask("d", vec![descriptor(&[("k", "v")])], 3).await;
         assert_eq!(fits.overall_code, expected as i32, "{algorithm}");
-        s.running.shutdown().await.expect("clean shutdown");
+        s.stop().await;
     }
 }
 
@@ -313,7 +279,7 @@ descriptors:
             a_left_after - 1,
             "stop_increment_when_over_limit = {stop}"
         );
-        s.running.shutdown().await.expect("clean shutdown");
+        s.stop().await;
     }
 }
 
