@@ -236,8 +236,7 @@ impl<S: CounterStore> RateLimiter<S> {
                     limit: rule_limit.limit,
                     hits,
                     group,
-                    count_when_denied: rule.reference_form
-                        && !self.options.stop_increment_when_over_limit,
+                    count_when_denied: rule.reference_form,
                 });
             }
             plans.push(Plan {
