@@ -299,8 +299,10 @@ for i = 1, n do
   local ev = after_eval[i]
   if last_seen[c.key] == i and ev then
     if ev.xs > now_s or (ev.xs == now_s and ev.xn > now_n) then
-      local ms = ev.xs * 1000 + math.ceil(ev.xn / 1000000)
-      redis.call('SET', KEYS[c.key], encode(ev.state), 'PXAT', num(ms))
+      -- Relative (PX), not PXAT: with the caller's clock, "now" need not
+      -- be Redis's. Rounded up to the next millisecond.
+      local ms = (ev.xs - now_s) * 1000 + math.ceil((ev.xn - now_n) / 1000000)
+      redis.call('SET', KEYS[c.key], encode(ev.state), 'PX', num(math.max(ms, 1)))
     else
       redis.call('DEL', KEYS[c.key])
     end

@@ -23,8 +23,9 @@
 //! every limit of one descriptor (one group, unless
 //! `STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT` puts all descriptors in group 0)
 //! lives in one cluster slot. Groups spanning several tags are all-or-nothing
-//! per tag only, in cluster mode. Every key carries a `PXAT` expiry at the
-//! instant its state stops mattering ([`crate::limit::Evaluation::expires_at`]).
+//! per tag only, in cluster mode. Every key carries a `PX` expiry, from the
+//! script's now to the instant its state stops mattering
+//! ([`crate::limit::Evaluation::expires_at`]), rounded up to the millisecond.
 //!
 //! # Time
 //!
@@ -46,7 +47,7 @@
 //!   arithmetic is no longer exact (an error of one hit or a few ns). Fixed
 //!   windows stay exact for any length up to the ~584 years at which
 //!   [`crate::limit::Limit::window`] saturates;
-//! - key expiry is rounded up to the next millisecond (`PXAT`), which only
+//! - key expiry is rounded up to the next millisecond (`PX`), which only
 //!   keeps a state that already means the same as no state slightly longer.
 //!
 //! # Local over-limit cache
@@ -69,12 +70,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use moka::Expiry;
-use moka::sync::Cache;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClient;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Script, Value};
+use moka::Expiry;
+use moka::sync::Cache;
 
 use super::{Check, CounterStore, StoreError};
 use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome};
@@ -176,7 +177,12 @@ struct OverLimit {
 struct OverLimitExpiry;
 
 impl Expiry<Box<[u8]>, OverLimit> for OverLimitExpiry {
-    fn expire_after_create(&self, _: &Box<[u8]>, value: &OverLimit, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &Box<[u8]>,
+        value: &OverLimit,
+        _: Instant,
+    ) -> Option<Duration> {
         Some(value.keep)
     }
 
@@ -249,10 +255,7 @@ impl RedisStore {
                 .response_timeout(options.timeout)
                 .build()
                 .map_err(|e| invalid(&e.to_string()))?;
-            let connection = client
-                .get_async_connection()
-                .await
-                .map_err(connect_error)?;
+            let connection = client.get_async_connection().await.map_err(connect_error)?;
             Backend::Cluster(connection)
         } else {
             if !["redis://", "rediss://", "redis+unix://", "unix://"]
@@ -380,7 +383,17 @@ impl RedisStore {
                         return Err(StoreError::Unavailable("no Redis connection".into()));
                     };
                     let mut connection = connection.clone();
-                    invocation.invoke_async::<Vec<Value>>(&mut connection).await
+                    match invocation.invoke_async::<Vec<Value>>(&mut connection).await {
+                        // A connection found broken is being replaced by the
+                        // manager: one retry, within the same timeout. If the
+                        // connection broke after Redis ran the script (rare),
+                        // the retry counts the hits twice: conservative,
+                        // never admitting more than the limit.
+                        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                            invocation.invoke_async::<Vec<Value>>(&mut connection).await
+                        }
+                        result => result,
+                    }
                 }
                 Backend::Cluster(connection) => {
                     let mut connection = connection.clone();
@@ -464,11 +477,14 @@ impl CounterStore for RedisStore {
                 }
             }
         }
-        let remote: Vec<usize> = (0..checks.len()).filter(|&i| outcomes[i].is_none()).collect();
+        let remote: Vec<usize> = (0..checks.len())
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
         if !remote.is_empty() {
             match &self.backend {
                 Backend::Single { .. } => {
-                    self.run(checks, &remote, &denied, now, &mut outcomes).await?;
+                    self.run(checks, &remote, &denied, now, &mut outcomes)
+                        .await?;
                 }
                 Backend::Cluster(_) => {
                     // One script call per hash tag, all in parallel.
