@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -15,8 +16,10 @@ use crate::config::{self, LoadOptions};
 use crate::policy::{LimitHeaderNames, ResponseOptions};
 use crate::rules::RuleSet;
 use crate::server::{self, ConfigSource, Listeners, ServerOptions};
-use crate::service::{RateLimiter, ServiceOptions};
+use crate::service::{RateLimiter, ServiceOptions, StoreErrorPolicy};
+use crate::store::AnyStore;
 use crate::store::memory::MemoryStore;
+use crate::store::redis::{DEFAULT_KEY_PREFIX, RedisOptions, RedisStore, TimeSource};
 
 /// floodgate: a rate-limit decision service for Envoy, Istio and gRPC clients.
 #[derive(Debug, Parser)]
@@ -90,6 +93,10 @@ pub struct ServeArgs {
     /// Most counters held in memory; the least recently used are evicted first.
     #[arg(long, env = "FLOODGATE_MAX_COUNTERS", default_value_t = 1_000_000)]
     pub max_counters: u64,
+
+    /// Where counters live (memory or Redis) and what to do when Redis fails.
+    #[command(flatten)]
+    pub store: StoreArgs,
 
     /// Report every over-limit descriptor as OK, but keep counting.
     #[arg(long, env = "SHADOW_MODE")]
@@ -196,9 +203,16 @@ pub async fn serve(args: ServeArgs) -> i32 {
     // The server loads the path again at start (its reloader logs the
     // summary and records the version); this load only refuses to start on
     // a bad config.
+    let store = match args.store.open(args.max_counters).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("floodgate: {e}");
+            return 1;
+        }
+    };
     let limiter = Arc::new(RateLimiter::new(
         rules,
-        MemoryStore::new(args.max_counters),
+        store,
         Arc::new(SystemClock),
         ServiceOptions {
             shadow_mode: args.shadow_mode,
@@ -213,6 +227,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
                 }),
                 dynamic_metadata: args.dynamic_metadata,
             },
+            on_store_error: args.store.on_store_error.into(),
         },
     ));
     let listeners = Listeners {
@@ -275,5 +290,235 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// What a request gets when the counter store fails (`--on-store-error`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OnStoreError {
+    /// OK without limit information (fail open).
+    #[default]
+    Allow,
+    /// OVER_LIMIT (fail closed).
+    Deny,
+    /// gRPC UNAVAILABLE: Envoy's `failure_mode_deny` decides.
+    Error,
+}
+
+impl From<OnStoreError> for StoreErrorPolicy {
+    fn from(value: OnStoreError) -> StoreErrorPolicy {
+        match value {
+            OnStoreError::Allow => StoreErrorPolicy::Allow,
+            OnStoreError::Deny => StoreErrorPolicy::Deny,
+            OnStoreError::Error => StoreErrorPolicy::Error,
+        }
+    }
+}
+
+/// Whose clock the Redis store counts with (`--store-time`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum StoreTime {
+    /// Redis's `TIME`: one clock for the whole fleet.
+    #[default]
+    Redis,
+    /// This instance's clock.
+    Local,
+}
+
+/// The counter store flags.
+///
+/// floodgate keeps counters in memory unless `--store` names a Redis URL or,
+/// as with the reference server, `REDIS_URL` is set (the reference defaults
+/// to Redis with `BACKEND_TYPE=redis` and a nutcracker socket; floodgate
+/// needs no Redis unless one is named).
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// `memory`, or a Redis URL: `redis://host:port[/db]`, `rediss://...`
+    /// (TLS), `redis+unix:///path.sock`, `redis+cluster://h1:p1,h2:p2`.
+    #[arg(long = "store", env = "FLOODGATE_STORE")]
+    pub url: Option<String>,
+
+    /// How long a request waits for Redis (`10ms`, `0.5s`, `800us`; a bare
+    /// number is milliseconds). Keep it under Envoy's rate-limit timeout
+    /// (20 ms by default) so floodgate's failure policy answers first.
+    #[arg(long, env = "FLOODGATE_STORE_TIMEOUT", default_value = "10ms", value_parser = parse_duration)]
+    pub store_timeout: Duration,
+
+    /// What a request gets when Redis is down or too slow.
+    #[arg(long, env = "FLOODGATE_ON_STORE_ERROR", value_enum, default_value_t = OnStoreError::Allow)]
+    pub on_store_error: OnStoreError,
+
+    /// Prepended to every Redis key, so deployments can share one Redis.
+    #[arg(long, env = "FLOODGATE_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
+    pub key_prefix: String,
+
+    /// Whose clock Redis counters use.
+    #[arg(long, env = "FLOODGATE_STORE_TIME", value_enum, default_value_t = StoreTime::Redis)]
+    pub store_time: StoreTime,
+
+    /// The reference's Redis address (`host:port`, or a socket path), used
+    /// when `--store` is not given.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// `tcp` or `unix` (default: `unix` when `REDIS_URL` starts with `/`).
+    #[arg(long, env = "REDIS_SOCKET_TYPE")]
+    pub redis_socket_type: Option<String>,
+
+    /// `single` or `cluster` (`REDIS_URL` then lists `host:port,host:port`).
+    #[arg(long, env = "REDIS_TYPE", default_value = "single")]
+    pub redis_type: String,
+
+    /// Redis password, or `user:password`.
+    #[arg(long, env = "REDIS_AUTH", hide_env_values = true)]
+    pub redis_auth: Option<String>,
+
+    /// Connect to Redis over TLS.
+    #[arg(long, env = "REDIS_TLS")]
+    pub redis_tls: bool,
+}
+
+impl StoreArgs {
+    /// The Redis URL the flags name, or `None` for the memory store.
+    pub fn redis_url(&self) -> Result<Option<String>, String> {
+        if let Some(url) = &self.url {
+            return Ok((!url.trim().eq_ignore_ascii_case("memory")).then(|| url.trim().to_owned()));
+        }
+        let Some(address) = self.redis_url.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if address.contains("://") {
+            return Ok(Some(address.to_owned()));
+        }
+        let unix = match self.redis_socket_type.as_deref() {
+            Some(t) if t.eq_ignore_ascii_case("unix") => true,
+            Some(t) if t.eq_ignore_ascii_case("tcp") => false,
+            Some(t) => return Err(format!("REDIS_SOCKET_TYPE must be tcp or unix, not {t:?}")),
+            None => address.starts_with('/'),
+        };
+        if unix {
+            return Ok(Some(format!("redis+unix://{address}")));
+        }
+        let mut scheme = String::from(if self.redis_tls { "rediss" } else { "redis" });
+        if self.redis_type.eq_ignore_ascii_case("cluster") {
+            scheme.push_str("+cluster");
+        } else if !self.redis_type.eq_ignore_ascii_case("single") {
+            return Err(format!(
+                "REDIS_TYPE must be single or cluster, not {:?}",
+                self.redis_type
+            ));
+        }
+        let auth = match self.redis_auth.as_deref().filter(|a| !a.is_empty()) {
+            Some(auth) => match auth.split_once(':') {
+                Some((user, password)) => format!("{}:{}@", encode(user), encode(password)),
+                None => format!(":{}@", encode(auth)),
+            },
+            None => String::new(),
+        };
+        Ok(Some(format!("{scheme}://{auth}{address}")))
+    }
+
+    /// Opens the store the flags name.
+    pub async fn open(&self, max_counters: u64) -> Result<AnyStore, String> {
+        let Some(url) = self.redis_url()? else {
+            return Ok(AnyStore::Memory(MemoryStore::new(max_counters)));
+        };
+        let options = RedisOptions {
+            key_prefix: self.key_prefix.clone(),
+            timeout: self.store_timeout,
+            time_source: match self.store_time {
+                StoreTime::Redis => TimeSource::Redis,
+                StoreTime::Local => TimeSource::Caller,
+            },
+            ..RedisOptions::new(url)
+        };
+        RedisStore::connect(options)
+            .await
+            .map(AnyStore::Redis)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Percent-encodes what may not appear raw in a URL's user info.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Parses `10ms`, `0.5s`, `800us` or a bare number of milliseconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 10ms"))?;
+    let scale = match unit.trim() {
+        "" | "ms" => 1e-3,
+        "s" => 1.0,
+        "us" | "µs" => 1e-6,
+        other => return Err(format!("invalid duration unit {other:?}: use ms, s or us")),
+    };
+    Duration::try_from_secs_f64(value * scale)
+        .map_err(|e| format!("invalid duration {text:?}: {e}"))
+}
+
+#[cfg(test)]
+mod store_args_tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> StoreArgs {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            store: StoreArgs,
+        }
+        let mut all = vec!["x"];
+        all.extend_from_slice(list);
+        match Wrap::try_parse_from(all) {
+            Ok(wrap) => wrap.store,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn reference_variables_build_a_url() {
+        let a = args(&["--redis-url", "cache:6379", "--redis-auth", "u:p@ss"]);
+        assert_eq!(
+            a.redis_url(),
+            Ok(Some("redis://u:p%40ss@cache:6379".into()))
+        );
+        let a = args(&[
+            "--redis-url",
+            "a:1,b:2",
+            "--redis-type",
+            "cluster",
+            "--redis-tls",
+        ]);
+        assert_eq!(a.redis_url(), Ok(Some("rediss+cluster://a:1,b:2".into())));
+        let a = args(&["--redis-url", "/run/redis.sock"]);
+        assert_eq!(
+            a.redis_url(),
+            Ok(Some("redis+unix:///run/redis.sock".into()))
+        );
+        let a = args(&["--store", "memory", "--redis-url", "cache:6379"]);
+        assert_eq!(a.redis_url(), Ok(None));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_millis(15)));
+        assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("1h").is_err());
     }
 }

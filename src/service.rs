@@ -25,6 +25,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -48,6 +49,23 @@ pub struct ServiceOptions {
     /// What answers carry besides statuses (reference limit headers,
     /// dynamic metadata).
     pub response: ResponseOptions,
+    /// What a request gets when the counter store cannot answer.
+    pub on_store_error: StoreErrorPolicy,
+}
+
+/// What [`RateLimiter::decide`] answers when the counter store fails (Redis
+/// down or slower than its timeout). Every failure is counted
+/// ([`RateLimiter::store_errors`]) whatever the policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreErrorPolicy {
+    /// Fail open: OK, with no limit reported and nothing counted.
+    #[default]
+    Allow,
+    /// Fail closed: OVER_LIMIT for every descriptor that has limits.
+    Deny,
+    /// Return the error (gRPC `UNAVAILABLE`), leaving the choice to Envoy's
+    /// `failure_mode_deny`.
+    Error,
 }
 
 /// Why a request could not be decided.
@@ -117,6 +135,7 @@ pub struct RateLimiter<S> {
     store: S,
     clock: Arc<dyn Clock>,
     options: ServiceOptions,
+    store_errors: AtomicU64,
 }
 
 /// The rule that applies to one descriptor, and the entries (by index) whose
@@ -146,7 +165,13 @@ impl<S: CounterStore> RateLimiter<S> {
             store,
             clock,
             options,
+            store_errors: AtomicU64::new(0),
         }
+    }
+
+    /// Requests whose counter store call failed since the limiter started.
+    pub fn store_errors(&self) -> u64 {
+        self.store_errors.load(Ordering::Relaxed)
     }
 
     /// The rules in force now.
@@ -247,10 +272,33 @@ impl<S: CounterStore> RateLimiter<S> {
 
         let now = self.clock.now();
         let mut outcomes = Vec::with_capacity(checks.len());
-        if !checks.is_empty() {
-            self.store.apply(&checks, now, &mut outcomes).await?;
+        let mut fail_closed = None;
+        if !checks.is_empty()
+            && let Err(error) = self.store.apply(&checks, now, &mut outcomes).await
+        {
+            self.store_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, policy = ?self.options.on_store_error, "counter store failed");
+            outcomes.clear();
+            match self.options.on_store_error {
+                StoreErrorPolicy::Error => return Err(error.into()),
+                StoreErrorPolicy::Allow => {}
+                StoreErrorPolicy::Deny => {
+                    fail_closed = Some(
+                        plans
+                            .iter()
+                            .map(|p| !p.limits.is_empty())
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
         }
         let mut decision = self.combine(plans, &outcomes);
+        if let Some(limited) = fail_closed {
+            for (descriptor, limited) in decision.descriptors.iter_mut().zip(limited) {
+                descriptor.over_limit |= limited;
+            }
+            decision.over_limit = !self.options.shadow_mode;
+        }
         for (descriptor, skip) in decision.descriptors.iter_mut().zip(skips) {
             descriptor.skipped_by = skip;
         }

@@ -4,9 +4,12 @@
 //! key's [`CounterState`], evaluates the pure algorithm of [`crate::limit`],
 //! and commits the new states by the all-or-nothing rule described on
 //! [`CounterStore::apply`]. The memory store ([`memory::MemoryStore`], moka)
-//! is the default; the Redis store implements the same contract with Lua.
+//! is the default; the Redis store ([`redis::RedisStore`]) implements the
+//! same contract with one Lua script, for counters shared by a fleet.
+//! [`AnyStore`] is whichever of the two the command line chose.
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 
@@ -74,5 +77,43 @@ pub trait CounterStore: Send + Sync + 'static {
     /// Whether no counters are held.
     fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The store chosen at startup: the server is generic over its store, and
+/// this lets one binary serve with either.
+#[derive(Debug)]
+pub enum AnyStore {
+    /// Counters in this process.
+    Memory(memory::MemoryStore),
+    /// Counters in Redis, shared by every instance using it.
+    Redis(redis::RedisStore),
+}
+
+impl CounterStore for AnyStore {
+    async fn apply<'a>(
+        &'a self,
+        checks: &'a [Check],
+        now: Nanos,
+        out: &'a mut Vec<Outcome>,
+    ) -> Result<(), StoreError> {
+        match self {
+            AnyStore::Memory(store) => store.apply(checks, now, out).await,
+            AnyStore::Redis(store) => store.apply(checks, now, out).await,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            AnyStore::Memory(store) => store.len(),
+            AnyStore::Redis(store) => store.len(),
+        }
+    }
+
+    fn evictions(&self) -> u64 {
+        match self {
+            AnyStore::Memory(store) => CounterStore::evictions(store),
+            AnyStore::Redis(store) => CounterStore::evictions(store),
+        }
     }
 }

@@ -1,0 +1,328 @@
+-- floodgate: every check of one CounterStore::apply call, atomically.
+--
+-- The same math as src/limit/{fixed_window,sliding_window,token_bucket}.rs
+-- and the same commit rule as src/store/memory.rs (groups all-or-nothing,
+-- count_when_denied, duplicate keys seeing earlier hits). Read those first:
+-- this file mirrors them step by step.
+--
+-- Lua numbers are doubles. Instants are kept as (seconds, nanoseconds)
+-- pairs so that a Unix time in nanoseconds (about 2^61) is never held in one
+-- double; durations within a window are held in nanoseconds, exact while
+-- below 2^53 ns (about 104 days). Products such as previous * (W - e) are
+-- never formed: `muldiv` computes floor(a * b / c) and whether it rounded,
+-- exactly, for a and c below 2^53.
+--
+-- KEYS: the distinct counter keys of the call.
+-- ARGV[1], ARGV[2]: now as seconds and nanoseconds, or "redis" and "" to
+--   read Redis's TIME (so every floodgate instance shares one clock).
+-- ARGV[3]: n, the number of checks; then 7 fields per check:
+--   key index (1-based into KEYS), algorithm ("f", "s" or "t"),
+--   window in seconds, requests_per_unit, burst, hits, group.
+--   A check's count_when_denied (already restricted to fixed windows) is
+--   sent as the algorithm "F".
+-- ARGV[4 + 7n ...]: groups already known to be denied (answered from the
+--   local over-limit cache), treated as denied here.
+--
+-- Returns, per check, 6 values: admitted (0/1), remaining, used,
+-- reset seconds, reset nanoseconds (reset_after = s * 1e9 + ns, clamped at
+-- 0 by the caller), and for a fixed window the key's count in its window
+-- after this call (0 for the other algorithms): when it exceeds the limit,
+-- every check of the key is denied until the window's end.
+
+local E9 = 1000000000
+local fmod, floor = math.fmod, math.floor
+
+local now_s, now_n
+if ARGV[1] == 'redis' then
+  local t = redis.call('TIME')
+  now_s = tonumber(t[1])
+  now_n = tonumber(t[2]) * 1000
+else
+  now_s = tonumber(ARGV[1])
+  now_n = tonumber(ARGV[2])
+end
+
+-- floor(a * b / c) and whether the division left a remainder, exactly for
+-- integers 0 <= a, c < 2^53 and any integer-valued b: shift-and-add over
+-- b's bits keeping a * x = q * c + r with 0 <= r < c, so no intermediate
+-- exceeds 2c.
+local function muldiv(a, b, c)
+  if a == 0 or b == 0 then return 0, false end
+  if c < 1 then c = 1 end
+  local ar = fmod(a, c)
+  local aq = (a - ar) / c
+  local bits, x = {}, b
+  while x > 0 do
+    local bit = fmod(x, 2)
+    bits[#bits + 1] = bit
+    x = (x - bit) / 2
+  end
+  local q, r = 0, 0
+  for i = #bits, 1, -1 do
+    q = q * 2
+    if r >= c - r then r = r - (c - r); q = q + 1 else r = r + r end
+    if bits[i] == 1 then
+      q = q + aq
+      if r >= c - ar then r = r - (c - ar); q = q + 1 else r = r + ar end
+    end
+  end
+  return q, r > 0
+end
+
+local function muldiv_ceil(a, b, c)
+  local q, rounded = muldiv(a, b, c)
+  if rounded then return q + 1 end
+  return q
+end
+
+-- StoredWindow::classify
+local function classify(stored, current, w)
+  if stored == current then return 'current' end
+  if stored == current - w then return 'previous' end
+  if stored == current + w then return 'next' end
+  return 'stale'
+end
+
+local function window_start(w)
+  return now_s - fmod(now_s, w)
+end
+
+-- fixed_window::evaluate
+local function fixed(c, st)
+  local w = c.w
+  local cur = window_start(w)
+  local start, count = cur, 0
+  if st and st.k == 'f' then
+    local where = classify(st.s, cur, w)
+    if where == 'current' or where == 'next' then start, count = st.s, st.c end
+  end
+  local used = count + c.hits
+  local admitted = used <= c.rpu
+  return {
+    admitted = admitted,
+    remaining = admitted and (c.rpu - used) or 0,
+    used = used,
+    rs = start + w - now_s, rn = -now_n,
+    state = { k = 'f', s = start, c = used },
+    xs = start + w, xn = 0,
+  }
+end
+
+-- sliding_window::admissible_at's wait_into, in nanoseconds
+local function wait_into(decaying, allowed, wn)
+  if decaying < 1 then decaying = 1 end
+  if allowed >= decaying then return 0 end
+  return wn - muldiv(allowed, wn, decaying)
+end
+
+-- sliding_window::evaluate
+local function sliding(c, st)
+  local w = c.w
+  local wn = w * E9
+  local cur = window_start(w)
+  local start, current, previous = cur, 0, 0
+  if st and st.k == 's' then
+    local where = classify(st.s, cur, w)
+    if where == 'current' or where == 'next' then
+      start, current, previous = st.s, st.c, st.p
+    elseif where == 'previous' then
+      previous = st.c
+    end
+  end
+  local elapsed = (now_s - start) * E9 + now_n
+  if elapsed < 0 then elapsed = 0 end
+  local estimate = muldiv_ceil(previous, wn - elapsed, wn) + current
+  local total = estimate + c.hits
+  local admitted = total <= c.rpu
+  local current_after = current + c.hits
+  local stop = start + w
+  local fs, fn
+  if current_after > 0 then fs, fn = stop + w, 0
+  elseif previous > 0 then fs, fn = stop, 0
+  else fs, fn = now_s, now_n end
+  local rs, rn
+  if admitted then
+    rs, rn = fs, fn
+  elseif c.hits > c.rpu then
+    rs, rn = stop + w, 0
+  else
+    local room = c.rpu - c.hits
+    if current <= room then
+      rs, rn = start, wait_into(previous, room - current, wn)
+    else
+      rs, rn = stop, wait_into(current, room, wn)
+    end
+  end
+  return {
+    admitted = admitted,
+    remaining = admitted and (c.rpu - total) or 0,
+    used = total,
+    rs = rs - now_s, rn = rn - now_n,
+    state = { k = 's', s = start, c = current_after, p = previous },
+    xs = fs, xn = fn,
+  }
+end
+
+-- token_bucket::evaluate, with d = tat - now in nanoseconds: the Rust code's
+-- scaled debt is d * rpu, so its comparisons become
+--   after <= capacity  <=>  hits + ceil(d * rpu / W) <= burst
+-- and its divisions become d + ceil(hits * W / rpu) and friends.
+local function bucket(c, st)
+  local w = c.w
+  local wn = w * E9
+  local has = st and st.k == 't'
+  if c.rpu == 0 or c.burst == 0 then
+    local ts, tn = now_s, now_n
+    if has and (st.s > now_s or (st.s == now_s and st.n > now_n)) then ts, tn = st.s, st.n end
+    local admitted = c.hits == 0
+    return {
+      admitted = admitted, remaining = 0, used = c.hits,
+      rs = 0, rn = admitted and 0 or wn,
+      state = { k = 't', s = ts, n = tn }, xs = ts, xn = tn,
+    }
+  end
+  local d = 0
+  if has then
+    d = (st.s - now_s) * E9 + (st.n - now_n)
+    if d < 0 then d = 0 end
+  end
+  local taken = muldiv_ceil(d, c.rpu, wn)
+  if taken > c.burst + c.rpu then d, taken = 0, 0 end -- "Clocks going backwards"
+  local admitted = c.hits <= c.burst and taken <= c.burst - c.hits
+  local ahead = d + muldiv_ceil(c.hits, wn, c.rpu)
+  local reset
+  if admitted then
+    reset = ahead
+  elseif c.hits > c.burst then
+    reset = math.max(d, wn)
+  else
+    reset = d - muldiv(c.burst - c.hits, wn, c.rpu)
+  end
+  local total = now_n + ahead
+  local tn = fmod(total, E9)
+  local ts = now_s + (total - tn) / E9
+  return {
+    admitted = admitted,
+    remaining = admitted and (c.burst - c.hits - taken) or 0,
+    used = c.hits + taken,
+    rs = 0, rn = reset,
+    state = { k = 't', s = ts, n = tn },
+    xs = ts, xn = tn,
+  }
+end
+
+local function evaluate(c, st)
+  if c.algo == 'f' then return fixed(c, st) end
+  if c.algo == 's' then return sliding(c, st) end
+  return bucket(c, st)
+end
+
+local function num(s) return string.format('%.0f', s) end
+
+local function encode(st)
+  if st.k == 'f' then return 'f:' .. num(st.s) .. ':' .. num(st.c) end
+  if st.k == 's' then return 's:' .. num(st.s) .. ':' .. num(st.c) .. ':' .. num(st.p) end
+  return 't:' .. num(st.s) .. ':' .. num(st.n)
+end
+
+local function decode(raw)
+  if not raw then return nil end
+  local k, a, b, p = string.match(raw, '^(%a):(%d+):(%d+):?(%d*)$')
+  if not k then return nil end
+  a, b = tonumber(a), tonumber(b)
+  if k == 'f' then return { k = 'f', s = a, c = b } end
+  if k == 's' then return { k = 's', s = a, c = b, p = tonumber(p) or 0 } end
+  if k == 't' then return { k = 't', s = a, n = b } end
+  return nil
+end
+
+-- Parse the checks.
+local n = tonumber(ARGV[3])
+local checks = {}
+for i = 1, n do
+  local base = 3 + (i - 1) * 7
+  local algo = ARGV[base + 2]
+  checks[i] = {
+    key = tonumber(ARGV[base + 1]),
+    algo = string.lower(algo),
+    cwd = algo == 'F',
+    w = tonumber(ARGV[base + 3]),
+    rpu = tonumber(ARGV[base + 4]),
+    burst = tonumber(ARGV[base + 5]),
+    hits = tonumber(ARGV[base + 6]),
+    group = ARGV[base + 7],
+  }
+end
+local denied = {}
+for i = 4 + 7 * n, #ARGV do denied[ARGV[i]] = true end
+
+-- Pass 1 (MemoryStore::apply_many): each check sees the stored state plus
+-- the hits of earlier checks on its key that may still be committed.
+local loaded, last_seen, earlier, seen, evals = {}, {}, {}, {}, {}
+for i = 1, n do
+  local c = checks[i]
+  local j = last_seen[c.key]
+  earlier[i] = j
+  last_seen[c.key] = i
+  local st
+  if j then
+    if evals[j].admitted or checks[j].cwd then st = evals[j].state else st = seen[j] end
+  else
+    if loaded[c.key] == nil then loaded[c.key] = decode(redis.call('GET', KEYS[c.key])) or false end
+    st = loaded[c.key] or nil
+  end
+  seen[i] = st
+  evals[i] = evaluate(c, st)
+  if not evals[i].admitted then denied[c.group] = true end
+end
+
+-- Pass 2: replay only the committed hits.
+local after_state, after_eval = {}, {}
+for i = 1, n do
+  local c = checks[i]
+  local before, written
+  local j = earlier[i]
+  if j then before, written = after_state[j], after_eval[j] else before, written = seen[i], nil end
+  local commits = c.hits > 0 and (not denied[c.group] or (c.cwd and not evals[i].admitted))
+  if commits then
+    local ev = evals[i]
+    if before ~= seen[i] then ev = evaluate(c, before) end
+    after_state[i], after_eval[i] = ev.state, ev
+  else
+    after_state[i], after_eval[i] = before, written
+  end
+end
+
+-- Write each changed key once, at its last occurrence.
+for i = 1, n do
+  local c = checks[i]
+  local ev = after_eval[i]
+  if last_seen[c.key] == i and ev then
+    if ev.xs > now_s or (ev.xs == now_s and ev.xn > now_n) then
+      -- Relative (PX), not PXAT: with the caller's clock, "now" need not
+      -- be Redis's. Rounded up to the next millisecond.
+      local ms = (ev.xs - now_s) * 1000 + math.ceil((ev.xn - now_n) / 1000000)
+      redis.call('SET', KEYS[c.key], encode(ev.state), 'PX', num(math.max(ms, 1)))
+    else
+      redis.call('DEL', KEYS[c.key])
+    end
+  end
+end
+
+local out = {}
+for i = 1, n do
+  local c = checks[i]
+  local ev = evals[i]
+  local final_count = 0
+  if c.algo == 'f' then
+    local final = after_state[last_seen[c.key]]
+    if final then final_count = fixed({ w = c.w, rpu = c.rpu, hits = 0 }, final).used end
+  end
+  out[#out + 1] = ev.admitted and 1 or 0
+  out[#out + 1] = num(ev.remaining)
+  out[#out + 1] = num(ev.used)
+  out[#out + 1] = num(ev.rs)
+  out[#out + 1] = num(ev.rn)
+  out[#out + 1] = num(final_count)
+end
+return out

@@ -1,0 +1,637 @@
+//! Counters in Redis, shared by a fleet of floodgate instances.
+//!
+//! [`RedisStore`] implements [`CounterStore`] with one Lua script
+//! (`redis.lua`, next to this file) that evaluates *every* check of an
+//! [`CounterStore::apply`] call atomically, in one round trip: the three
+//! algorithms with the same math as [`crate::limit`], groups all-or-nothing,
+//! `count_when_denied` and duplicate keys exactly as [`super::memory`] does.
+//! The script is sent with `EVALSHA` and loaded again automatically when
+//! Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
+//!
+//! # Connections
+//!
+//! A small pool of multiplexed connections ([`redis::aio::ConnectionManager`],
+//! reconnecting with exponential backoff) is used round-robin; concurrent
+//! requests are pipelined on them, never one connection per request. In
+//! cluster mode (`redis+cluster://h1:p1,h2:p2`) the checks of a call are
+//! split by hash tag and each part is one script call, all in parallel.
+//!
+//! # Keys
+//!
+//! A counter's Redis key is `<prefix>{<tag>}<counter key bytes>`. The tag is
+//! a stable hash of the key's descriptor part (see [`descriptor_part`]), so
+//! every limit of one descriptor (one group, unless
+//! `STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT` puts all descriptors in group 0)
+//! lives in one cluster slot. Groups spanning several tags are all-or-nothing
+//! per tag only, in cluster mode. Every key carries a `PX` expiry, from the
+//! script's now to the instant its state stops mattering
+//! ([`crate::limit::Evaluation::expires_at`]), rounded up to the millisecond.
+//!
+//! # Time
+//!
+//! By default the script reads Redis's `TIME`, so every instance counts with
+//! one clock. [`TimeSource::Caller`] uses the `now` passed to `apply`
+//! instead (tests with a manual clock; fleets with well-synchronised clocks).
+//!
+//! # Where Redis can differ from the memory store
+//!
+//! The script works on doubles. Instants are `(seconds, nanoseconds)` pairs,
+//! durations inside a window are nanoseconds, and `a × b / c` is computed
+//! exactly without forming the product, so for the same `now` the outcomes
+//! are identical to the memory store's, except:
+//! - with [`TimeSource::Redis`], `now` has microsecond resolution;
+//! - counts, limits, bursts and hits above 2^53 are rounded to doubles;
+//! - sliding windows and token buckets with windows longer than 2^53 ns
+//!   (about 104 days: `year`, or a large `unit_multiplier`) hold durations
+//!   above 2^53 ns, which round to a multiple of 2^k ns, and their ratio
+//!   arithmetic is no longer exact (an error of one hit or a few ns). Fixed
+//!   windows stay exact for any length up to the ~584 years at which
+//!   [`crate::limit::Limit::window`] saturates;
+//! - key expiry is rounded up to the next millisecond (`PX`), which only
+//!   keeps a state that already means the same as no state slightly longer.
+//!
+//! # Local over-limit cache
+//!
+//! When a fixed window's count in Redis *exceeds* its limit, every check of
+//! that key (of any size, `hits = 0` included) is denied until the window
+//! ends, whatever the other instances do: counts only grow within a window.
+//! Such keys are remembered locally (a bounded moka cache) with their count
+//! and the window's end, and answered without Redis until then, as the
+//! reference's local cache does. A group containing a locally denied check
+//! is sent to Redis as denied, so its other checks commit exactly what they
+//! would have. The differences, by design: a locally denied check's own hits
+//! are not added to the Redis count (it is over the limit until the window's
+//! end either way, so no decision changes), and its `used` is a lower bound.
+//! A key that appears twice in one call bypasses the cache. If Redis loses
+//! its data (flush, failover without replication), the cache keeps denying
+//! until the window it saw ends.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::ClusterClient;
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Script, Value};
+use moka::Expiry;
+use moka::sync::Cache;
+
+use super::{Check, CounterStore, StoreError};
+use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome};
+
+/// The script, evaluating all checks of one call.
+const SCRIPT: &str = include_str!("redis.lua");
+
+/// Values per check in the script's answer.
+const FIELDS_OUT: usize = 6;
+
+/// Where the script's "now" comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TimeSource {
+    /// Redis's `TIME` (microseconds): one clock for the whole fleet.
+    #[default]
+    Redis,
+    /// The `now` passed to [`CounterStore::apply`] (the instance's clock).
+    Caller,
+}
+
+/// How to reach Redis and how to use it.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// `redis://[user:pass@]host:port[/db]`, `rediss://...` (TLS),
+    /// `redis+unix:///path/to.sock`, or `redis+cluster://h1:p1,h2:p2`
+    /// (`rediss+cluster://` for TLS).
+    pub url: String,
+    /// Prepended to every key, so deployments can share one Redis. Must not
+    /// contain `{` or `}` (they would change the cluster hash tag).
+    pub key_prefix: String,
+    /// How long one call may wait for Redis before [`StoreError::Timeout`].
+    pub timeout: Duration,
+    /// Where "now" comes from.
+    pub time_source: TimeSource,
+    /// Multiplexed connections shared round-robin (single-node mode).
+    pub connections: usize,
+    /// Most keys remembered as over their limit; 0 disables the cache.
+    pub over_limit_cache: u64,
+}
+
+impl RedisOptions {
+    /// Defaults for `url`: prefix `floodgate:`, 10 ms timeout, Redis time,
+    /// 2 connections, 100 000 cached over-limit keys.
+    pub fn new(url: impl Into<String>) -> RedisOptions {
+        RedisOptions {
+            url: url.into(),
+            key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            time_source: TimeSource::Redis,
+            connections: 2,
+            over_limit_cache: 100_000,
+        }
+    }
+}
+
+/// The default key prefix.
+pub const DEFAULT_KEY_PREFIX: &str = "floodgate:";
+
+/// The default store timeout: half of Envoy's default 20 ms rate-limit
+/// timeout, so floodgate answers (by its failure policy) before Envoy gives
+/// up on it and applies its own `failure_mode_deny`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10);
+
+/// Why a [`RedisStore`] could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisConfigError {
+    /// The URL is not one floodgate understands.
+    #[error("invalid Redis URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    /// The key prefix contains a brace.
+    #[error("invalid key prefix {0:?}: it must not contain '{{' or '}}'")]
+    InvalidPrefix(String),
+    /// Redis could not be reached at startup.
+    #[error("cannot connect to Redis at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: ::redis::RedisError,
+    },
+}
+
+enum Backend {
+    Single {
+        connections: Vec<ConnectionManager>,
+        next: AtomicUsize,
+    },
+    Cluster(ClusterConnection),
+}
+
+/// A key known to be over its limit until `until` (caller's clock).
+#[derive(Clone, Copy, Debug)]
+struct OverLimit {
+    until: Nanos,
+    count: u64,
+    /// Real time to keep the entry (bounds memory; correctness uses `until`).
+    keep: Duration,
+}
+
+struct OverLimitExpiry;
+
+impl Expiry<Box<[u8]>, OverLimit> for OverLimitExpiry {
+    fn expire_after_create(
+        &self,
+        _: &Box<[u8]>,
+        value: &OverLimit,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(value.keep)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Box<[u8]>,
+        value: &OverLimit,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.keep)
+    }
+}
+
+/// A [`CounterStore`] in Redis (single node or cluster).
+pub struct RedisStore {
+    backend: Backend,
+    prefix: Box<[u8]>,
+    timeout: Duration,
+    time_source: TimeSource,
+    over_limit: Option<Cache<Box<[u8]>, OverLimit>>,
+    script: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &String::from_utf8_lossy(&self.prefix))
+            .field("timeout", &self.timeout)
+            .field("time_source", &self.time_source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to Redis as `options` say. Fails when the URL is invalid or
+    /// Redis cannot be reached now; once connected, connections are
+    /// re-established in the background after any failure.
+    pub async fn connect(options: RedisOptions) -> Result<RedisStore, RedisConfigError> {
+        if options.key_prefix.contains(['{', '}']) {
+            return Err(RedisConfigError::InvalidPrefix(options.key_prefix));
+        }
+        let url = options.url.trim();
+        let invalid = |reason: &str| RedisConfigError::InvalidUrl {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let connect_error = |source| RedisConfigError::Connect {
+            url: redact(url),
+            source,
+        };
+        // Connecting may take longer than one request may wait; not forever.
+        let connect_timeout = options.timeout.max(Duration::from_secs(1));
+        let backend = if let Some((scheme, rest)) = cluster_url(url) {
+            let (auth, hosts) = match rest.rsplit_once('@') {
+                Some((auth, hosts)) => (format!("{auth}@"), hosts),
+                None => (String::new(), rest),
+            };
+            let nodes: Vec<String> = hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("{scheme}://{auth}{h}"))
+                .collect();
+            if nodes.is_empty() {
+                return Err(invalid("a cluster URL needs at least one host:port"));
+            }
+            let client = ClusterClient::builder(nodes)
+                .connection_timeout(connect_timeout)
+                .response_timeout(options.timeout)
+                .build()
+                .map_err(|e| invalid(&e.to_string()))?;
+            let connection = client.get_async_connection().await.map_err(connect_error)?;
+            Backend::Cluster(connection)
+        } else {
+            if !["redis://", "rediss://", "redis+unix://", "unix://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+            {
+                return Err(invalid(
+                    "expected redis://, rediss://, redis+unix:// or redis+cluster://",
+                ));
+            }
+            let client = ::redis::Client::open(url).map_err(|e| invalid(&e.to_string()))?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                // Requests time out on their own (`timeout`); the manager
+                // must not give up reconnecting after a few tries.
+                .set_response_timeout(None)
+                .set_number_of_retries(6)
+                .set_min_delay(Duration::from_millis(10))
+                .set_max_delay(Duration::from_secs(2));
+            let mut connections = Vec::with_capacity(options.connections.max(1));
+            for _ in 0..options.connections.max(1) {
+                let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
+                    .await
+                    .map_err(connect_error)?;
+                connections.push(manager);
+            }
+            Backend::Single {
+                connections,
+                next: AtomicUsize::new(0),
+            }
+        };
+        let over_limit = (options.over_limit_cache > 0).then(|| {
+            Cache::builder()
+                .max_capacity(options.over_limit_cache)
+                .expire_after(OverLimitExpiry)
+                .build()
+        });
+        Ok(RedisStore {
+            backend,
+            prefix: options.key_prefix.into_bytes().into_boxed_slice(),
+            timeout: options.timeout,
+            time_source: options.time_source,
+            over_limit,
+            script: Script::new(SCRIPT),
+        })
+    }
+
+    /// The Redis key of a counter key: `<prefix>{<tag>}<key>`.
+    fn redis_key(&self, key: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.prefix.len() + 18 + key.len());
+        out.extend_from_slice(&self.prefix);
+        out.push(b'{');
+        out.extend_from_slice(format!("{:016x}", fnv1a(descriptor_part(key))).as_bytes());
+        out.push(b'}');
+        out.extend_from_slice(key);
+        out
+    }
+
+    /// The local answer for `check`, if the over-limit cache is certain.
+    fn cached(&self, check: &Check, now: Nanos) -> Option<Outcome> {
+        let cache = self.over_limit.as_ref()?;
+        if check.limit.algorithm != Algorithm::FixedWindow {
+            return None;
+        }
+        let entry = cache.get(&check.key)?;
+        let used = entry.count.saturating_add(check.hits);
+        (now < entry.until && used > check.limit.requests_per_unit).then_some(Outcome {
+            admitted: false,
+            remaining: 0,
+            reset_after: entry.until - now,
+            used,
+        })
+    }
+
+    /// Runs the script for `checks` (indices into `all`), with `denied`
+    /// groups already known to be denied; writes outcomes into `out`.
+    async fn run(
+        &self,
+        all: &[Check],
+        part: &[usize],
+        denied: &[u32],
+        now: Nanos,
+        out: &mut [Option<Outcome>],
+    ) -> Result<(), StoreError> {
+        let mut invocation = self.script.prepare_invoke();
+        match self.time_source {
+            TimeSource::Redis => invocation.arg("redis").arg(""),
+            TimeSource::Caller => invocation
+                .arg(now / NANOS_PER_SECOND)
+                .arg(now % NANOS_PER_SECOND),
+        };
+        invocation.arg(part.len());
+        let mut key_index: HashMap<&[u8], usize> = HashMap::with_capacity(part.len());
+        for &i in part {
+            let check = &all[i];
+            let next = key_index.len() + 1;
+            let index = *key_index.entry(&check.key).or_insert_with(|| {
+                invocation.key(self.redis_key(&check.key));
+                next
+            });
+            let algorithm = match check.limit.algorithm {
+                Algorithm::FixedWindow if check.count_when_denied => "F",
+                Algorithm::FixedWindow => "f",
+                Algorithm::SlidingWindow => "s",
+                Algorithm::TokenBucket => "t",
+            };
+            invocation
+                .arg(index)
+                .arg(algorithm)
+                .arg(check.limit.window() / NANOS_PER_SECOND)
+                .arg(check.limit.requests_per_unit)
+                .arg(check.limit.burst)
+                .arg(check.hits)
+                .arg(check.group);
+        }
+        for group in denied {
+            invocation.arg(*group);
+        }
+
+        let call = async {
+            match &self.backend {
+                Backend::Single { connections, next } => {
+                    let slot = next.fetch_add(1, Ordering::Relaxed) % connections.len().max(1);
+                    let Some(connection) = connections.get(slot) else {
+                        return Err(StoreError::Unavailable("no Redis connection".into()));
+                    };
+                    let mut connection = connection.clone();
+                    match invocation.invoke_async::<Vec<Value>>(&mut connection).await {
+                        // A connection found broken is being replaced by the
+                        // manager: one retry, within the same timeout. If the
+                        // connection broke after Redis ran the script (rare),
+                        // the retry counts the hits twice: conservative,
+                        // never admitting more than the limit.
+                        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                            invocation.invoke_async::<Vec<Value>>(&mut connection).await
+                        }
+                        result => result,
+                    }
+                }
+                Backend::Cluster(connection) => {
+                    let mut connection = connection.clone();
+                    invocation.invoke_async::<Vec<Value>>(&mut connection).await
+                }
+            }
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+        };
+        let values = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| StoreError::Timeout)??;
+        if values.len() != part.len() * FIELDS_OUT {
+            return Err(StoreError::Unavailable(format!(
+                "unexpected script answer: {} values for {} checks",
+                values.len(),
+                part.len()
+            )));
+        }
+        for (&i, fields) in part.iter().zip(values.chunks_exact(FIELDS_OUT)) {
+            let field = |n: usize| {
+                int(&fields[n]).ok_or_else(|| {
+                    StoreError::Unavailable(format!("unexpected script value {:?}", fields[n]))
+                })
+            };
+            let reset = field(3)? * i128::from(NANOS_PER_SECOND) + field(4)?;
+            let outcome = Outcome {
+                admitted: field(0)? == 1,
+                remaining: clamp(field(1)?),
+                used: clamp(field(2)?),
+                reset_after: clamp(reset),
+            };
+            let check = &all[i];
+            let count = clamp(field(5)?);
+            if let Some(cache) = &self.over_limit
+                && check.limit.algorithm == Algorithm::FixedWindow
+                && count > check.limit.requests_per_unit
+                && outcome.reset_after > 0
+            {
+                cache.insert(
+                    check.key.clone(),
+                    OverLimit {
+                        until: now.saturating_add(outcome.reset_after),
+                        count,
+                        keep: Duration::from_nanos(outcome.reset_after),
+                    },
+                );
+            }
+            out[i] = Some(outcome);
+        }
+        Ok(())
+    }
+}
+
+impl CounterStore for RedisStore {
+    async fn apply<'a>(
+        &'a self,
+        checks: &'a [Check],
+        now: Nanos,
+        out: &'a mut Vec<Outcome>,
+    ) -> Result<(), StoreError> {
+        out.clear();
+        if checks.is_empty() {
+            return Ok(());
+        }
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; checks.len()];
+        let mut denied: Vec<u32> = Vec::new();
+        if self.over_limit.is_some() {
+            for (i, check) in checks.iter().enumerate() {
+                let duplicate = checks
+                    .iter()
+                    .enumerate()
+                    .any(|(j, other)| j != i && other.key == check.key);
+                if duplicate {
+                    continue;
+                }
+                if let Some(outcome) = self.cached(check, now) {
+                    outcomes[i] = Some(outcome);
+                    if !denied.contains(&check.group) {
+                        denied.push(check.group);
+                    }
+                }
+            }
+        }
+        let remote: Vec<usize> = (0..checks.len())
+            .filter(|&i| outcomes[i].is_none())
+            .collect();
+        if !remote.is_empty() {
+            match &self.backend {
+                Backend::Single { .. } => {
+                    self.run(checks, &remote, &denied, now, &mut outcomes)
+                        .await?;
+                }
+                Backend::Cluster(_) => {
+                    // One script call per hash tag, all in parallel.
+                    let mut parts: Vec<(u64, Vec<usize>)> = Vec::new();
+                    for &i in &remote {
+                        let tag = fnv1a(descriptor_part(&checks[i].key));
+                        match parts.iter_mut().find(|(t, _)| *t == tag) {
+                            Some((_, part)) => part.push(i),
+                            None => parts.push((tag, vec![i])),
+                        }
+                    }
+                    let denied = &denied;
+                    let results = futures_util::future::join_all(parts.iter().map(|(_, part)| {
+                        let mut local: Vec<Option<Outcome>> = vec![None; checks.len()];
+                        async move {
+                            self.run(checks, part, denied, now, &mut local)
+                                .await
+                                .map(|()| local)
+                        }
+                    }))
+                    .await;
+                    for result in results {
+                        for (slot, outcome) in outcomes.iter_mut().zip(result?) {
+                            if outcome.is_some() {
+                                *slot = outcome;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for outcome in outcomes {
+            out.push(outcome.ok_or_else(|| {
+                StoreError::Unavailable("the script did not answer every check".into())
+            })?);
+        }
+        Ok(())
+    }
+
+    /// Counters live in Redis, which this instance does not count: always 0.
+    /// Use Redis's own `INFO keyspace` (keys under the prefix) instead.
+    fn len(&self) -> u64 {
+        0
+    }
+}
+
+/// `(scheme, hosts)` of a `redis+cluster://` or `rediss+cluster://` URL.
+fn cluster_url(url: &str) -> Option<(&'static str, &str)> {
+    if let Some(rest) = url.strip_prefix("redis+cluster://") {
+        Some(("redis", rest))
+    } else {
+        url.strip_prefix("rediss+cluster://")
+            .map(|rest| ("rediss", rest))
+    }
+}
+
+/// The URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// An integer from the script's answer (integers, or decimal strings for
+/// values beyond what Redis's integer conversion keeps).
+fn int(value: &Value) -> Option<i128> {
+    match value {
+        Value::Int(n) => Some(i128::from(*n)),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        Value::SimpleString(text) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Narrows to `u64`, clamping negatives to 0 and large values to the maximum.
+fn clamp(value: i128) -> u64 {
+    u64::try_from(value.max(0)).unwrap_or(u64::MAX)
+}
+
+/// 64-bit FNV-1a: a hash that never changes between builds or processes, so
+/// every instance puts a key under the same tag.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// The descriptor part of a counter key as the service builds it: the run of
+/// length-prefixed strings (domain, entry keys and values) before the
+/// limit's identity (algorithm byte, window, optional slot: at least 9
+/// bytes). Every limit of one descriptor shares it. For keys of another
+/// shape this is still a deterministic function of the key, so only the
+/// co-location of a descriptor's limits depends on it, never correctness.
+pub fn descriptor_part(key: &[u8]) -> &[u8] {
+    const IDENTITY: usize = 9;
+    let mut at = 0;
+    while let Some(len_bytes) = key.get(at..at + 4) {
+        let mut len = [0u8; 4];
+        len.copy_from_slice(len_bytes);
+        let Ok(len) = usize::try_from(u32::from_le_bytes(len)) else {
+            break;
+        };
+        let end = at.saturating_add(4).saturating_add(len);
+        if end.saturating_add(IDENTITY) > key.len() {
+            break;
+        }
+        at = end;
+    }
+    &key[..at]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(buf: &mut Vec<u8>, s: &str) {
+        buf.extend_from_slice(&u32::try_from(s.len()).unwrap_or(0).to_le_bytes());
+        buf.extend_from_slice(s.as_bytes());
+    }
+
+    #[test]
+    fn descriptor_part_stops_at_the_limit_identity() {
+        let mut base = Vec::new();
+        put(&mut base, "domain");
+        put(&mut base, "key");
+        put(&mut base, "");
+        let mut one = base.clone();
+        one.push(b'f');
+        one.extend_from_slice(&60_000_000_000u64.to_le_bytes());
+        let mut multi = base.clone();
+        multi.push(b't');
+        multi.extend_from_slice(&1_000_000_000u64.to_le_bytes());
+        multi.extend_from_slice(&0u32.to_le_bytes());
+        assert_eq!(descriptor_part(&one), &base[..]);
+        assert_eq!(descriptor_part(&multi), &base[..]);
+        assert_eq!(descriptor_part(b"x"), b"");
+    }
+
+    #[test]
+    fn redaction_hides_the_password() {
+        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+    }
+}

@@ -1,0 +1,586 @@
+//! The Redis store against a real `redis-server` started by each test: the
+//! same request streams give the same outcomes as the memory store; a fleet
+//! of servers sharing one Redis admits exactly the limit; Redis dying and
+//! coming back; key prefixes; NOSCRIPT recovery; the over-limit cache.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use floodgate::clock::SystemClock;
+use floodgate::config::{self, LoadOptions};
+use floodgate::limit::{Algorithm, Limit, NANOS_PER_SECOND, Nanos, Outcome, Unit};
+use floodgate::proto::{
+    Code, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient,
+};
+use floodgate::rules::RuleSet;
+use floodgate::server::{self, Listeners, Running};
+use floodgate::service::{RateLimiter, ServiceOptions, StoreErrorPolicy};
+use floodgate::store::memory::MemoryStore;
+use floodgate::store::redis::{RedisOptions, RedisStore, TimeSource};
+use floodgate::store::{Check, CounterStore};
+use proptest::prelude::*;
+
+/// A `redis-server` of our own on a free port, killed on drop.
+struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = RedisServer {
+            port,
+            dir,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts (again) on the same port.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): install it with `apt-get install redis-server`"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn redis_store(server: &RedisServer, prefix: &str, cache: u64) -> RedisStore {
+    RedisStore::connect(RedisOptions {
+        key_prefix: prefix.to_owned(),
+        time_source: TimeSource::Caller,
+        over_limit_cache: cache,
+        // Generous: a debug build on a shared machine; hangs are what we catch.
+        timeout: Duration::from_millis(500),
+        ..RedisOptions::new(server.url())
+    })
+    .await
+    .expect("connects to redis-server")
+}
+
+const T0: Nanos = 1_700_000_000 * NANOS_PER_SECOND;
+
+fn limit(algorithm: Algorithm, rpu: u64, unit: Unit, multiplier: u64, burst: u64) -> Limit {
+    Limit {
+        requests_per_unit: rpu,
+        unit,
+        unit_multiplier: multiplier,
+        algorithm,
+        burst,
+    }
+}
+
+fn check(key: &str, limit: Limit, hits: u64, group: u32, count_when_denied: bool) -> Check {
+    Check {
+        key: key.as_bytes().into(),
+        limit,
+        hits,
+        group,
+        count_when_denied,
+    }
+}
+
+/// One call of a stream: checks at an instant.
+type Step = (Nanos, Vec<Check>);
+
+/// Runs `steps` against `store`, returning every outcome.
+async fn run(store: &impl CounterStore, steps: &[Step]) -> Vec<Vec<Outcome>> {
+    let mut all = Vec::with_capacity(steps.len());
+    for (now, checks) in steps {
+        let mut out = Vec::new();
+        store
+            .apply(checks, *now, &mut out)
+            .await
+            .expect("store answers");
+        all.push(out);
+    }
+    all
+}
+
+/// The same stream on a fresh memory store and on Redis: identical outcomes.
+async fn same_outcomes(server: &RedisServer, prefix: &str, steps: &[Step]) {
+    let memory = MemoryStore::new(10_000);
+    let redis = redis_store(server, prefix, 0).await;
+    let expected = run(&memory, steps).await;
+    let got = run(&redis, steps).await;
+    for (i, (e, g)) in expected.iter().zip(&got).enumerate() {
+        assert_eq!(e, g, "step {i} at {}: {:?}", steps[i].0, steps[i].1);
+    }
+}
+
+/// Hand-written streams: each algorithm across window boundaries, odd
+/// nanosecond instants, limits of 0, hits of 0, over-size requests, groups,
+/// count_when_denied and duplicate keys.
+fn scripted_streams() -> Vec<Vec<Step>> {
+    let mut streams = Vec::new();
+    let limits = [
+        limit(Algorithm::FixedWindow, 5, Unit::Second, 1, 5),
+        limit(Algorithm::FixedWindow, 3, Unit::Minute, 10, 3),
+        limit(Algorithm::SlidingWindow, 5, Unit::Second, 1, 5),
+        limit(Algorithm::SlidingWindow, 7, Unit::Hour, 1, 7),
+        limit(Algorithm::TokenBucket, 7, Unit::Second, 1, 3),
+        limit(Algorithm::TokenBucket, 3, Unit::Minute, 1, 5),
+        limit(Algorithm::TokenBucket, 0, Unit::Second, 1, 5),
+        limit(Algorithm::SlidingWindow, 0, Unit::Second, 1, 0),
+        limit(Algorithm::FixedWindow, 2, Unit::Day, 45, 2),
+    ];
+    for (n, l) in limits.iter().enumerate() {
+        let window = l.window();
+        let key = format!("single-{n}");
+        let mut steps = Vec::new();
+        let mut now = T0 + 123_456_789;
+        for i in 0..40u64 {
+            let hits = [1, 1, 2, 0, 1, 9, 1][usize::try_from(i % 7).unwrap_or(0)];
+            steps.push((now, vec![check(&key, *l, hits, 0, i % 3 == 0)]));
+            now += match i % 5 {
+                0 => window / 7 + 13,
+                1 => 1,
+                2 => window / 3,
+                3 => 0,
+                _ => window + window / 2 + 7,
+            };
+        }
+        streams.push(steps);
+    }
+    // Groups: all-or-nothing, count_when_denied, duplicates.
+    let fixed = limit(Algorithm::FixedWindow, 3, Unit::Minute, 1, 3);
+    let sliding = limit(Algorithm::SlidingWindow, 4, Unit::Minute, 1, 4);
+    let bucket = limit(Algorithm::TokenBucket, 2, Unit::Minute, 1, 2);
+    let mut steps = Vec::new();
+    let mut now = T0 + 5;
+    for i in 0..30u64 {
+        steps.push((
+            now,
+            vec![
+                check("g-fixed", fixed, 1, 0, true),
+                check("g-sliding", sliding, 1, 0, false),
+                check("g-bucket", bucket, 1, 1, false),
+                check("g-fixed", fixed, i % 2, 1, true),
+                check("g-sliding", sliding, 2, 2, false),
+                check("g-fixed", fixed, 0, 3, false),
+            ],
+        ));
+        now += [1, 7 * NANOS_PER_SECOND, 29 * NANOS_PER_SECOND + 3]
+            [usize::try_from(i % 3).unwrap_or(0)];
+    }
+    streams.push(steps);
+    streams
+}
+
+#[tokio::test]
+async fn scripted_streams_match_the_memory_store() {
+    let server = RedisServer::start();
+    for (i, steps) in scripted_streams().iter().enumerate() {
+        same_outcomes(&server, &format!("scripted{i}:"), steps).await;
+    }
+}
+
+fn arb_limit() -> impl Strategy<Value = Limit> {
+    (
+        prop::sample::select(Algorithm::ALL.to_vec()),
+        0u64..12,
+        prop::sample::select(vec![Unit::Second, Unit::Minute, Unit::Hour, Unit::Day]),
+        1u64..4,
+        0u64..12,
+    )
+        .prop_map(|(algorithm, rpu, unit, multiplier, burst)| {
+            limit(algorithm, rpu, unit, multiplier, burst)
+        })
+}
+
+fn arb_stream() -> impl Strategy<Value = Vec<Step>> {
+    let limits = prop::collection::vec(arb_limit(), 3);
+    limits.prop_flat_map(|limits| {
+        let step = (
+            0u64..3 * 86_400 * NANOS_PER_SECOND / 100,
+            prop::collection::vec((0usize..3, 0u64..4, 0u32..2, any::<bool>()), 1..5),
+        );
+        prop::collection::vec(step, 1..25).prop_map(move |raw| {
+            let mut now = T0;
+            raw.into_iter()
+                .map(|(advance, checks)| {
+                    // Mostly small steps, sometimes across many windows.
+                    now += if advance % 5 == 0 {
+                        advance * 40
+                    } else {
+                        advance / 1000
+                    };
+                    let checks = checks
+                        .into_iter()
+                        .map(|(k, hits, group, cwd)| {
+                            check(&format!("p{k}"), limits[k], hits, group, cwd)
+                        })
+                        .collect();
+                    (now, checks)
+                })
+                .collect()
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn random_streams_match_the_memory_store(steps in arb_stream()) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let server = RedisServer::start();
+        runtime.block_on(same_outcomes(&server, "prop:", &steps));
+    }
+}
+
+#[tokio::test]
+async fn key_prefixes_isolate_deployments() {
+    let server = RedisServer::start();
+    let a = redis_store(&server, "a:", 0).await;
+    let b = redis_store(&server, "b:", 0).await;
+    let l = limit(Algorithm::FixedWindow, 2, Unit::Hour, 1, 2);
+    let step = vec![(T0, vec![check("k", l, 2, 0, false)])];
+    assert!(run(&a, &step).await[0][0].admitted);
+    assert!(run(&b, &step).await[0][0].admitted, "b has its own counter");
+    assert!(!run(&a, &step).await[0][0].admitted);
+    let keys = server.cli(&["--scan"]);
+    assert!(
+        keys.lines()
+            .all(|k| k.starts_with("a:{") || k.starts_with("b:{")),
+        "{keys}"
+    );
+    assert!(
+        server
+            .cli(&["pttl", keys.lines().next().unwrap_or("")])
+            .parse::<i64>()
+            .unwrap_or(-1)
+            > 0
+    );
+}
+
+#[tokio::test]
+async fn script_flush_is_recovered_from() {
+    let server = RedisServer::start();
+    let store = redis_store(&server, "ns:", 0).await;
+    let l = limit(Algorithm::TokenBucket, 3, Unit::Minute, 1, 3);
+    let step = vec![(T0, vec![check("k", l, 1, 0, false)])];
+    assert_eq!(run(&store, &step).await[0][0].remaining, 2);
+    assert_eq!(server.cli(&["script", "flush"]), "OK");
+    assert_eq!(run(&store, &step).await[0][0].remaining, 1);
+}
+
+#[tokio::test]
+async fn redis_time_counts_with_one_clock() {
+    let server = RedisServer::start();
+    let store = RedisStore::connect(RedisOptions {
+        key_prefix: "rt:".into(),
+        timeout: Duration::from_millis(500),
+        ..RedisOptions::new(server.url())
+    })
+    .await
+    .expect("connects");
+    let l = limit(Algorithm::FixedWindow, 3, Unit::Hour, 1, 3);
+    // The caller's "now" is ignored: Redis's TIME decides the window.
+    let steps = vec![
+        (0, vec![check("k", l, 2, 0, false)]),
+        (u64::MAX / 2, vec![check("k", l, 1, 0, false)]),
+        (7, vec![check("k", l, 1, 0, false)]),
+    ];
+    let out = run(&store, &steps).await;
+    assert_eq!(out[1][0].remaining, 0);
+    assert!(!out[2][0].admitted);
+    assert!(out[2][0].reset_after <= 3_600 * NANOS_PER_SECOND);
+}
+
+#[tokio::test]
+async fn over_limit_cache_answers_locally_and_stays_exact() {
+    // The start of a minute.
+    const M0: Nanos = 1_699_999_980 * NANOS_PER_SECOND;
+    let server = RedisServer::start();
+    let store = redis_store(&server, "cache:", 1_000).await;
+    let fixed = limit(Algorithm::FixedWindow, 2, Unit::Minute, 1, 2);
+    let other = limit(Algorithm::FixedWindow, 10, Unit::Minute, 1, 10);
+    // Two admitted, then a counted denial puts the key over (count 3 > 2).
+    let fill = vec![(M0, vec![check("hot", fixed, 1, 0, true)]); 3];
+    let out = run(&store, &fill).await;
+    assert!(out[0][0].admitted && out[1][0].admitted && !out[2][0].admitted);
+    // Redis down: the over-limit key is still answered (locally), including hits=0.
+    let mut server = server;
+    server.kill();
+    let probe = vec![(M0 + 1, vec![check("hot", fixed, 0, 0, true)])];
+    let local = run(&store, &probe).await;
+    assert!(!local[0][0].admitted);
+    assert_eq!(local[0][0].reset_after, 60 * NANOS_PER_SECOND - 1);
+    server.restart();
+    // A group with the hot key: denied locally, its other check is still
+    // evaluated by Redis and, the group being denied, not committed.
+    let group = vec![(
+        M0 + 2,
+        vec![
+            check("hot", fixed, 1, 7, true),
+            check("cold", other, 1, 7, false),
+        ],
+    )];
+    let out = run(&store, &group).await;
+    assert!(!out[0][0].admitted);
+    assert!(out[0][1].admitted);
+    assert_eq!(out[0][1].remaining, 9);
+    let cold = vec![(M0 + 3, vec![check("cold", other, 0, 0, false)])];
+    assert_eq!(
+        run(&store, &cold).await[0][0].used,
+        0,
+        "denied group committed nothing"
+    );
+    // After the window, the key is admitted again (Redis decides).
+    let next = vec![(
+        M0 + 60 * NANOS_PER_SECOND,
+        vec![check("hot", fixed, 1, 0, true)],
+    )];
+    assert!(run(&store, &next).await[0][0].admitted);
+}
+
+// --- A fleet of servers over gRPC --------------------------------------
+
+const FLEET_YAML: &str = "domain: fleet
+descriptors:
+  - key: fixed
+    rate_limit: {unit: hour, requests_per_unit: 40}
+  - key: sliding
+    rate_limit: {algorithm: sliding_window, unit: hour, requests_per_unit: 40}
+  - key: bucket
+    rate_limit: {algorithm: token_bucket, unit: hour, requests_per_unit: 40, burst: 40}
+";
+
+fn rules(yaml: &str) -> RuleSet {
+    config::load_sources(
+        &[(std::path::PathBuf::from("fleet.yaml"), yaml.to_owned())],
+        &LoadOptions::default(),
+    )
+    .unwrap_or_else(|errors| panic!("config should load:\n{errors}"))
+}
+
+fn request(key: &str) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: "fleet".into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: key.into(),
+                value: String::new(),
+            }],
+            ..RateLimitDescriptor::default()
+        }],
+        hits_addend: 0,
+    }
+}
+
+struct Instance {
+    limiter: Arc<RateLimiter<RedisStore>>,
+    running: Running,
+    addr: SocketAddr,
+}
+
+async fn instance(server: &RedisServer, policy: StoreErrorPolicy, timeout: Duration) -> Instance {
+    let store = RedisStore::connect(RedisOptions {
+        key_prefix: "fleet:".into(),
+        timeout,
+        ..RedisOptions::new(server.url())
+    })
+    .await
+    .expect("connects");
+    let limiter = Arc::new(RateLimiter::new(
+        rules(FLEET_YAML),
+        store,
+        Arc::new(SystemClock),
+        ServiceOptions {
+            on_store_error: policy,
+            ..ServiceOptions::default()
+        },
+    ));
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    let running = server::start(
+        Arc::clone(&limiter),
+        &Listeners {
+            grpc: any,
+            http: any,
+        },
+    )
+    .await
+    .expect("server starts");
+    let addr = running.grpc_addr;
+    Instance {
+        limiter,
+        running,
+        addr,
+    }
+}
+
+async fn client(addr: SocketAddr) -> RateLimitServiceClient<tonic::transport::Channel> {
+    RateLimitServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("client connects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_sharing_redis_admits_exactly_the_limit() {
+    let server = RedisServer::start();
+    let mut fleet = Vec::new();
+    for _ in 0..3 {
+        fleet.push(instance(&server, StoreErrorPolicy::Error, Duration::from_secs(2)).await);
+    }
+    for key in ["fixed", "sliding", "bucket"] {
+        let admitted = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for c in 0..12usize {
+            let addr = fleet[c % 3].addr;
+            let admitted = Arc::clone(&admitted);
+            tasks.push(tokio::spawn(async move {
+                let mut client = client(addr).await;
+                for _ in 0..10 {
+                    let answer = client
+                        .should_rate_limit(request(key))
+                        .await
+                        .expect("an answer")
+                        .into_inner();
+                    if answer.overall_code == Code::Ok as i32 {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.expect("client task");
+        }
+        assert_eq!(
+            admitted.load(Ordering::Relaxed),
+            40,
+            "{key}: 120 asked, limit 40"
+        );
+    }
+    for instance in fleet {
+        assert_eq!(instance.limiter.store_errors(), 0);
+        instance.running.shutdown().await.expect("clean shutdown");
+    }
+}
+
+/// Calls `key` once with a hang detector; `None` for a gRPC error.
+async fn ask_bounded(
+    client: &mut RateLimitServiceClient<tonic::transport::Channel>,
+    key: &str,
+) -> Option<Code> {
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.should_rate_limit(request(key)),
+    )
+    .await
+    .expect("no call hangs (2 s bound)");
+    answer.ok().map(|a| {
+        if a.into_inner().overall_code == Code::Ok as i32 {
+            Code::Ok
+        } else {
+            Code::OverLimit
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_dying_applies_the_policy_and_service_recovers() {
+    let mut server = RedisServer::start();
+    let timeout = Duration::from_millis(200);
+    let allow = instance(&server, StoreErrorPolicy::Allow, timeout).await;
+    let deny = instance(&server, StoreErrorPolicy::Deny, timeout).await;
+    let error = instance(&server, StoreErrorPolicy::Error, timeout).await;
+    let mut clients = [
+        client(allow.addr).await,
+        client(deny.addr).await,
+        client(error.addr).await,
+    ];
+    // Traffic flows, then Redis dies mid-traffic.
+    for c in clients.iter_mut() {
+        assert_eq!(ask_bounded(c, "sliding").await, Some(Code::Ok));
+    }
+    server.kill();
+    for _ in 0..5 {
+        assert_eq!(
+            ask_bounded(&mut clients[0], "sliding").await,
+            Some(Code::Ok),
+            "allow"
+        );
+        assert_eq!(
+            ask_bounded(&mut clients[1], "sliding").await,
+            Some(Code::OverLimit),
+            "deny"
+        );
+        assert_eq!(ask_bounded(&mut clients[2], "sliding").await, None, "error");
+    }
+    assert!(allow.limiter.store_errors() >= 5);
+    assert!(deny.limiter.store_errors() >= 5);
+    assert!(error.limiter.store_errors() >= 5);
+    // Back on the same port: every instance recovers on its own.
+    server.restart();
+    let instances = [&allow, &deny, &error];
+    for (c, instance) in clients.iter_mut().zip(instances) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let errors = instance.limiter.store_errors();
+            let code = ask_bounded(c, "bucket").await;
+            if instance.limiter.store_errors() == errors {
+                assert_eq!(code, Some(Code::Ok));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "an instance did not recover after Redis came back"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(ask_bounded(c, "fixed").await, Some(Code::Ok));
+    }
+    for instance in [allow, deny, error] {
+        instance.running.shutdown().await.expect("clean shutdown");
+    }
+}
