@@ -57,7 +57,9 @@ fn to_status(decision: &DescriptorDecision) -> DescriptorStatus {
 /// seconds); the other algorithms report the exact time.
 fn duration(reset: Nanos, algorithm: Algorithm) -> prost_types::Duration {
     let reset = match algorithm {
-        Algorithm::FixedWindow => reset.div_ceil(NANOS_PER_SECOND).saturating_mul(NANOS_PER_SECOND),
+        Algorithm::FixedWindow => reset
+            .div_ceil(NANOS_PER_SECOND)
+            .saturating_mul(NANOS_PER_SECOND),
         Algorithm::SlidingWindow | Algorithm::TokenBucket => reset,
     };
     prost_types::Duration {

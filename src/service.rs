@@ -181,7 +181,14 @@ impl<S: CounterStore> RateLimiter<S> {
                 }
                 limits.push((rule_limit.clone(), checks.len()));
                 checks.push(Check {
-                    key: counter_key(domain, &descriptor.entries, shared, &rule_limit.limit, slot, multi),
+                    key: counter_key(
+                        domain,
+                        &descriptor.entries,
+                        shared,
+                        &rule_limit.limit,
+                        slot,
+                        multi,
+                    ),
                     limit: rule_limit.limit,
                     hits,
                     group,
@@ -453,9 +460,30 @@ mod tests {
 
     #[test]
     fn counter_key_depends_on_window_not_on_count() {
-        let a = counter_key("d", &[("k", "v")], &[], &Limit::fixed(10, Unit::Minute), 0, false);
-        let b = counter_key("d", &[("k", "v")], &[], &Limit::fixed(99, Unit::Minute), 0, false);
-        let c = counter_key("d", &[("k", "v")], &[], &Limit::fixed(10, Unit::Hour), 0, false);
+        let a = counter_key(
+            "d",
+            &[("k", "v")],
+            &[],
+            &Limit::fixed(10, Unit::Minute),
+            0,
+            false,
+        );
+        let b = counter_key(
+            "d",
+            &[("k", "v")],
+            &[],
+            &Limit::fixed(99, Unit::Minute),
+            0,
+            false,
+        );
+        let c = counter_key(
+            "d",
+            &[("k", "v")],
+            &[],
+            &Limit::fixed(10, Unit::Hour),
+            0,
+            false,
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

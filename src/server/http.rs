@@ -43,7 +43,12 @@ fn error_body(status: StatusCode, message: &str) -> Response {
 async fn json<S: CounterStore>(State(state): State<Arc<HttpState<S>>>, body: Bytes) -> Response {
     let request: JsonRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
-        Err(e) => return error_body(StatusCode::BAD_REQUEST, &format!("invalid request JSON: {e}")),
+        Err(e) => {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid request JSON: {e}"),
+            );
+        }
     };
     let request = request.into_proto();
     match state.limiter.decide(&request).await {

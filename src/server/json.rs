@@ -97,7 +97,8 @@ fn lenient_u64_value<'de, D: Deserializer<'de>>(de: D) -> Result<u64, D::Error> 
 
 fn lenient_u32<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
     let n = lenient_u64_value(de)?;
-    u32::try_from(n).map_err(|_| serde::de::Error::custom(format!("{n} is out of range for uint32")))
+    u32::try_from(n)
+        .map_err(|_| serde::de::Error::custom(format!("{n} is out of range for uint32")))
 }
 
 fn lenient_opt_u64<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Error> {
@@ -264,7 +265,8 @@ mod tests {
     #[test]
     fn rejects_unknown_fields_and_units() {
         assert!(serde_json::from_str::<JsonRequest>(r#"{"domain":"d","bogus":1}"#).is_err());
-        let bad_unit = r#"{"domain":"d","descriptors":[{"entries":[],"limit":{"unit":"FORTNIGHT"}}]}"#;
+        let bad_unit =
+            r#"{"domain":"d","descriptors":[{"entries":[],"limit":{"unit":"FORTNIGHT"}}]}"#;
         assert!(serde_json::from_str::<JsonRequest>(bad_unit).is_err());
     }
 

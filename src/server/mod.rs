@@ -8,6 +8,8 @@
 mod grpc;
 mod http;
 pub(crate) mod json;
+mod shutdown;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +22,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 pub use grpc::{GrpcService, status_of};
+pub use shutdown::ShutdownError;
+pub use tls::{LoadedTls, TlsError, TlsFiles};
 
 use crate::proto::{FILE_DESCRIPTOR_SET, RateLimitServiceServer};
 use crate::service::RateLimiter;
@@ -49,11 +53,32 @@ pub struct Running {
     healthy: Arc<AtomicBool>,
 }
 
-/// Binds the listeners and starts serving `limiter`.
+/// How the listeners serve, beyond where they listen.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// TLS (and, with a client CA, mutual TLS) on the gRPC port; plaintext
+    /// when `None`. The HTTP port stays plaintext, as in the reference.
+    pub tls: Option<LoadedTls>,
+}
+
+/// Binds the listeners and starts serving `limiter` with default options.
 pub async fn start<S: CounterStore>(
     limiter: Arc<RateLimiter<S>>,
     listeners: &Listeners,
 ) -> std::io::Result<Running> {
+    start_with(limiter, listeners, ServerOptions::default()).await
+}
+
+/// Binds the listeners and starts serving `limiter` as `options` say.
+pub async fn start_with<S: CounterStore>(
+    limiter: Arc<RateLimiter<S>>,
+    listeners: &Listeners,
+    options: ServerOptions,
+) -> std::io::Result<Running> {
+    let mut grpc_builder = tonic::transport::Server::builder();
+    if let Some(tls) = &options.tls {
+        grpc_builder = tls.apply(grpc_builder).map_err(std::io::Error::other)?;
+    }
     let grpc_listener = TcpListener::bind(listeners.grpc).await?;
     let http_listener = TcpListener::bind(listeners.http).await?;
     let grpc_addr = grpc_listener.local_addr()?;
@@ -77,7 +102,7 @@ pub async fn start<S: CounterStore>(
     let grpc_service = RateLimitServiceServer::new(GrpcService::new(Arc::clone(&limiter)));
     let mut grpc_signal = signal.clone();
     let grpc_task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        grpc_builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(grpc_service)
