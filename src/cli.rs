@@ -7,14 +7,16 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::clock::SystemClock;
 use crate::config::{self, LoadOptions};
 use crate::rules::RuleSet;
-use crate::server::{self, Listeners};
+use crate::server::{self, Listeners, ServerOptions};
 use crate::service::{RateLimiter, ServiceOptions};
+use crate::settings::{self, TlsArgs};
 use crate::store::memory::MemoryStore;
 
 /// floodgate: a rate-limit decision service for Envoy, Istio and gRPC clients.
@@ -38,7 +40,8 @@ pub enum Command {
 /// Where rules come from, shared by `serve` and `check`.
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
-    /// A YAML rules file, or a directory of `*.yaml`/`*.yml` files.
+    /// A YAML rules file, or a directory of `*.yaml`/`*.yml` files;
+    /// `embedded:` serves the rules built into the binary.
     #[arg(long, env = "FLOODGATE_CONFIG", default_value = "config")]
     pub config: PathBuf,
 
@@ -105,11 +108,19 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish;
+    /// then floodgate exits anyway, with status 1.
+    #[arg(long, env = "FLOODGATE_SHUTDOWN_GRACE", default_value = "10s", value_parser = settings::parse_duration)]
+    pub shutdown_grace: Duration,
 }
 
 /// Loads rules, printing every error (file, line, reason) to stderr.
 fn load_rules(path: &Path, options: &LoadOptions) -> Result<RuleSet, ()> {
-    config::load_path(path, options).map_err(|errors| {
+    settings::load_config(path, options).map_err(|errors| {
         eprintln!("floodgate: invalid config {}:", path.display());
         eprintln!("{errors}");
     })
@@ -130,7 +141,7 @@ pub fn check(args: &CheckArgs) -> i32 {
 
 /// Sets up `tracing` as asked.
 pub fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    let filter = tracing_subscriber::EnvFilter::try_new(settings::tracing_filter(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
@@ -140,8 +151,16 @@ pub fn init_logging(level: &str, format: LogFormat) {
 }
 
 /// `floodgate serve`: runs until SIGINT or SIGTERM; 0 after a clean
-/// shutdown, 1 when the config is invalid or a listener cannot start.
+/// shutdown, 1 when the config or the TLS files are invalid, a listener
+/// cannot start, or in-flight requests outlive the shutdown grace period.
 pub async fn serve(args: ServeArgs) -> i32 {
+    let tls = match args.tls.load() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("floodgate: {e}");
+            return 1;
+        }
+    };
     let Ok(rules) = load_rules(&args.config.config, &args.config.load_options()) else {
         return 1;
     };
@@ -161,20 +180,32 @@ pub async fn serve(args: ServeArgs) -> i32 {
         grpc: args.grpc_addr,
         http: args.http_addr,
     };
-    let running = match server::start(limiter, &listeners).await {
+    let tls_mode = match &tls {
+        None => "off",
+        Some(tls) if tls.files().client_ca.is_some() => "mutual",
+        Some(_) => "on",
+    };
+    let running = match server::start_with(limiter, &listeners, ServerOptions { tls }).await {
         Ok(running) => running,
         Err(e) => {
             eprintln!("floodgate: cannot listen: {e}");
             return 1;
         }
     };
-    tracing::info!(grpc = %running.grpc_addr, http = %running.http_addr, "floodgate serving");
+    tracing::info!(grpc = %running.grpc_addr, http = %running.http_addr, tls = tls_mode, "floodgate serving");
     shutdown_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests");
-    match running.shutdown().await {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("floodgate: {e}");
+    tracing::info!(grace = ?args.shutdown_grace, "shutting down: finishing in-flight requests");
+    tokio::select! {
+        result = running.shutdown_within(args.shutdown_grace) => match result {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("floodgate: {e}");
+                1
+            }
+        },
+        // An operator who signals twice wants out now.
+        () = shutdown_signal() => {
+            eprintln!("floodgate: second signal during shutdown: stopping now");
             1
         }
     }

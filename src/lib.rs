@@ -10,8 +10,12 @@
 //! imports only the ones listed below it.
 //!
 //! - `main.rs`, [`cli`]: the command line (`serve`, `check`) and environment.
+//! - [`settings`]: the reference server's environment variables (Istio's
+//!   `RUNTIME_ROOT`, `GRPC_PORT`, ...) as defaults of floodgate's flags, and
+//!   the rule set embedded in the binary.
 //! - [`server`]: transports: tonic gRPC (RLS v3, health, reflection) and HTTP
-//!   (`/json`, `/healthcheck`); start and graceful shutdown.
+//!   (`/json`, `/healthcheck`); TLS and mutual TLS; start and graceful
+//!   shutdown with a grace period.
 //! - [`respond`]: the protobuf response built from a decision.
 //! - [`service`]: the one decision path: validate, match, apply limits.
 //! - [`config`]: YAML files to a validated [`rules::RuleSet`], errors with
@@ -32,4 +36,5 @@ pub mod respond;
 pub mod rules;
 pub mod server;
 pub mod service;
+pub mod settings;
 pub mod store;
