@@ -18,6 +18,7 @@ use crate::rules::RuleSet;
 use crate::server::{self, ConfigSource, Listeners, ServerOptions};
 use crate::service::{RateLimiter, ServiceOptions, StoreErrorPolicy};
 use crate::store::AnyStore;
+use crate::settings::{self, TlsArgs};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{DEFAULT_KEY_PREFIX, RedisOptions, RedisStore, TimeSource};
 
@@ -42,7 +43,8 @@ pub enum Command {
 /// Where rules come from, shared by `serve` and `check`.
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
-    /// A YAML rules file, or a directory of `*.yaml`/`*.yml` files.
+    /// A YAML rules file, or a directory of `*.yaml`/`*.yml` files;
+    /// `embedded:` serves the rules built into the binary.
     #[arg(long, env = "FLOODGATE_CONFIG", default_value = "config")]
     pub config: PathBuf,
 
@@ -140,6 +142,14 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOODGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish;
+    /// then floodgate exits anyway, with status 1.
+    #[arg(long, env = "FLOODGATE_SHUTDOWN_GRACE", default_value = "10s", value_parser = settings::parse_duration)]
+    pub shutdown_grace: Duration,
+
     /// Address of the admin server (`/rlconfig`, `/usage`, `/reload`).
     /// Loopback by default: it shows every rule and counter.
     #[arg(long, env = "FLOODGATE_ADMIN_ADDR", default_value = "127.0.0.1:6070")]
@@ -164,7 +174,7 @@ fn parse_ratio(text: &str) -> Result<f32, String> {
 
 /// Loads rules, printing every error (file, line, reason) to stderr.
 fn load_rules(path: &Path, options: &LoadOptions) -> Result<RuleSet, ()> {
-    config::load_path(path, options).map_err(|errors| {
+    settings::load_config(path, options).map_err(|errors| {
         eprintln!("floodgate: invalid config {}:", path.display());
         eprintln!("{errors}");
     })
@@ -185,7 +195,7 @@ pub fn check(args: &CheckArgs) -> i32 {
 
 /// Sets up `tracing` as asked.
 pub fn init_logging(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    let filter = tracing_subscriber::EnvFilter::try_new(settings::tracing_filter(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
@@ -195,8 +205,16 @@ pub fn init_logging(level: &str, format: LogFormat) {
 }
 
 /// `floodgate serve`: runs until SIGINT or SIGTERM; 0 after a clean
-/// shutdown, 1 when the config is invalid or a listener cannot start.
+/// shutdown, 1 when the config or the TLS files are invalid, a listener
+/// cannot start, or in-flight requests outlive the shutdown grace period.
 pub async fn serve(args: ServeArgs) -> i32 {
+    let tls = match args.tls.load() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("floodgate: {e}");
+            return 1;
+        }
+    };
     let Ok(rules) = load_rules(&args.config.config, &args.config.load_options()) else {
         return 1;
     };
@@ -234,6 +252,11 @@ pub async fn serve(args: ServeArgs) -> i32 {
         grpc: args.grpc_addr,
         http: args.http_addr,
     };
+    let tls_mode = match &tls {
+        None => "off",
+        Some(tls) if tls.files().client_ca.is_some() => "mutual",
+        Some(_) => "on",
+    };
     let options = ServerOptions {
         admin: Some(args.admin_addr),
         config: Some(ConfigSource {
@@ -243,6 +266,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
             reload_on_sighup: true,
         }),
         near_limit_ratio: args.near_limit_ratio,
+        tls,
         ..ServerOptions::default()
     };
     let running = match server::start_with(limiter, &listeners, options).await {
@@ -256,14 +280,22 @@ pub async fn serve(args: ServeArgs) -> i32 {
         grpc = %running.grpc_addr,
         http = %running.http_addr,
         admin = %running.admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+        tls = tls_mode,
         "floodgate serving"
     );
     shutdown_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests");
-    match running.shutdown().await {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("floodgate: {e}");
+    tracing::info!(grace = ?args.shutdown_grace, "shutting down: finishing in-flight requests");
+    tokio::select! {
+        result = running.shutdown_within(args.shutdown_grace) => match result {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("floodgate: {e}");
+                1
+            }
+        },
+        // An operator who signals twice wants out now.
+        () = shutdown_signal() => {
+            eprintln!("floodgate: second signal during shutdown: stopping now");
             1
         }
     }

@@ -10,9 +10,13 @@
 //! imports only the ones listed below it.
 //!
 //! - `main.rs`, [`cli`]: the command line (`serve`, `check`) and environment.
+//! - [`settings`]: the reference server's environment variables (Istio's
+//!   `RUNTIME_ROOT`, `GRPC_PORT`, ...) as defaults of floodgate's flags, and
+//!   the rule set embedded in the binary.
 //! - [`server`]: transports: tonic gRPC (RLS v3, health, reflection) and HTTP
 //!   (`/json`, `/healthcheck`, `/metrics`); the admin server (`/rlconfig`,
-//!   `/usage`, `/reload`); config hot reload; start and graceful shutdown.
+//!   `/usage`, `/reload`); config hot reload; TLS and mutual TLS; start and
+//!   graceful shutdown with a grace period.
 //! - [`metrics`]: metric names and recording (Prometheus text).
 //! - [`respond`]: the protobuf response built from a decision.
 //! - [`service`]: the one decision path: validate, match, apply limits.
@@ -42,4 +46,5 @@ pub mod respond;
 pub mod rules;
 pub mod server;
 pub mod service;
+pub mod settings;
 pub mod store;

@@ -1,14 +1,29 @@
 //! The `floodgate` binary: parse the command line, then serve or check.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use floodgate::cli::{self, Cli, Command};
+use floodgate::settings;
 
 fn main() {
-    let cli = Cli::parse();
+    // The reference server's variables (RUNTIME_ROOT, GRPC_PORT, ...) become
+    // defaults that floodgate's own flags and variables override.
+    let reference = match settings::resolve_from_env() {
+        Ok(reference) => reference,
+        Err(e) => {
+            eprintln!("floodgate: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cli = reference
+        .apply(Cli::command())
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+        .unwrap_or_else(|e| e.exit());
     let code = match cli.command {
         Command::Check(args) => cli::check(&args),
         Command::Serve(args) => {
             cli::init_logging(&args.log_level, args.log_format);
+            reference.log_notes();
             match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -13,6 +13,8 @@ mod grpc;
 mod http;
 pub(crate) mod json;
 pub mod reload;
+mod shutdown;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +27,8 @@ use tonic_health::ServingStatus;
 
 pub use grpc::{GrpcService, status_of};
 pub use reload::{ConfigSource, ReloadOutcome, ReloadStatus, Reloader};
+pub use shutdown::ShutdownError;
+pub use tls::{LoadedTls, TlsError, TlsFiles};
 
 use crate::health::Health;
 use crate::metrics::{DEFAULT_NEAR_LIMIT_RATIO, Metrics};
@@ -63,6 +67,9 @@ pub struct ServerOptions {
     /// with a placeholder: the server is then not serving until a load from
     /// `config` succeeds.
     pub rules_loaded: bool,
+    /// TLS (and, with a client CA, mutual TLS) on the gRPC port; plaintext
+    /// when `None`. The HTTP port stays plaintext, as in the reference.
+    pub tls: Option<LoadedTls>,
 }
 
 impl Default for ServerOptions {
@@ -73,6 +80,7 @@ impl Default for ServerOptions {
             near_limit_ratio: DEFAULT_NEAR_LIMIT_RATIO,
             health: Health::new(),
             rules_loaded: true,
+            tls: None,
         }
     }
 }
@@ -92,7 +100,7 @@ pub struct Running {
     reload_status: Option<Arc<dyn Fn() -> ReloadStatus + Send + Sync>>,
 }
 
-/// Binds the listeners and starts serving `limiter`.
+/// Binds the listeners and starts serving `limiter` with default options.
 pub async fn start<S: CounterStore>(
     limiter: Arc<RateLimiter<S>>,
     listeners: &Listeners,
@@ -106,6 +114,10 @@ pub async fn start_with<S: CounterStore>(
     listeners: &Listeners,
     options: ServerOptions,
 ) -> std::io::Result<Running> {
+    let mut grpc_builder = tonic::transport::Server::builder();
+    if let Some(tls) = &options.tls {
+        grpc_builder = tls.apply(grpc_builder).map_err(std::io::Error::other)?;
+    }
     let grpc_listener = TcpListener::bind(listeners.grpc).await?;
     let http_listener = TcpListener::bind(listeners.http).await?;
     let admin_listener = match options.admin {
@@ -165,7 +177,7 @@ pub async fn start_with<S: CounterStore>(
     );
     let mut grpc_signal = signal.clone();
     let grpc_task = tokio::spawn(async move {
-        tonic::transport::Server::builder()
+        grpc_builder
             .add_service(health_service)
             .add_service(reflection)
             .add_service(grpc_service)
