@@ -17,8 +17,8 @@ use crate::policy::{LimitHeaderNames, ResponseOptions};
 use crate::rules::RuleSet;
 use crate::server::{self, ConfigSource, Listeners, ServerOptions};
 use crate::service::{RateLimiter, ServiceOptions, StoreErrorPolicy};
-use crate::store::AnyStore;
 use crate::settings::{self, TlsArgs};
+use crate::store::AnyStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{DEFAULT_KEY_PREFIX, RedisOptions, RedisStore, TimeSource};
 
