@@ -15,8 +15,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tonic::body::Body;
-use tonic::codegen::http::{Request, Response};
 use tonic::codegen::Service;
+use tonic::codegen::http::{Request, Response};
 use tonic::server::NamedService;
 use tonic::{Code, Status};
 
