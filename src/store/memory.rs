@@ -120,10 +120,10 @@ impl MemoryStore {
     pub fn new(max_counters: u64) -> MemoryStore {
         let evictions = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&evictions);
-        let counters = Cache::builder()
+        let counters = Cache::<Box<[u8]>, Stored>::builder()
             .max_capacity(max_counters)
             .eviction_policy(EvictionPolicy::lru())
-            .weigher(|key: &Box<[u8]>, _: &Stored| slots_of(key))
+            .weigher(|key, _| slots_of(key))
             .expire_after(StateExpiry)
             // Runs on whichever thread does moka's housekeeping, possibly
             // inside `apply` while stripes are held: it must not lock.
