@@ -16,7 +16,7 @@ use crate::config::{self, LoadOptions};
 use crate::policy::{LimitHeaderNames, ResponseOptions};
 use crate::rules::RuleSet;
 use crate::server::{self, ConfigSource, Listeners, ServerOptions};
-use crate::service::{RateLimiter, ServiceOptions, StoreErrorPolicy};
+use crate::service::{RateLimiter, RequestLimits, ServiceOptions, StoreErrorPolicy};
 use crate::settings::{self, TlsArgs};
 use crate::store::AnyStore;
 use crate::store::memory::MemoryStore;
@@ -93,6 +93,7 @@ pub struct ServeArgs {
     pub http_addr: SocketAddr,
 
     /// Most counters held in memory; the least recently used are evicted first.
+    /// A key longer than 256 bytes counts as one more per further 256 bytes.
     #[arg(long, env = "FLOODGATE_MAX_COUNTERS", default_value_t = 1_000_000)]
     pub max_counters: u64,
 
@@ -163,6 +164,10 @@ pub struct ServeArgs {
     /// reloads them either way).
     #[arg(long, env = "FLOODGATE_CONFIG_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
     pub config_watch: bool,
+
+    /// The largest request accepted (`--max-descriptors`, ...).
+    #[command(flatten)]
+    pub request_limits: RequestLimits,
 }
 
 fn parse_ratio(text: &str) -> Result<f32, String> {
@@ -246,6 +251,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
                 dynamic_metadata: args.dynamic_metadata,
             },
             on_store_error: args.store.on_store_error.into(),
+            request_limits: args.request_limits.clone(),
         },
     ));
     let listeners = Listeners {

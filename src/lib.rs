@@ -20,6 +20,8 @@
 //! - [`metrics`]: metric names and recording (Prometheus text).
 //! - [`respond`]: the protobuf response built from a decision.
 //! - [`service`]: the one decision path: validate, match, apply limits.
+//! - [`request_limits`]: the largest request accepted (descriptors, entries,
+//!   key, value and message sizes), checked before anything else.
 //! - [`config`]: YAML files to a validated [`rules::RuleSet`], errors with
 //!   file, line and reason.
 //! - [`rules`]: the compiled rule tree and descriptor matching.
@@ -34,6 +36,8 @@
 //!   down, store reachable); imports nothing, so any layer may hold it.
 //! - [`proto`]: the generated Envoy RLS v3 protobuf modules.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -42,6 +46,7 @@ pub mod limit;
 pub mod metrics;
 pub mod policy;
 pub mod proto;
+pub mod request_limits;
 pub mod respond;
 pub mod rules;
 pub mod server;

@@ -1,5 +1,7 @@
 //! The `floodgate` binary: parse the command line, then serve or check.
 
+#![forbid(unsafe_code)]
+
 use clap::{CommandFactory, FromArgMatches};
 use floodgate::cli::{self, Cli, Command};
 use floodgate::settings;

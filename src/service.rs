@@ -33,6 +33,7 @@ use crate::clock::Clock;
 use crate::limit::{Algorithm, Limit, Nanos, Outcome, Unit};
 use crate::policy::{ResponseOptions, ResponsePolicy, fallback_skips};
 use crate::proto::{RateLimitDescriptor, RateLimitRequest};
+pub use crate::request_limits::RequestLimits;
 use crate::rules::{EntryLike, Rule, RuleLimit, RuleSet};
 use crate::store::{Check, CounterStore, StoreError};
 
@@ -49,6 +50,9 @@ pub struct ServiceOptions {
     /// What answers carry besides statuses (reference limit headers,
     /// dynamic metadata).
     pub response: ResponseOptions,
+    /// The largest request accepted (descriptors, entries, key, value and
+    /// message sizes).
+    pub request_limits: RequestLimits,
     /// What a request gets when the counter store cannot answer.
     pub on_store_error: StoreErrorPolicy,
 }
@@ -190,9 +194,14 @@ impl<S: CounterStore> RateLimiter<S> {
         &self.store
     }
 
+    /// The largest request accepted; the transports enforce its message size.
+    pub fn request_limits(&self) -> &RequestLimits {
+        &self.options.request_limits
+    }
+
     /// Decides one request.
     pub async fn decide(&self, request: &RateLimitRequest) -> Result<Decision, DecideError> {
-        validate(request)?;
+        validate(request, &self.options.request_limits)?;
         let rules = self.rules.load();
         let domain = request.domain.as_str();
 
@@ -404,9 +413,9 @@ fn more_restrictive(a: &Outcome, b: &Outcome) -> bool {
     }
 }
 
-/// Rejects what the reference rejects, and what would make a counter key
-/// ambiguous.
-fn validate(request: &RateLimitRequest) -> Result<(), DecideError> {
+/// Rejects what the reference rejects, what would make a counter key
+/// ambiguous, and what is larger than `limits` allow.
+fn validate(request: &RateLimitRequest, limits: &RequestLimits) -> Result<(), DecideError> {
     if request.domain.is_empty() {
         return Err(DecideError::InvalidRequest(
             "rate limit domain must not be empty".into(),
@@ -417,6 +426,7 @@ fn validate(request: &RateLimitRequest) -> Result<(), DecideError> {
             "rate limit descriptor list must not be empty".into(),
         ));
     }
+    limits.check(request).map_err(DecideError::InvalidRequest)?;
     for (index, descriptor) in request.descriptors.iter().enumerate() {
         if let Some(limit) = &descriptor.limit
             && unit_from_proto(limit.unit).is_none()
@@ -592,11 +602,14 @@ impl<S: CounterStore> RateLimiter<S> {
             entries: entries.to_vec(),
             ..RateLimitDescriptor::default()
         };
-        validate(&RateLimitRequest {
-            domain: domain.to_owned(),
-            descriptors: vec![descriptor.clone()],
-            hits_addend: 0,
-        })?;
+        validate(
+            &RateLimitRequest {
+                domain: domain.to_owned(),
+                descriptors: vec![descriptor.clone()],
+                hits_addend: 0,
+            },
+            &self.options.request_limits,
+        )?;
         let rules = self.rules.load();
         let Some(Applied { rule, shared }) = match_descriptor(&rules, domain, &descriptor) else {
             return Ok(None);

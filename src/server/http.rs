@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,6 +35,9 @@ pub fn router<S: CounterStore>(state: Arc<HttpState<S>>) -> Router {
         .route("/json", post(json::<S>))
         .route("/healthcheck", get(healthcheck::<S>))
         .route("/metrics", get(metrics::<S>))
+        .layer(DefaultBodyLimit::max(
+            state.limiter.request_limits().max_message_bytes,
+        ))
         .with_state(state)
 }
 
@@ -46,7 +50,23 @@ fn error_body(status: StatusCode, message: &str) -> Response {
     json_body(status, body)
 }
 
-async fn json<S: CounterStore>(State(state): State<Arc<HttpState<S>>>, body: Bytes) -> Response {
+async fn json<S: CounterStore>(
+    State(state): State<Arc<HttpState<S>>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error_body(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "request body larger than the limit of {} bytes (--max-message-bytes)",
+                    state.limiter.request_limits().max_message_bytes
+                ),
+            );
+        }
+        Err(rejection) => return error_body(rejection.status(), &rejection.body_text()),
+    };
     let request: JsonRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
         Err(e) => {

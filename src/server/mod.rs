@@ -12,6 +12,7 @@ mod admin;
 mod grpc;
 mod http;
 pub(crate) mod json;
+mod malformed;
 pub mod reload;
 mod shutdown;
 mod tls;
@@ -172,8 +173,11 @@ pub async fn start_with<S: CounterStore>(
         .build_v1()
         .map_err(std::io::Error::other)?;
 
-    let grpc_service = RateLimitServiceServer::new(
-        GrpcService::new(Arc::clone(&limiter)).with_metrics(Arc::clone(&metrics)),
+    let grpc_service = malformed::Malformed(
+        RateLimitServiceServer::new(
+            GrpcService::new(Arc::clone(&limiter)).with_metrics(Arc::clone(&metrics)),
+        )
+        .max_decoding_message_size(limiter.request_limits().max_message_bytes),
     );
     let mut grpc_signal = signal.clone();
     let grpc_task = tokio::spawn(async move {

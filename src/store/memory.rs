@@ -10,6 +10,16 @@
 //! key's hits would then never be counted). An evicted counter forgets its
 //! hits, so [`MemoryStore::evictions`] is worth alerting on.
 //!
+//! # Memory bound
+//!
+//! Callers choose descriptor values, so counter keys can be long (a request
+//! may carry values up to `--max-value-bytes`). The capacity therefore counts
+//! *slots*, not keys: a key of up to [`KEY_BYTES_PER_SLOT`] bytes (nearly
+//! every real key: domain, a few entries) takes one slot, and a longer key one
+//! more slot per further [`KEY_BYTES_PER_SLOT`] bytes. Memory stays near
+//! `max_counters × (KEY_BYTES_PER_SLOT + per-entry overhead)` however long
+//! the keys a flood sends, instead of growing with their length.
+//!
 //! # Atomicity
 //!
 //! Every read-evaluate-write of a key happens under a lock from a fixed array
@@ -41,6 +51,16 @@ use crate::limit::{self, Algorithm, CounterState, Evaluation, Nanos, Outcome};
 /// Lock stripes: enough that unrelated keys rarely share one on a busy
 /// server, few enough to stay in cache.
 const STRIPES: usize = 1024;
+
+/// Key bytes one capacity slot pays for; see "Memory bound" above.
+pub const KEY_BYTES_PER_SLOT: usize = 256;
+
+/// The slots a counter with `key` takes: 1 up to [`KEY_BYTES_PER_SLOT`]
+/// bytes, one more per further [`KEY_BYTES_PER_SLOT`] bytes.
+fn slots_of(key: &[u8]) -> u32 {
+    let extra = key.len().saturating_sub(1) / KEY_BYTES_PER_SLOT;
+    u32::try_from(extra).unwrap_or(u32::MAX - 1) + 1
+}
 
 /// A counter as cached: its state and how long it matters from when it was
 /// written.
@@ -94,14 +114,16 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store holding at most `max_counters` counters, evicting the least
-    /// recently used beyond that.
+    /// A store holding at most `max_counters` counters (of keys up to
+    /// [`KEY_BYTES_PER_SLOT`] bytes; a longer key counts as several),
+    /// evicting the least recently used beyond that.
     pub fn new(max_counters: u64) -> MemoryStore {
         let evictions = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&evictions);
-        let counters = Cache::builder()
+        let counters = Cache::<Box<[u8]>, Stored>::builder()
             .max_capacity(max_counters)
             .eviction_policy(EvictionPolicy::lru())
+            .weigher(|key, _| slots_of(key))
             .expire_after(StateExpiry)
             // Runs on whichever thread does moka's housekeeping, possibly
             // inside `apply` while stripes are held: it must not lock.
@@ -470,6 +492,23 @@ mod tests {
         store.counters.run_pending_tasks();
         assert!(store.len() <= 100, "{}", store.len());
         assert!(store.evictions() >= 900, "{}", store.evictions());
+    }
+
+    #[test]
+    fn long_keys_take_more_slots() {
+        assert_eq!(slots_of(b""), 1);
+        assert_eq!(slots_of(&[0; KEY_BYTES_PER_SLOT]), 1);
+        assert_eq!(slots_of(&[0; KEY_BYTES_PER_SLOT + 1]), 2);
+        assert_eq!(slots_of(&[0; 64 * 1024]), 256);
+        // 100 slots hold at most 10 keys of 10 slots each.
+        let store = MemoryStore::new(100);
+        let limit = limit(Algorithm::FixedWindow, 10);
+        for n in 0..100 {
+            let key = format!("{n:0>width$}", width = 10 * KEY_BYTES_PER_SLOT);
+            apply(&store, &[check(&key, limit, 1, 0)]);
+        }
+        assert!(store.len() <= 10, "{}", store.len());
+        assert!(store.evictions() >= 90, "{}", store.evictions());
     }
 
     #[test]

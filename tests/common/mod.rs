@@ -65,6 +65,16 @@ impl Harness {
         }
     }
 
+    /// The bound gRPC address, for clients other than [`Harness::client`].
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.running.grpc_addr
+    }
+
+    /// The bound HTTP address (`/json`, `/healthcheck`, `/metrics`).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.running.http_addr
+    }
+
     /// Serves one YAML text with default options.
     pub async fn yaml(yaml: &str, now: Nanos) -> Harness {
         Harness::start(rules(yaml), ServiceOptions::default(), now).await
