@@ -37,6 +37,8 @@
 //! - [`proto`]: the generated Envoy RLS v3 protobuf modules.
 
 #![forbid(unsafe_code)]
+// Nothing a request, a file or the network influences may panic the server.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod cli;
 pub mod clock;

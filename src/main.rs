@@ -1,6 +1,7 @@
 //! The `floodgate` binary: parse the command line, then serve or check.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use clap::{CommandFactory, FromArgMatches};
 use floodgate::cli::{self, Cli, Command};
