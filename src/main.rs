@@ -27,10 +27,7 @@ fn main() {
         Command::Serve(args) => {
             cli::init_logging(&args.log_level, args.log_format);
             reference.log_notes();
-            match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            match floodgate::server::runtime() {
                 Ok(runtime) => runtime.block_on(cli::serve(*args)),
                 Err(e) => {
                     eprintln!("floodgate: cannot start the async runtime: {e}");

@@ -101,6 +101,20 @@ pub struct Running {
     reload_status: Option<Arc<dyn Fn() -> ReloadStatus + Send + Sync>>,
 }
 
+/// The async runtime floodgate serves on (also used by the benchmark's
+/// null server, so both run on the same settings).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// The gRPC server with floodgate's transport settings (also used by the
+/// benchmark's null server, so both run on the same stack).
+pub fn grpc_server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+}
+
 /// Binds the listeners and starts serving `limiter` with default options.
 pub async fn start<S: CounterStore>(
     limiter: Arc<RateLimiter<S>>,
@@ -115,7 +129,7 @@ pub async fn start_with<S: CounterStore>(
     listeners: &Listeners,
     options: ServerOptions,
 ) -> std::io::Result<Running> {
-    let mut grpc_builder = tonic::transport::Server::builder();
+    let mut grpc_builder = grpc_server_builder();
     if let Some(tls) = &options.tls {
         grpc_builder = tls.apply(grpc_builder).map_err(std::io::Error::other)?;
     }

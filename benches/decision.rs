@@ -1,0 +1,187 @@
+//! The decision path in-process: [`RateLimiter::decide`] with a
+//! [`MemoryStore`] and the system clock, i.e. validation, rule matching,
+//! counter-key building, the algorithm and the memory store, without gRPC.
+//!
+//! For each algorithm (fixed window, sliding window, token bucket), requests
+//! of 1 and 4 descriptors are decided on one hot key per descriptor, and on
+//! 1M distinct live counters (pre-populated, then cycled so every decision
+//! hits a live counter that is unlikely to be in the CPU cache). Limits are
+//! high, so every answer is OK and every decision writes its counter: the
+//! common, more expensive path.
+//!
+//! Run with `cargo bench --bench decision`; pass a filter to run a subset,
+//! e.g. `cargo bench --bench decision -- 'fixed_window/1desc/hot'`. Sample
+//! sizes are kept small so the whole suite takes a few minutes.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use floodgate::clock::SystemClock;
+use floodgate::config::{self, LoadOptions};
+use floodgate::limit::Algorithm;
+use floodgate::proto::{Entry, RateLimitDescriptor, RateLimitRequest};
+use floodgate::respond;
+use floodgate::service::{RateLimiter, ServiceOptions};
+use floodgate::store::memory::MemoryStore;
+
+/// Distinct counters in the "many keys" cases.
+const MANY_KEYS: usize = 1_000_000;
+
+/// Key-only rules: every distinct value has its own counter. Windows are an
+/// hour long so that pre-populated counters stay live during the run, and
+/// limits are high so every answer is OK. A token bucket's counter lives only
+/// until the bucket is full again, so the 1M-key case (`*_live`) refills
+/// slowly (10 per hour: each hit keeps its counter for 6 minutes) from a huge
+/// burst, while the hot key refills fast enough never to run out.
+const RULES: &str = "
+domain: bench
+descriptors:
+  - key: fixed_window
+    rate_limit: {unit: hour, requests_per_unit: 4000000000}
+  - key: fixed_window_live
+    rate_limit: {unit: hour, requests_per_unit: 4000000000}
+  - key: sliding_window
+    rate_limit: {algorithm: sliding_window, unit: hour, requests_per_unit: 4000000000}
+  - key: sliding_window_live
+    rate_limit: {algorithm: sliding_window, unit: hour, requests_per_unit: 4000000000}
+  - key: token_bucket
+    rate_limit: {algorithm: token_bucket, unit: second, requests_per_unit: 1000000000}
+  - key: token_bucket_live
+    rate_limit: {algorithm: token_bucket, unit: hour, requests_per_unit: 10, burst: 4000000000}
+";
+
+fn limiter(max_counters: u64) -> RateLimiter<MemoryStore> {
+    let rules = config::load_sources(
+        &[(PathBuf::from("bench.yaml"), RULES.to_owned())],
+        &LoadOptions::default(),
+    )
+    .unwrap_or_else(|errors| panic!("bench rules are valid: {errors}"));
+    RateLimiter::new(
+        rules,
+        MemoryStore::new(max_counters),
+        Arc::new(SystemClock),
+        ServiceOptions::default(),
+    )
+}
+
+/// A request of `descriptors` descriptors, each `[(key, hot-<i>)]`.
+fn request(key: &str, descriptors: usize) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: "bench".to_owned(),
+        descriptors: (0..descriptors)
+            .map(|i| RateLimitDescriptor {
+                entries: vec![Entry {
+                    key: key.to_owned(),
+                    value: format!("hot-{i}"),
+                }],
+                ..RateLimitDescriptor::default()
+            })
+            .collect(),
+        hits_addend: 1,
+    }
+}
+
+/// Runs a future that never waits (the memory store is synchronous inside)
+/// to completion, without a runtime in the measurement.
+fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the memory store's apply never waits"),
+    }
+}
+
+fn decide(limiter: &RateLimiter<MemoryStore>, request: &RateLimitRequest) -> bool {
+    match ready(limiter.decide(request)) {
+        Ok(decision) => decision.over_limit,
+        Err(e) => panic!("bench request is valid: {e}"),
+    }
+}
+
+/// Puts `values[first..first + n]` into the request's descriptors (by swap,
+/// so no allocation), decides, and swaps them back.
+fn decide_with(
+    limiter: &RateLimiter<MemoryStore>,
+    request: &mut RateLimitRequest,
+    values: &mut [String],
+    first: usize,
+) -> bool {
+    let n = request.descriptors.len();
+    for (d, descriptor) in request.descriptors.iter_mut().enumerate() {
+        std::mem::swap(&mut descriptor.entries[0].value, &mut values[first + d]);
+    }
+    let over = decide(limiter, request);
+    for (d, descriptor) in request.descriptors.iter_mut().enumerate().take(n) {
+        std::mem::swap(&mut descriptor.entries[0].value, &mut values[first + d]);
+    }
+    over
+}
+
+fn decision(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decide");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    // Per-request throughput: the time shown is per decide() call.
+    group.throughput(Throughput::Elements(1));
+
+    for algorithm in Algorithm::ALL {
+        for descriptors in [1usize, 4] {
+            // One hot key per descriptor.
+            let hot = limiter(2 * MANY_KEYS as u64);
+            let hot_request = request(algorithm.as_str(), descriptors);
+            group.bench_function(
+                BenchmarkId::new(algorithm.as_str(), format!("{descriptors}desc/hot")),
+                |b| b.iter(|| decide(&hot, black_box(&hot_request))),
+            );
+            drop(hot);
+
+            // 1M live counters, cycled in order; 4-descriptor requests take
+            // 4 consecutive ones, so the request count per cycle is 1M / 4.
+            let many = limiter(2 * MANY_KEYS as u64);
+            let mut values: Vec<String> = (0..MANY_KEYS).map(|i| format!("key-{i}")).collect();
+            let mut many_request = request(&format!("{}_live", algorithm.as_str()), descriptors);
+            let per_cycle = MANY_KEYS / descriptors;
+            for r in 0..per_cycle {
+                decide_with(&many, &mut many_request, &mut values, r * descriptors);
+            }
+            let mut next = 0usize;
+            group.bench_function(
+                BenchmarkId::new(algorithm.as_str(), format!("{descriptors}desc/1M-keys")),
+                |b| {
+                    b.iter(|| {
+                        let first = next * descriptors;
+                        next = (next + 1) % per_cycle;
+                        decide_with(&many, black_box(&mut many_request), &mut values, first)
+                    })
+                },
+            );
+            drop(many);
+        }
+    }
+
+    // The same hot decision plus building the protobuf response, to show
+    // what `respond` adds on top of `decide`.
+    let hot = limiter(1_000);
+    let hot_request = request("fixed_window", 1);
+    group.bench_function("fixed_window/1desc/hot+respond", |b| {
+        b.iter(|| match ready(hot.decide(black_box(&hot_request))) {
+            Ok(decision) => respond::to_response(&decision),
+            Err(e) => panic!("bench request is valid: {e}"),
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decision);
+criterion_main!(benches);
