@@ -325,14 +325,16 @@ where
     K: IntoIterator,
     K::Item: AsRef<str>,
 {
+    // Most domains declare no fallbacks: answer without collecting every
+    // descriptor's keys, which would allocate on each request.
+    if groups.is_empty() {
+        return vec![None; descriptors.into_iter().count()];
+    }
     let keys: Vec<Vec<K::Item>> = descriptors
         .into_iter()
         .map(|d| d.into_iter().collect())
         .collect();
     let mut out: Vec<Option<Arc<str>>> = vec![None; keys.len()];
-    if groups.is_empty() {
-        return out;
-    }
     let shape_of = |group: &'g FallbackGroup, descriptor: &[K::Item]| {
         group.order.iter().position(|shape| {
             shape.len() == descriptor.len()
