@@ -11,16 +11,16 @@
 //! - under skew, a counted fixed window never admits more than the limit, and
 //!   a bucket never more than `burst + rate × (interval + skew)`.
 
-mod common;
+mod harness;
 
 use std::sync::Arc;
 
-use common::{rules, secs};
 use floodgate::clock::ManualClock;
 use floodgate::limit::{NANOS_PER_SECOND, Nanos};
 use floodgate::proto::{Entry, RateLimitDescriptor, RateLimitRequest};
 use floodgate::service::{DescriptorDecision, RateLimiter, ServiceOptions};
 use floodgate::store::memory::MemoryStore;
+use harness::{rules, secs};
 use proptest::prelude::*;
 
 const RPU: u64 = 5;

@@ -8,13 +8,13 @@
 //! purpose (an empty entry key and an UNKNOWN override unit are
 //! INVALID_ARGUMENT; wildcards may have `*` anywhere) the test says so.
 
-mod rls_harness;
+mod harness;
 
 use floodgate::config::LoadOptions;
 use floodgate::proto::envoy::r#type::v3::RateLimitUnit;
 use floodgate::proto::{Code, ResponseUnit};
 use floodgate::service::ServiceOptions;
-use rls_harness::{
+use harness::{
     START_SECS, TestServer, codes, descriptor, descriptor_with_hits, descriptor_with_override,
     limit_name, load_yaml, overall, remaining, request, request_of, reset,
 };
@@ -90,7 +90,7 @@ descriptors:
     // Sub-second time: the reference works on whole Unix seconds
     // (`60 - now % 60` with now = 12), i.e. 48 s.
     s.clock
-        .set(rls_harness::START + rls_harness::secs(72) + 400_000_000);
+        .set(harness::START + harness::secs(72) + 400_000_000);
     let r = s.should("d", &[&[("k", "a")]]).await;
     assert_eq!(reset(&r, 0), Some((48, 0)));
     s.shutdown().await;

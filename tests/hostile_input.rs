@@ -4,48 +4,28 @@
 //! oversized messages too, and hit counts at the edges of `u32`/`u64`
 //! saturate instead of wrapping, for every algorithm.
 
-mod common;
-mod ops_support;
+mod harness;
 
-use common::{Harness, rules, secs};
 use floodgate::proto::{
-    Code, Entry, RateLimitDescriptor, RateLimitOverride, RateLimitRequest, RateLimitResponse,
+    Code, RateLimitDescriptor, RateLimitOverride, RateLimitRequest, RateLimitResponse,
 };
 use floodgate::service::{RequestLimits, ServiceOptions};
+use harness::{START, TestServer, descriptor, rules};
 use prost::Message;
 use prost::bytes::{Buf, BufMut};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Status, codegen::http::uri::PathAndQuery};
 
-/// A day boundary, so every window starts aligned.
-const START: u64 = secs(1_700_006_400);
-
 const YAML: &str =
     "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: minute, requests_per_unit: 10}\n";
 
-fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
-    RateLimitDescriptor {
-        entries: entries
-            .iter()
-            .map(|(key, value)| Entry {
-                key: (*key).to_owned(),
-                value: (*value).to_owned(),
-            })
-            .collect(),
-        ..RateLimitDescriptor::default()
-    }
-}
-
+/// A request to domain `d`.
 fn request_of(descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequest {
-    RateLimitRequest {
-        domain: "d".into(),
-        descriptors,
-        hits_addend: 0,
-    }
+    harness::request_of("d", descriptors, 0)
 }
 
-async fn status_of(h: &mut Harness, request: RateLimitRequest) -> Status {
+async fn status_of(h: &mut TestServer, request: RateLimitRequest) -> Status {
     match h.client.should_rate_limit(request).await {
         Ok(response) => panic!("expected an error, got {:?}", response.into_inner()),
         Err(status) => status,
@@ -62,12 +42,12 @@ fn small_limits() -> RequestLimits {
     }
 }
 
-async fn serve_with(limits: RequestLimits) -> Harness {
+async fn serve_with(limits: RequestLimits) -> TestServer {
     let options = ServiceOptions {
         request_limits: limits,
         ..ServiceOptions::default()
     };
-    Harness::start(rules(YAML), options, START).await
+    TestServer::serve_at(rules(YAML), options, START).await
 }
 
 #[test]
@@ -91,7 +71,7 @@ async fn each_limit_answers_invalid_argument_naming_it() {
         descriptor(&[("kkkkkkkkkkkkkkkk", "a")]),
         descriptor(&[("k", "b")]),
     ]);
-    let response = h.ask(at_limits).await;
+    let response = h.send(at_limits).await;
     assert_eq!(response.statuses.len(), 4);
 
     let cases: Vec<(RateLimitRequest, &str)> = vec![
@@ -134,10 +114,10 @@ async fn each_limit_answers_invalid_argument_naming_it() {
     }
     // The server still answers.
     assert_eq!(
-        h.call("d", &[&[("k", "a")]]).await.overall_code,
+        h.should("d", &[&[("k", "a")]]).await.overall_code,
         Code::Ok as i32
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -154,10 +134,10 @@ async fn oversized_messages_are_invalid_argument_naming_the_limit() {
         status.message()
     );
     assert_eq!(
-        h.call("d", &[&[("k", "a")]]).await.overall_code,
+        h.should("d", &[&[("k", "a")]]).await.overall_code,
         Code::Ok as i32
     );
-    h.stop().await;
+    h.shutdown().await;
 
     // The 1 MiB default, with a 2 MiB message.
     let mut h = serve_with(RequestLimits::default()).await;
@@ -165,7 +145,7 @@ async fn oversized_messages_are_invalid_argument_naming_the_limit() {
     let status = status_of(&mut h, big).await;
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(status.message().contains("1048576"), "{}", status.message());
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -175,7 +155,7 @@ async fn json_bodies_over_the_limit_get_413_naming_it() {
         r#"{{"domain":"d","descriptors":[{{"entries":[{{"key":"k","value":"{}"}}]}}]}}"#,
         "v".repeat(8 * 1024)
     );
-    let (status, text) = ops_support::http_post(h.http_addr(), "/json", &body).await;
+    let (status, text) = harness::http_post(h.http_addr, "/json", &body).await;
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("limit of 4096 bytes"), "{text}");
     // Within the size, over a request limit: 400 with the same message as gRPC.
@@ -183,13 +163,13 @@ async fn json_bodies_over_the_limit_get_413_naming_it() {
         r#"{{"domain":"d","descriptors":[{{"entries":[{{"key":"k","value":"{}"}}]}}]}}"#,
         "v".repeat(33)
     );
-    let (status, text) = ops_support::http_post(h.http_addr(), "/json", &body).await;
+    let (status, text) = harness::http_post(h.http_addr, "/json", &body).await;
     assert_eq!(status, 400, "{text}");
     assert!(
         text.contains("more than the limit of 32 (--max-value-bytes)"),
         "{text}"
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 /// Sends bytes as they are and returns the bytes answered.
@@ -228,8 +208,8 @@ impl Decoder for RawCodec {
     }
 }
 
-async fn send_raw(h: &Harness, bytes: Vec<u8>) -> Result<Vec<u8>, Status> {
-    let channel = Channel::from_shared(format!("http://{}", h.grpc_addr()))
+async fn send_raw(h: &TestServer, bytes: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let channel = Channel::from_shared(format!("http://{}", h.grpc_addr))
         .expect("address")
         .connect()
         .await
@@ -300,7 +280,7 @@ async fn undecodable_bytes_are_invalid_argument() {
         .await
         .expect_err("bad wire type");
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    h.stop().await;
+    h.shutdown().await;
 }
 
 /// Rules with a limit of `u32::MAX` (the largest a config accepts) for each
@@ -324,9 +304,9 @@ fn with_hits(key: &str, hits: Option<u64>) -> RateLimitDescriptor {
     }
 }
 
-async fn ask(h: &mut Harness, descriptor: RateLimitDescriptor, hits: u32) -> (Code, u32) {
+async fn ask(h: &mut TestServer, descriptor: RateLimitDescriptor, hits: u32) -> (Code, u32) {
     let response = h
-        .ask(RateLimitRequest {
+        .send(RateLimitRequest {
             domain: "d".into(),
             descriptors: vec![descriptor],
             hits_addend: hits,
@@ -346,7 +326,7 @@ async fn ask(h: &mut Harness, descriptor: RateLimitDescriptor, hits: u32) -> (Co
 
 #[tokio::test]
 async fn hits_at_the_integer_edges_saturate_for_every_algorithm() {
-    let mut h = Harness::start(rules(HUGE), ServiceOptions::default(), START).await;
+    let mut h = TestServer::serve_at(rules(HUGE), ServiceOptions::default(), START).await;
     for key in ["fixed", "sliding", "bucket"] {
         // u32::MAX hits fill a limit of u32::MAX exactly.
         assert_eq!(
@@ -392,7 +372,7 @@ async fn hits_at_the_integer_edges_saturate_for_every_algorithm() {
         }
     }
     // Two windows later everything admits again: nothing is locked out.
-    h.clock.advance(secs(120));
+    h.advance_secs(120);
     for key in ["fixed", "sliding", "bucket", "small_bucket"] {
         for value in ["x", "fresh"] {
             let mut d = with_hits(key, None);
@@ -400,12 +380,12 @@ async fn hits_at_the_integer_edges_saturate_for_every_algorithm() {
             assert_eq!(ask(&mut h, d, 0).await.0, Code::Ok, "{key} {value}");
         }
     }
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn overrides_at_the_integer_edges_saturate() {
-    let mut h = Harness::start(rules(HUGE), ServiceOptions::default(), START).await;
+    let mut h = TestServer::serve_at(rules(HUGE), ServiceOptions::default(), START).await;
     let override_of = |hits| RateLimitDescriptor {
         limit: Some(RateLimitOverride {
             requests_per_unit: u32::MAX,
@@ -431,7 +411,7 @@ async fn overrides_at_the_integer_edges_saturate() {
     );
     // Checking without counting (a descriptor's hits_addend of 0).
     assert_eq!(ask(&mut h, override_of(Some(0)), 0).await.1, 0);
-    h.clock.advance(secs(60));
+    h.advance_secs(60);
     let (code, remaining) = ask(&mut h, override_of(None), 1).await;
     assert_eq!((code, remaining), (Code::Ok, u32::MAX - 1));
     // A limit override of 0 requests: everything is over, nothing panics.
@@ -443,5 +423,5 @@ async fn overrides_at_the_integer_edges_saturate() {
         ..with_hits("zero", Some(u64::MAX))
     };
     assert_eq!(ask(&mut h, zero, u32::MAX).await, (Code::OverLimit, 0));
-    h.stop().await;
+    h.shutdown().await;
 }

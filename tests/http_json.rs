@@ -1,9 +1,9 @@
 //! The HTTP transport over a real socket: `POST /json` in protojson (camelCase
 //! and snake_case field names), its status codes, and `GET /healthcheck`.
 
-mod rls_harness;
+mod harness;
 
-use rls_harness::{TestServer, http};
+use harness::{TestServer, http};
 
 const RULES: &str = r"
 domain: web

@@ -7,17 +7,16 @@
 //! (tens of MB) so that allocator noise never fails them, while a store that
 //! kept every flooded key (hundreds of MB here) always would.
 
-mod common;
-mod ops_support;
+mod harness;
 
 use std::sync::Arc;
 
-use common::{Harness, rules, secs};
 use floodgate::clock::ManualClock;
 use floodgate::proto::{Code, Entry, RateLimitDescriptor, RateLimitRequest};
 use floodgate::service::{RateLimiter, ServiceOptions};
 use floodgate::store::CounterStore;
 use floodgate::store::memory::MemoryStore;
+use harness::{TestServer, rules, secs};
 
 const START: u64 = secs(1_700_006_400);
 const MAX_COUNTERS: u64 = 10_000;
@@ -133,7 +132,7 @@ async fn long_keys_cannot_multiply_memory() {
 #[tokio::test]
 async fn a_flood_over_grpc_is_bounded_and_counted() {
     // The harness's store holds 10 000 counters.
-    let h = Harness::start(rules(YAML), ServiceOptions::default(), START).await;
+    let h = TestServer::serve_at(rules(YAML), ServiceOptions::default(), START).await;
     let mut tasks = Vec::new();
     for task in 0..4u32 {
         let mut client = h.client.clone();
@@ -151,12 +150,12 @@ async fn a_flood_over_grpc_is_bounded_and_counted() {
     for task in tasks {
         task.await.expect("flood task");
     }
-    let (status, text) = ops_support::http_get(h.http_addr(), "/metrics").await;
+    let (status, text) = harness::http_get(h.http_addr, "/metrics").await;
     assert_eq!(status, 200);
-    let held = ops_support::metric(&text, "floodgate_counters", "").expect("counters gauge");
-    let evicted = ops_support::metric(&text, "floodgate_counter_evictions_total", "")
+    let held = harness::ops::metric(&text, "floodgate_counters", "").expect("counters gauge");
+    let evicted = harness::ops::metric(&text, "floodgate_counter_evictions_total", "")
         .expect("evictions counter");
     assert!(held <= MAX_COUNTERS as f64, "{held}");
     assert!(evicted >= 2_000.0, "{evicted}");
-    h.stop().await;
+    h.shutdown().await;
 }

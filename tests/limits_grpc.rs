@@ -2,36 +2,19 @@
 //! buckets, `unit_multiplier`, multi-limit rules and their all-or-nothing
 //! counting, with a manual clock so windows are crossed without sleeping.
 
-mod common;
+mod harness;
 
 use std::path::PathBuf;
 
-use common::{Harness, rules};
 use floodgate::config::{self, LoadOptions};
-use floodgate::limit::NANOS_PER_SECOND;
-use floodgate::proto::{Code, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitResponse};
+use floodgate::proto::{Code, RateLimitDescriptor, RateLimitResponse};
 use floodgate::service::ServiceOptions;
+use harness::{START, TestServer, descriptor, request_of, rules};
 
-/// A day boundary, so every window length used here starts aligned.
-const START: u64 = 1_700_006_400 * NANOS_PER_SECOND;
-
-struct Server(Harness);
+struct Server(TestServer);
 
 async fn serve(yaml: &str, options: ServiceOptions) -> Server {
-    Server(Harness::start(rules(yaml), options, START).await)
-}
-
-fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
-    RateLimitDescriptor {
-        entries: entries
-            .iter()
-            .map(|(key, value)| Entry {
-                key: (*key).to_owned(),
-                value: (*value).to_owned(),
-            })
-            .collect(),
-        ..RateLimitDescriptor::default()
-    }
+    Server(TestServer::serve_at(rules(yaml), options, START).await)
 }
 
 impl Server {
@@ -41,16 +24,11 @@ impl Server {
         descriptors: Vec<RateLimitDescriptor>,
         hits: u32,
     ) -> RateLimitResponse {
-        let request = RateLimitRequest {
-            domain: domain.to_owned(),
-            descriptors,
-            hits_addend: hits,
-        };
-        self.0.ask(request).await
+        self.0.send(request_of(domain, descriptors, hits)).await
     }
 
     async fn one(&mut self, entries: &[(&str, &str)]) -> RateLimitResponse {
-        self.0.call("d", &[entries]).await
+        self.0.should("d", &[entries]).await
     }
 
     /// How many of `n` single requests are admitted.
@@ -65,11 +43,11 @@ impl Server {
     }
 
     fn advance_secs(&self, seconds: u64) {
-        self.0.clock.advance(seconds * NANOS_PER_SECOND);
+        self.0.advance_secs(seconds);
     }
 
     async fn stop(self) {
-        self.0.stop().await;
+        self.0.shutdown().await;
     }
 }
 

@@ -1,12 +1,13 @@
 //! The admin server (`/`, `/rlconfig`, `/usage`) and health reporting over
 //! gRPC `grpc.health.v1` and `GET /healthcheck`.
 
-mod ops_support;
+mod harness;
 
 use std::net::SocketAddr;
 
 use floodgate::health::Health;
-use ops_support::{Setup, decide, eventually, http_get, http_post, one_rule, request, start};
+use harness::ops::{Setup, decide, eventually, one_rule, start};
+use harness::{http_get, http_post, request_one};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -69,7 +70,7 @@ async fn usage_reports_counts_without_consuming_them() {
     let mut client = server.grpc().await;
     for _ in 0..2 {
         assert_eq!(
-            decide(&mut client, request("adm", &[("api", "a")])).await,
+            decide(&mut client, request_one("adm", &[("api", "a")])).await,
             OK
         );
     }
@@ -100,11 +101,11 @@ async fn usage_reports_counts_without_consuming_them() {
 
     // Nothing was consumed: exactly one more request fits.
     assert_eq!(
-        decide(&mut client, request("adm", &[("api", "a")])).await,
+        decide(&mut client, request_one("adm", &[("api", "a")])).await,
         OK
     );
     assert_eq!(
-        decide(&mut client, request("adm", &[("api", "a")])).await,
+        decide(&mut client, request_one("adm", &[("api", "a")])).await,
         OVER
     );
 

@@ -4,14 +4,15 @@
 
 #![cfg(unix)]
 
-mod ops_support;
+mod harness;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ops_support::{eventually, http_get, metric, one_rule};
+use harness::http_get;
+use harness::ops::{eventually, metric, one_rule};
 
 /// Kills the child if a test fails before shutting it down.
 struct Serve(Child);

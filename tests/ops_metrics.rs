@@ -2,9 +2,10 @@
 //! reference's semantics, request codes per transport, and nothing for
 //! unlimited or unmatched descriptors.
 
-mod ops_support;
+mod harness;
 
-use ops_support::{Setup, decide, http_post, metric, request, requests, start};
+use harness::ops::{Setup, decide, metric, start};
+use harness::{http_post, request, request_one};
 
 const OK: i32 = 1;
 const OVER: i32 = 2;
@@ -50,7 +51,7 @@ async fn per_rule_counts_follow_the_reference() {
     for i in 1..=12 {
         let expected = if i <= 10 { OK } else { OVER };
         assert_eq!(
-            decide(&mut client, request("m", &[("api", "ten")])).await,
+            decide(&mut client, request_one("m", &[("api", "ten")])).await,
             expected
         );
     }
@@ -58,21 +59,21 @@ async fn per_rule_counts_follow_the_reference() {
     // is within (and near, as it passes 0), the others over and shadowed.
     for _ in 0..3 {
         assert_eq!(
-            decide(&mut client, request("m", &[("api", "shadow")])).await,
+            decide(&mut client, request_one("m", &[("api", "shadow")])).await,
             OK
         );
     }
     // One request of 5 hits on a limit of 4 (near = 3): 0 -> 5 crosses
     // near and limit: 1 over, 4 - max(3, 0) = 1 near.
-    let mut bulk = request("m", &[("bulk", "x")]);
+    let mut bulk = request_one("m", &[("bulk", "x")]);
     bulk.hits_addend = 5;
     assert_eq!(decide(&mut client, bulk).await, OVER);
     // Unlimited and unmatched descriptors count nothing.
-    let quiet = requests("m", &[&[("api", "free")], &[("nothing", "here")]]);
+    let quiet = request("m", &[&[("api", "free")], &[("nothing", "here")]]);
     assert_eq!(decide(&mut client, quiet).await, OK);
     // An invalid request (no domain) is counted by its code only.
     let invalid = client
-        .should_rate_limit(request("", &[("api", "ten")]))
+        .should_rate_limit(request_one("", &[("api", "ten")]))
         .await;
     assert!(invalid.is_err());
     // One request over HTTP.
@@ -110,18 +111,18 @@ async fn per_rule_counts_follow_the_reference() {
     let free = rule("m.api_free");
     assert_eq!(value("floodgate_rule_hits_total", &free), 0.0);
 
-    let requests = |transport: &str, code: &str| {
+    let requests_of = |transport: &str, code: &str| {
         value(
             "floodgate_requests_total",
             &format!(r#"transport="{transport}",code="{code}""#),
         )
     };
     // 10 + 3 + 1 OK over gRPC; 2 + 1 over; 1 invalid; 1 OK over HTTP.
-    assert_eq!(requests("grpc", "ok"), 14.0);
-    assert_eq!(requests("grpc", "over_limit"), 3.0);
-    assert_eq!(requests("grpc", "invalid"), 1.0);
-    assert_eq!(requests("grpc", "error"), 0.0);
-    assert_eq!(requests("http", "ok"), 1.0);
+    assert_eq!(requests_of("grpc", "ok"), 14.0);
+    assert_eq!(requests_of("grpc", "over_limit"), 3.0);
+    assert_eq!(requests_of("grpc", "invalid"), 1.0);
+    assert_eq!(requests_of("grpc", "error"), 0.0);
+    assert_eq!(requests_of("http", "ok"), 1.0);
     assert_eq!(
         value(
             "floodgate_decision_duration_seconds_count",

@@ -3,13 +3,11 @@
 //! ConfigMap-style `..data` symlink swap is seen, counters of unchanged rules
 //! survive, and a server started without rules serves once a load succeeds.
 
-mod ops_support;
+mod harness;
 
 use floodgate::server::ReloadOutcome;
-use ops_support::{
-    Setup, decide, eventually, http_get, http_post, metric, one_rule, request, start,
-    write_atomically,
-};
+use harness::ops::{Setup, decide, eventually, metric, one_rule, start, write_atomically};
+use harness::{http_get, http_post, request_one};
 
 const OK: i32 = 1;
 const OVER: i32 = 2;
@@ -23,11 +21,11 @@ async fn a_good_file_takes_effect_over_grpc() {
     let mut client = server.grpc().await;
 
     assert_eq!(
-        decide(&mut client, request("ops", &[("api", "b")])).await,
+        decide(&mut client, request_one("ops", &[("api", "b")])).await,
         OK
     );
     assert_eq!(
-        decide(&mut client, request("ops", &[("api", "b")])).await,
+        decide(&mut client, request_one("ops", &[("api", "b")])).await,
         OK
     );
 
@@ -39,7 +37,7 @@ async fn a_good_file_takes_effect_over_grpc() {
     write_atomically(&path, &both);
     eventually("the new rule to deny api=b", || {
         let mut client = client.clone();
-        async move { decide(&mut client, request("ops", &[("api", "b")])).await == OVER }
+        async move { decide(&mut client, request_one("ops", &[("api", "b")])).await == OVER }
     })
     .await;
 
@@ -80,11 +78,11 @@ async fn a_bad_file_keeps_the_old_rules_and_names_the_line() {
 
     // The old rule still serves: one request, then over.
     assert_eq!(
-        decide(&mut client, request("ops", &[("api", "a")])).await,
+        decide(&mut client, request_one("ops", &[("api", "a")])).await,
         OK
     );
     assert_eq!(
-        decide(&mut client, request("ops", &[("api", "a")])).await,
+        decide(&mut client, request_one("ops", &[("api", "a")])).await,
         OVER
     );
 
@@ -168,7 +166,7 @@ async fn counters_of_unchanged_rules_survive_a_reload() {
     let mut client = server.grpc().await;
     for _ in 0..3 {
         assert_eq!(
-            decide(&mut client, request("ops", &[("api", "a")])).await,
+            decide(&mut client, request_one("ops", &[("api", "a")])).await,
             OK
         );
     }
@@ -190,15 +188,15 @@ async fn counters_of_unchanged_rules_survive_a_reload() {
     assert!(usage.contains("\"used\":3"), "{usage}");
     assert!(usage.contains("\"remaining\":2"), "{usage}");
     assert_eq!(
-        decide(&mut client, request("ops", &[("api", "a")])).await,
+        decide(&mut client, request_one("ops", &[("api", "a")])).await,
         OK
     );
     assert_eq!(
-        decide(&mut client, request("ops", &[("api", "a")])).await,
+        decide(&mut client, request_one("ops", &[("api", "a")])).await,
         OK
     );
     assert_eq!(
-        decide(&mut client, request("ops", &[("api", "a")])).await,
+        decide(&mut client, request_one("ops", &[("api", "a")])).await,
         OVER
     );
 

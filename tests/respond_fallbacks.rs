@@ -2,10 +2,10 @@
 //! the request carries is counted and enforced; the group's other
 //! descriptors are answered OK and never counted.
 
-mod common;
+mod harness;
 
-use common::*;
 use floodgate::proto::Code;
+use harness::*;
 use serde_json::json;
 
 const NOW: u64 = secs(HOUR_START + 17);
@@ -34,10 +34,10 @@ const PATH: &[(&str, &str)] = &[("path", "/bookings")];
 
 #[tokio::test]
 async fn only_the_first_present_shape_is_counted() {
-    let mut h = Harness::yaml(YAML, NOW).await;
+    let mut h = TestServer::yaml_at(YAML, NOW).await;
     // All three shapes present (in any order): only [user, seller] counts;
     // descriptors outside the group are unaffected.
-    let r = h.call("fb", &[IP, USER, PATH, USER_SELLER]).await;
+    let r = h.should("fb", &[IP, USER, PATH, USER_SELLER]).await;
     assert_eq!(remaining(&r), [0, 0, 99, 1]);
     assert!(r.statuses[0].current_limit.is_none());
     assert!(r.statuses[1].current_limit.is_none());
@@ -57,30 +57,30 @@ async fn only_the_first_present_shape_is_counted() {
             {"code": "OK", "rule": "fb.user.seller", "limit": "user_seller", "remaining": 1, "reset_seconds": 43, "used": 1},
         ])
     );
-    h.call("fb", &[USER_SELLER, USER, IP]).await;
-    let r = h.call("fb", &[USER_SELLER, USER, IP]).await;
+    h.should("fb", &[USER_SELLER, USER, IP]).await;
+    let r = h.should("fb", &[USER_SELLER, USER, IP]).await;
     assert!(is_over(&r));
     assert_eq!(codes(&r), [Code::OverLimit, Code::Ok, Code::Ok]);
 
     // [user] and [remote_address] were never counted: both have their
     // whole limit left when they are the preferred shape.
-    let r = h.call("fb", &[IP, USER]).await;
+    let r = h.should("fb", &[IP, USER]).await;
     assert!(!is_over(&r));
     assert_eq!(remaining(&r), [0, 1]);
     assert!(r.statuses[0].current_limit.is_none());
-    let r = h.call("fb", &[IP]).await;
+    let r = h.should("fb", &[IP]).await;
     assert_eq!(remaining(&r), [1]);
-    let r = h.call("fb", &[IP]).await;
+    let r = h.should("fb", &[IP]).await;
     assert_eq!(remaining(&r), [0]);
-    let r = h.call("fb", &[IP]).await;
+    let r = h.should("fb", &[IP]).await;
     assert!(is_over(&r));
     // The user's own counter is separate from (user, seller)'s and from the IP's.
-    let r = h.call("fb", &[USER, IP]).await;
+    let r = h.should("fb", &[USER, IP]).await;
     assert_eq!(codes(&r), [Code::Ok, Code::Ok]);
     assert_eq!(remaining(&r), [0, 0]);
-    let r = h.call("fb", &[USER, IP]).await;
+    let r = h.should("fb", &[USER, IP]).await;
     assert_eq!(codes(&r), [Code::OverLimit, Code::Ok]);
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -89,8 +89,8 @@ async fn a_domain_without_fallbacks_counts_every_descriptor() {
         "fallbacks:\n  - name: identity\n    order: [[user, seller], [user], [remote_address]]\n",
         "",
     );
-    let mut h = Harness::yaml(&without, NOW).await;
-    let r = h.call("fb", &[USER_SELLER, USER, IP]).await;
+    let mut h = TestServer::yaml_at(&without, NOW).await;
+    let r = h.should("fb", &[USER_SELLER, USER, IP]).await;
     assert_eq!(remaining(&r), [1, 1, 1]);
-    h.stop().await;
+    h.shutdown().await;
 }

@@ -2,14 +2,14 @@
 //! LIMIT_RESPONSE_HEADERS_ENABLED headers and dynamic metadata, over gRPC
 //! with a manual clock so every value is exact.
 
-mod common;
+mod harness;
 
 use std::sync::Arc;
 
-use common::*;
 use floodgate::policy::{LimitHeaderNames, ResponseOptions};
 use floodgate::proto::Code;
 use floodgate::service::ServiceOptions;
+use harness::*;
 use serde_json::json;
 
 /// 17.25 s into a minute (and into an hour).
@@ -42,9 +42,9 @@ const USER: &[(&str, &str)] = &[("user", "alice")];
 
 #[tokio::test]
 async fn x_ratelimit_delta_seconds_agree_with_statuses() {
-    let mut h = Harness::yaml(&domain("  headers: x-ratelimit\n"), NOW).await;
+    let mut h = TestServer::yaml_at(&domain("  headers: x-ratelimit\n"), NOW).await;
     for expected_remaining in ["2", "1", "0"] {
-        let r = h.call("hdr", &[USER]).await;
+        let r = h.should("hdr", &[USER]).await;
         assert!(!is_over(&r));
         let status = &r.statuses[0];
         assert_eq!(status.limit_remaining.to_string(), expected_remaining);
@@ -59,7 +59,7 @@ async fn x_ratelimit_delta_seconds_agree_with_statuses() {
         );
         assert!(r.raw_body.is_empty());
     }
-    let r = h.call("hdr", &[USER]).await;
+    let r = h.should("hdr", &[USER]).await;
     assert!(is_over(&r));
     assert_eq!(
         headers(&r),
@@ -72,12 +72,12 @@ async fn x_ratelimit_delta_seconds_agree_with_statuses() {
     );
     // The next window.
     h.clock.advance(secs(43));
-    let r = h.call("hdr", &[USER]).await;
+    let r = h.should("hdr", &[USER]).await;
     assert!(!is_over(&r));
     assert_eq!(header(&r, "X-RateLimit-Remaining"), Some("2"));
     assert_eq!(header(&r, "X-RateLimit-Reset"), Some("60"));
     assert_eq!(header(&r, "Retry-After"), None);
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -100,14 +100,14 @@ async fn reset_formats_are_exact_instants() {
     ];
     for (format, fixed, bucket) in cases {
         let yaml = domain(&format!("  headers: x-ratelimit\n  reset: {format}\n"));
-        let mut h = Harness::yaml(&yaml, NOW).await;
-        let r = h.call("hdr", &[USER]).await;
+        let mut h = TestServer::yaml_at(&yaml, NOW).await;
+        let r = h.should("hdr", &[USER]).await;
         assert_eq!(
             header(&r, "X-RateLimit-Reset"),
             Some(fixed.as_str()),
             "{format}"
         );
-        let r = h.call("hdr", &[&[("bucket", "k")]]).await;
+        let r = h.should("hdr", &[&[("bucket", "k")]]).await;
         assert_eq!(header(&r, "X-RateLimit-Limit"), Some("10"));
         assert_eq!(header(&r, "X-RateLimit-Remaining"), Some("9"));
         assert_eq!(
@@ -121,20 +121,20 @@ async fn reset_formats_are_exact_instants() {
         );
         // Over the limit: Retry-After stays in seconds whatever the format.
         for _ in 0..3 {
-            h.call("hdr", &[USER]).await;
+            h.should("hdr", &[USER]).await;
         }
-        let r = h.call("hdr", &[USER]).await;
+        let r = h.should("hdr", &[USER]).await;
         assert!(is_over(&r));
         assert_eq!(header(&r, "X-RateLimit-Reset"), Some(fixed.as_str()));
         assert_eq!(header(&r, "Retry-After"), Some("43"));
-        h.stop().await;
+        h.shutdown().await;
     }
 }
 
 #[tokio::test]
 async fn ietf_fields_follow_the_draft() {
-    let mut h = Harness::yaml(&domain("  headers: ietf\n  reset: unix_seconds\n"), NOW).await;
-    let r = h.call("hdr", &[USER]).await;
+    let mut h = TestServer::yaml_at(&domain("  headers: ietf\n  reset: unix_seconds\n"), NOW).await;
+    let r = h.should("hdr", &[USER]).await;
     assert_eq!(
         headers(&r),
         pairs(&[
@@ -143,7 +143,7 @@ async fn ietf_fields_follow_the_draft() {
         ])
     );
     // An unnamed limit is the "default" policy; t is always delta seconds.
-    let r = h.call("hdr", &[&[("ip", "10.0.0.1")]]).await;
+    let r = h.should("hdr", &[&[("ip", "10.0.0.1")]]).await;
     assert_eq!(
         headers(&r),
         pairs(&[
@@ -151,9 +151,9 @@ async fn ietf_fields_follow_the_draft() {
             ("RateLimit", "\"default\";r=9;t=43"),
         ])
     );
-    h.call("hdr", &[USER]).await;
-    h.call("hdr", &[USER]).await;
-    let r = h.call("hdr", &[USER]).await;
+    h.should("hdr", &[USER]).await;
+    h.should("hdr", &[USER]).await;
+    let r = h.should("hdr", &[USER]).await;
     assert!(is_over(&r));
     assert_eq!(
         headers(&r),
@@ -163,23 +163,23 @@ async fn ietf_fields_follow_the_draft() {
             ("Retry-After", "43"),
         ])
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_most_restrictive_descriptor_is_reported() {
-    let mut h = Harness::yaml(&domain("  headers: x-ratelimit\n"), NOW).await;
+    let mut h = TestServer::yaml_at(&domain("  headers: x-ratelimit\n"), NOW).await;
     // OK: the smallest remaining (user: 2 of 3, ip: 9 of 10).
-    let r = h.call("hdr", &[&[("ip", "1")], USER]).await;
+    let r = h.should("hdr", &[&[("ip", "1")], USER]).await;
     assert_eq!(header(&r, "X-RateLimit-Limit"), Some("3"));
     assert_eq!(header(&r, "X-RateLimit-Remaining"), Some("2"));
     // Over: the one that frees up last, whatever the order.
-    h.call("hdr", &[&[("slow", "s")], &[("fast", "f")]]).await;
+    h.should("hdr", &[&[("slow", "s")], &[("fast", "f")]]).await;
     for order in [
         [&[("slow", "s")][..], &[("fast", "f")][..]],
         [&[("fast", "f")][..], &[("slow", "s")][..]],
     ] {
-        let r = h.call("hdr", &order).await;
+        let r = h.should("hdr", &order).await;
         assert_eq!(codes(&r), [Code::OverLimit, Code::OverLimit]);
         assert_eq!(
             headers(&r),
@@ -192,14 +192,14 @@ async fn the_most_restrictive_descriptor_is_reported() {
         );
     }
     // A second descriptor that is over wins over one with more remaining.
-    let r = h.call("hdr", &[&[("ip", "2")], &[("slow", "s")]]).await;
+    let r = h.should("hdr", &[&[("ip", "2")], &[("slow", "s")]]).await;
     assert_eq!(header(&r, "X-RateLimit-Limit"), Some("1"));
     // No limit at all: no headers.
     let r = h
-        .call("hdr", &[&[("free", "x")], &[("nomatch", "x")]])
+        .should("hdr", &[&[("free", "x")], &[("nomatch", "x")]])
         .await;
     assert!(headers(&r).is_empty());
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -209,10 +209,10 @@ async fn retry_after_only_when_the_answer_is_over_limit() {
         ..ServiceOptions::default()
     };
     let yaml = domain("  headers: x-ratelimit\n  body: '{\"over\": {used}}'\n");
-    let mut h = Harness::start(rules(&yaml), options, NOW).await;
-    h.call("hdr", &[&[("slow", "s")]]).await;
+    let mut h = TestServer::serve_at(rules(&yaml), options, NOW).await;
+    h.should("hdr", &[&[("slow", "s")]]).await;
     // Global shadow mode: the status is OVER_LIMIT, the answer OK.
-    let r = h.call("hdr", &[&[("slow", "s")]]).await;
+    let r = h.should("hdr", &[&[("slow", "s")]]).await;
     assert!(!is_over(&r));
     assert_eq!(codes(&r), [Code::OverLimit]);
     assert_eq!(
@@ -224,16 +224,16 @@ async fn retry_after_only_when_the_answer_is_over_limit() {
         ])
     );
     assert!(r.raw_body.is_empty());
-    h.stop().await;
+    h.shutdown().await;
 
     // A rule in shadow mode: OK with remaining 0, no Retry-After.
-    let mut h = Harness::yaml(&domain("  headers: x-ratelimit\n"), NOW).await;
-    h.call("hdr", &[&[("shadowed", "s")]]).await;
-    let r = h.call("hdr", &[&[("shadowed", "s")]]).await;
+    let mut h = TestServer::yaml_at(&domain("  headers: x-ratelimit\n"), NOW).await;
+    h.should("hdr", &[&[("shadowed", "s")]]).await;
+    let r = h.should("hdr", &[&[("shadowed", "s")]]).await;
     assert_eq!(codes(&r), [Code::Ok]);
     assert_eq!(header(&r, "X-RateLimit-Remaining"), Some("0"));
     assert_eq!(header(&r, "Retry-After"), None);
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -241,14 +241,14 @@ async fn json_body_has_every_placeholder_and_a_content_type_on_429_only() {
     let yaml = domain(
         "  reset: unix_seconds\n  body: |\n    {\"limit\": {limit}, \"remaining\": {remaining}, \"reset\": {reset},\n     \"retry_after\": {retry_after}, \"rule\": \"{rule}\", \"domain\": \"{domain}\",\n     \"used\": {used}, \"window\": {window}}\n",
     );
-    let mut h = Harness::yaml(&yaml, NOW).await;
+    let mut h = TestServer::yaml_at(&yaml, NOW).await;
     for _ in 0..3 {
-        let r = h.call("hdr", &[USER]).await;
+        let r = h.should("hdr", &[USER]).await;
         assert!(r.raw_body.is_empty());
         // headers: none, so nothing at all, not even content-type.
         assert!(headers(&r).is_empty());
     }
-    let r = h.call("hdr", &[USER]).await;
+    let r = h.should("hdr", &[USER]).await;
     assert!(is_over(&r));
     assert_eq!(headers(&r), pairs(&[("content-type", "application/json")]));
     assert_eq!(
@@ -258,11 +258,11 @@ async fn json_body_has_every_placeholder_and_a_content_type_on_429_only() {
     );
     // An unnamed limit reports its rule id.
     for _ in 0..10 {
-        h.call("hdr", &[&[("ip", "9")]]).await;
+        h.should("hdr", &[&[("ip", "9")]]).await;
     }
-    let r = h.call("hdr", &[&[("ip", "9")]]).await;
+    let r = h.should("hdr", &[&[("ip", "9")]]).await;
     assert_eq!(body_json(&r)["rule"], "hdr.ip");
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
@@ -271,17 +271,17 @@ async fn string_values_are_json_escaped_only_for_json() {
     let json_yaml = format!(
         "{named}response:\n  content_type: application/problem+json\n  body: '{{\"rule\": \"{{rule}}\"}}'\n"
     );
-    let mut h = Harness::yaml(&json_yaml, NOW).await;
-    let r = h.call("esc", &[&[("k", "v")]]).await;
+    let mut h = TestServer::yaml_at(&json_yaml, NOW).await;
+    let r = h.should("esc", &[&[("k", "v")]]).await;
     assert_eq!(body_json(&r), json!({"rule": "say \"hi\" \\ now"}));
     assert_eq!(header(&r, "content-type"), Some("application/problem+json"));
-    h.stop().await;
+    h.shutdown().await;
 
     let text_yaml = format!(
         "{named}response:\n  content_type: text/plain; charset=utf-8\n  body: 'Slow down: {{rule}} allows {{limit}} per {{window}}s ({{used}} used). {{{{rule}}'\n"
     );
-    let mut h = Harness::yaml(&text_yaml, NOW).await;
-    let r = h.call("esc", &[&[("k", "v")]]).await;
+    let mut h = TestServer::yaml_at(&text_yaml, NOW).await;
+    let r = h.should("esc", &[&[("k", "v")]]).await;
     assert_eq!(
         String::from_utf8_lossy(&r.raw_body),
         "Slow down: say \"hi\" \\ now allows 0 per 60s (1 used). {rule}"
@@ -290,7 +290,7 @@ async fn string_values_are_json_escaped_only_for_json() {
         header(&r, "content-type"),
         Some("text/plain; charset=utf-8")
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 const REFERENCE: &str = "\
@@ -326,30 +326,30 @@ fn reference_headers(limit: &str, remaining: &str, reset: &str) -> Vec<(String, 
 
 #[tokio::test]
 async fn limit_response_headers_enabled_works_as_in_the_reference() {
-    let mut h = Harness::start(rules(REFERENCE), reference_options(false), NOW).await;
+    let mut h = TestServer::serve_at(rules(REFERENCE), reference_options(false), NOW).await;
     // The smallest remaining.
-    let r = h.call("ref", &[&[("a", "1")], &[("b", "1")]]).await;
+    let r = h.should("ref", &[&[("a", "1")], &[("b", "1")]]).await;
     assert_eq!(headers(&r), reference_headers("2", "1", "43"));
     // A tie: the first one (a: 1 of 5 left, b: 1 of 2 left).
     for _ in 0..3 {
-        h.call("ref", &[&[("a", "2")]]).await;
+        h.should("ref", &[&[("a", "2")]]).await;
     }
-    let r = h.call("ref", &[&[("a", "2")], &[("b", "2")]]).await;
+    let r = h.should("ref", &[&[("a", "2")], &[("b", "2")]]).await;
     assert_eq!(remaining(&r), [1, 1]);
     assert_eq!(headers(&r), reference_headers("5", "1", "43"));
     // The LAST over-limit status wins, not the longest wait.
-    h.call("ref", &[&[("c", "x")], &[("b", "x")], &[("b", "x")]])
+    h.should("ref", &[&[("c", "x")], &[("b", "x")], &[("b", "x")]])
         .await;
-    let r = h.call("ref", &[&[("c", "x")], &[("b", "x")]]).await;
+    let r = h.should("ref", &[&[("c", "x")], &[("b", "x")]]).await;
     assert_eq!(codes(&r), [Code::OverLimit, Code::OverLimit]);
     assert_eq!(headers(&r), reference_headers("2", "0", "43"));
-    let r = h.call("ref", &[&[("b", "x")], &[("c", "x")]]).await;
+    let r = h.should("ref", &[&[("b", "x")], &[("c", "x")]]).await;
     assert_eq!(headers(&r), reference_headers("1", "0", "3583"));
     // No descriptor with a limit: no headers; and no Retry-After ever.
-    let r = h.call("ref", &[&[("free", "x")], &[("none", "x")]]).await;
+    let r = h.should("ref", &[&[("free", "x")], &[("none", "x")]]).await;
     assert!(headers(&r).is_empty());
     // A domain with its own headers sends those instead.
-    h.stop().await;
+    h.shutdown().await;
 
     let mut sources = vec![(std::path::PathBuf::from("ref.yaml"), REFERENCE.to_owned())];
     sources.push((
@@ -357,8 +357,8 @@ async fn limit_response_headers_enabled_works_as_in_the_reference() {
         domain("  headers: x-ratelimit\n"),
     ));
     let both = floodgate::config::load_sources(&sources, &Default::default()).expect("loads");
-    let mut h = Harness::start(both, reference_options(false), NOW).await;
-    let r = h.call("hdr", &[USER]).await;
+    let mut h = TestServer::serve_at(both, reference_options(false), NOW).await;
+    let r = h.should("hdr", &[USER]).await;
     assert_eq!(
         headers(&r),
         pairs(&[
@@ -367,14 +367,14 @@ async fn limit_response_headers_enabled_works_as_in_the_reference() {
             ("X-RateLimit-Reset", "43"),
         ])
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn limit_response_headers_are_added_before_global_shadow_mode() {
-    let mut h = Harness::start(rules(REFERENCE), reference_options(true), NOW).await;
-    h.call("ref", &[&[("c", "x")]]).await;
-    let r = h.call("ref", &[&[("c", "x")]]).await;
+    let mut h = TestServer::serve_at(rules(REFERENCE), reference_options(true), NOW).await;
+    h.should("ref", &[&[("c", "x")]]).await;
+    let r = h.should("ref", &[&[("c", "x")]]).await;
     assert!(!is_over(&r));
     assert_eq!(codes(&r), [Code::OverLimit]);
     assert_eq!(headers(&r), reference_headers("1", "0", "3583"));
@@ -382,19 +382,19 @@ async fn limit_response_headers_are_added_before_global_shadow_mode() {
     assert_eq!(meta["overall"], "OK");
     assert_eq!(meta["global_shadow"], true);
     assert_eq!(meta["descriptors"][0]["code"], "OVER_LIMIT");
-    h.stop().await;
+    h.shutdown().await;
 }
 
 #[tokio::test]
 async fn dynamic_metadata_names_rules_and_counts() {
-    let mut h = Harness::start(
+    let mut h = TestServer::serve_at(
         rules(&domain("  headers: none\n")),
         ServiceOptions::default(),
         NOW,
     )
     .await;
     let r = h
-        .call(
+        .should(
             "hdr",
             &[USER, &[("ip", "1")], &[("nomatch", "x")], &[("free", "x")]],
         )
@@ -408,10 +408,10 @@ async fn dynamic_metadata_names_rules_and_counts() {
             {"code": "OK", "rule": "hdr.free", "unlimited": true},
         ]})
     );
-    h.call("hdr", &[&[("slow", "s")], &[("shadowed", "s")]])
+    h.should("hdr", &[&[("slow", "s")], &[("shadowed", "s")]])
         .await;
     let r = h
-        .call("hdr", &[&[("slow", "s")], &[("shadowed", "s")]])
+        .should("hdr", &[&[("slow", "s")], &[("shadowed", "s")]])
         .await;
     assert_eq!(
         metadata(&r),
@@ -421,12 +421,12 @@ async fn dynamic_metadata_names_rules_and_counts() {
         ]})
     );
     // An unknown domain still says what happened.
-    let r = h.call("nope", &[USER]).await;
+    let r = h.should("nope", &[USER]).await;
     assert_eq!(
         metadata(&r),
         json!({"domain": "nope", "overall": "OK", "descriptors": [{"code": "OK"}]})
     );
-    h.stop().await;
+    h.shutdown().await;
 
     let options = ServiceOptions {
         shadow_mode: true,
@@ -436,8 +436,8 @@ async fn dynamic_metadata_names_rules_and_counts() {
         },
         ..ServiceOptions::default()
     };
-    let mut h = Harness::start(rules(&domain("  headers: none\n")), options, NOW).await;
-    let r = h.call("hdr", &[USER]).await;
+    let mut h = TestServer::serve_at(rules(&domain("  headers: none\n")), options, NOW).await;
+    let r = h.should("hdr", &[USER]).await;
     assert!(r.dynamic_metadata.is_none());
-    h.stop().await;
+    h.shutdown().await;
 }

@@ -3,10 +3,10 @@
 //! provider's documentation promises. Also the courses plans and the
 //! negotiated per-key override.
 
-mod common;
+mod harness;
 
-use common::*;
 use floodgate::proto::{Code, RateLimitRequest, RateLimitResponse};
+use harness::*;
 use serde_json::json;
 
 fn with_hits(mut request: RateLimitRequest, hits: u32) -> RateLimitRequest {
@@ -27,18 +27,18 @@ fn limit_name(r: &RateLimitResponse, index: usize) -> Option<&str> {
 /// with `retry_after`.
 #[tokio::test]
 async fn courses_headers_and_429_body_match_the_seed() {
-    let mut h = Harness::shipped(secs(HOUR_START)).await;
+    let mut h = TestServer::shipped_at(secs(HOUR_START)).await;
     let key: &[(&str, &str)] = &[("plan", "professional"), ("api_key", "key-acme")];
     // 1000 requests in the first ten minutes of the hour, 100 a minute
     // (the burst allowance refills 100 a minute).
     for minute in 0..10 {
-        let r = h.ask(with_hits(request("courses", &[key]), 100)).await;
+        let r = h.send(with_hits(request("courses", &[key]), 100)).await;
         assert!(!is_over(&r), "minute {minute}");
         assert_eq!(header(&r, "Retry-After"), None);
         assert!(r.raw_body.is_empty());
         h.clock.advance(secs(60));
     }
-    let r = h.call("courses", &[key]).await;
+    let r = h.should("courses", &[key]).await;
     assert!(is_over(&r), "the hourly quota of 1000 is used up");
     let status = &r.statuses[0];
     assert_eq!(limit_name(&r, 0), Some("professional_hourly"));
@@ -66,12 +66,12 @@ async fn courses_headers_and_429_body_match_the_seed() {
             "retry_after": wait,
         }})
     );
-    h.stop().await;
+    h.shutdown().await;
 
     // A fresh key: every answer carries the headers; the burst limit is the
     // one reported while it is the tighter one.
-    let mut h = Harness::shipped(secs(HOUR_START)).await;
-    let r = h.call("courses", &[key]).await;
+    let mut h = TestServer::shipped_at(secs(HOUR_START)).await;
+    let r = h.should("courses", &[key]).await;
     assert_eq!(
         headers(&r),
         pairs(&[
@@ -81,14 +81,14 @@ async fn courses_headers_and_429_body_match_the_seed() {
             ("X-RateLimit-Reset", &(HOUR_START + 1).to_string()),
         ])
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 /// Plans pick the limit, the API key is what is counted, and the negotiated
 /// contract's key gets its own limits.
 #[tokio::test]
 async fn courses_plans_and_negotiated_override() {
-    let mut h = Harness::shipped(secs(HOUR_START)).await;
+    let mut h = TestServer::shipped_at(secs(HOUR_START)).await;
     let plan = |plan: &'static str, key: &'static str| -> Vec<(&'static str, &'static str)> {
         vec![("plan", plan), ("api_key", key)]
     };
@@ -102,7 +102,7 @@ async fn courses_plans_and_negotiated_override() {
     for (tier, key, burst, name) in cases {
         let descriptor = plan(tier, key);
         let r = h
-            .ask(with_hits(request("courses", &[&descriptor]), burst))
+            .send(with_hits(request("courses", &[&descriptor]), burst))
             .await;
         assert!(!is_over(&r), "{tier}/{key}: the whole burst is allowed");
         assert_eq!(remaining(&r), [0]);
@@ -111,21 +111,21 @@ async fn courses_plans_and_negotiated_override() {
             header(&r, "X-RateLimit-Limit"),
             Some(burst.to_string().as_str())
         );
-        let r = h.call("courses", &[&descriptor]).await;
+        let r = h.should("courses", &[&descriptor]).await;
         assert!(is_over(&r), "{tier}/{key}: one more is too many");
         assert_eq!(header(&r, "Retry-After"), Some("1"));
     }
     // Counted per key: another professional key is untouched.
     let other = plan("professional", "key-c");
-    let r = h.call("courses", &[&other]).await;
+    let r = h.should("courses", &[&other]).await;
     assert_eq!(remaining(&r), [99]);
     // The per-key endpoint limits apply alongside the plan.
     let export: &[(&str, &str)] = &[("api_key", "key-c"), ("endpoint", "course_export")];
     for _ in 0..10 {
-        let r = h.call("courses", &[&other, export]).await;
+        let r = h.should("courses", &[&other, export]).await;
         assert!(!is_over(&r));
     }
-    let r = h.call("courses", &[&other, export]).await;
+    let r = h.should("courses", &[&other, export]).await;
     assert_eq!(codes(&r), [Code::Ok, Code::OverLimit]);
     assert_eq!(header(&r, "X-RateLimit-Limit"), Some("10"));
     assert_eq!(header(&r, "Retry-After"), Some("3600"));
@@ -135,12 +135,12 @@ async fn courses_plans_and_negotiated_override() {
         requests_per_unit: 1,
         unit: floodgate::proto::envoy::r#type::v3::RateLimitUnit::Minute as i32,
     });
-    let r = h.ask(overridden.clone()).await;
+    let r = h.send(overridden.clone()).await;
     assert!(!is_over(&r));
     assert_eq!(header(&r, "X-RateLimit-Limit"), Some("1"));
-    let r = h.ask(overridden).await;
+    let r = h.send(overridden).await;
     assert!(is_over(&r));
-    h.stop().await;
+    h.shutdown().await;
 }
 
 /// Seed "Overview — rate limits": X-RateLimit-* with the reset in Unix
@@ -148,12 +148,12 @@ async fn courses_plans_and_negotiated_override() {
 #[tokio::test]
 async fn campaigns_headers_match_the_seed() {
     let now = secs(HOUR_START + 30);
-    let mut h = Harness::shipped(now).await;
+    let mut h = TestServer::shipped_at(now).await;
     let route: &[(&str, &str)] = &[
         ("api_key", "k1"),
         ("route", "POST /v1/leads/add_to_campaign"),
     ];
-    let r = h.call("campaigns", &[route]).await;
+    let r = h.should("campaigns", &[route]).await;
     let status = &r.statuses[0];
     let reset_ns = status
         .duration_until_reset
@@ -170,9 +170,9 @@ async fn campaigns_headers_match_the_seed() {
             ),
         ])
     );
-    let r = h.ask(with_hits(request("campaigns", &[route]), 19)).await;
+    let r = h.send(with_hits(request("campaigns", &[route]), 19)).await;
     assert!(!is_over(&r));
-    let r = h.call("campaigns", &[route]).await;
+    let r = h.should("campaigns", &[route]).await;
     assert!(is_over(&r));
     let wait_ns = r.statuses[0]
         .duration_until_reset
@@ -192,7 +192,7 @@ async fn campaigns_headers_match_the_seed() {
     );
     // No body is promised: Envoy sends its own.
     assert!(r.raw_body.is_empty());
-    h.stop().await;
+    h.shutdown().await;
 }
 
 /// Seed "Xola — Rate Limiting": the example 429 (Retry-After: 296) with its
@@ -200,16 +200,16 @@ async fn campaigns_headers_match_the_seed() {
 #[tokio::test]
 async fn xola_headers_body_and_identity_order_match_the_seed() {
     // 1504 s into a 30-minute window: 296 s left, as in the seed's example.
-    let mut h = Harness::shipped(secs(HOUR_START + 1504)).await;
+    let mut h = TestServer::shipped_at(secs(HOUR_START + 1504)).await;
     let all: [&[(&str, &str)]; 3] = [
         &[("user", "u1"), ("seller", "s1")],
         &[("user", "u1")],
         &[("remote_address", "203.0.113.7")],
     ];
-    let r = h.ask(with_hits(request("xola", &all), 900)).await;
+    let r = h.send(with_hits(request("xola", &all), 900)).await;
     assert!(!is_over(&r));
     assert_eq!(remaining(&r), [0, 0, 0]);
-    let r = h.call("xola", &all).await;
+    let r = h.should("xola", &all).await;
     assert!(is_over(&r));
     assert_eq!(codes(&r), [Code::OverLimit, Code::Ok, Code::Ok]);
     let reset = HOUR_START + 1800;
@@ -233,12 +233,12 @@ async fn xola_headers_body_and_identity_order_match_the_seed() {
     );
     // Without a seller the user is limited on their own counter, which the
     // requests above did not touch; without a user, the IP.
-    let r = h.call("xola", &[all[1], all[2]]).await;
+    let r = h.should("xola", &[all[1], all[2]]).await;
     assert_eq!(remaining(&r), [899, 0]);
     assert_eq!(header(&r, "X-RateLimit-Remaining"), Some("899"));
-    let r = h.call("xola", &[all[2]]).await;
+    let r = h.should("xola", &[all[2]]).await;
     assert_eq!(remaining(&r), [899]);
-    h.stop().await;
+    h.shutdown().await;
 }
 
 /// Seed "Do Explo's API endpoints have a rate limit?": a 429 "with a
@@ -246,12 +246,12 @@ async fn xola_headers_body_and_identity_order_match_the_seed() {
 #[tokio::test]
 async fn explo_429_body_is_descriptive() {
     let now = secs(HOUR_START + 20);
-    let mut h = Harness::shipped(now).await;
+    let mut h = TestServer::shipped_at(now).await;
     let ip: &[(&str, &str)] = &[("remote_address", "198.51.100.4")];
-    let r = h.ask(with_hits(request("explo", &[ip]), 180)).await;
+    let r = h.send(with_hits(request("explo", &[ip]), 180)).await;
     assert!(!is_over(&r));
     assert!(headers(&r).is_empty());
-    let r = h.call("explo", &[ip]).await;
+    let r = h.should("explo", &[ip]).await;
     assert!(is_over(&r));
     assert_eq!(headers(&r), pairs(&[("content-type", "application/json")]));
     assert_eq!(
@@ -267,27 +267,27 @@ async fn explo_429_body_is_descriptive() {
         ("remote_address", "198.51.100.5"),
         ("path", "/embed/export/dashboard/pdf"),
     ];
-    h.ask(with_hits(request("explo", &[pdf]), 20)).await;
-    let r = h.call("explo", &[pdf]).await;
+    h.send(with_hits(request("explo", &[pdf]), 20)).await;
+    let r = h.should("explo", &[pdf]).await;
     assert!(is_over(&r));
     let body = body_json(&r);
     assert_eq!(
         body["message"],
         "Rate limit exceeded: at most 20 requests per 600 seconds per requestor IP. Retry after 580 seconds."
     );
-    h.stop().await;
+    h.shutdown().await;
 }
 
 /// Seed "Legs API — Rate Limits": 100 rpm per account, then the sample
 /// 429 JSON error; no rate-limit headers are promised.
 #[tokio::test]
 async fn exotel_429_body_matches_the_seed() {
-    let mut h = Harness::shipped(secs(HOUR_START)).await;
+    let mut h = TestServer::shipped_at(secs(HOUR_START)).await;
     let account: &[(&str, &str)] = &[("account", "acme")];
-    let r = h.ask(with_hits(request("exotel", &[account]), 100)).await;
+    let r = h.send(with_hits(request("exotel", &[account]), 100)).await;
     assert!(!is_over(&r));
     assert!(headers(&r).is_empty());
-    let r = h.call("exotel", &[account]).await;
+    let r = h.should("exotel", &[account]).await;
     assert!(is_over(&r));
     assert_eq!(headers(&r), pairs(&[("content-type", "application/json")]));
     assert_eq!(
@@ -297,5 +297,5 @@ async fn exotel_429_body_matches_the_seed() {
             "message": "Rate limit exceeded, please retry after some time."
         }}})
     );
-    h.stop().await;
+    h.shutdown().await;
 }

@@ -11,18 +11,17 @@
 //! loose bound, which a per-request leak of even a few bytes at these rates
 //! over the long form would break.
 
-mod common;
-mod ops_support;
+mod harness;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Harness, rules, secs};
 use floodgate::proto::{
     Code, Entry, RateLimitDescriptor, RateLimitOverride, RateLimitRequest, RateLimitServiceClient,
 };
 use floodgate::service::ServiceOptions;
+use harness::{TestServer, rules, secs};
 
 const CONNECTIONS: usize = 16;
 const TASKS_PER_CONNECTION: usize = 8;
@@ -171,7 +170,7 @@ struct Counts {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_traffic_from_many_connections() {
-    let h = Harness::start(rules(YAML), ServiceOptions::default(), secs(1_700_006_400)).await;
+    let h = TestServer::serve_at(rules(YAML), ServiceOptions::default(), secs(1_700_006_400)).await;
     let duration = soak_duration();
     let started = Instant::now();
     let deadline = started + duration;
@@ -188,7 +187,7 @@ async fn mixed_traffic_from_many_connections() {
 
     let mut tasks = Vec::new();
     for connection in 0..CONNECTIONS {
-        let client = RateLimitServiceClient::connect(format!("http://{}", h.grpc_addr()))
+        let client = RateLimitServiceClient::connect(format!("http://{}", h.grpc_addr))
             .await
             .expect("client connects");
         for task in 0..TASKS_PER_CONNECTION {
@@ -261,12 +260,12 @@ async fn mixed_traffic_from_many_connections() {
     // Still serving, over gRPC and HTTP, and stops cleanly.
     let mut client = h.client.clone();
     let after = client
-        .should_rate_limit(common::request("soak", &[&[("user", "after")]]))
+        .should_rate_limit(harness::request("soak", &[&[("user", "after")]]))
         .await
         .expect("answers after the soak")
         .into_inner();
     assert_eq!(after.overall_code, Code::Ok as i32);
-    let (status, _) = ops_support::http_get(h.http_addr(), "/healthcheck").await;
+    let (status, _) = harness::http_get(h.http_addr, "/healthcheck").await;
     assert_eq!(status, 200);
-    h.stop().await;
+    h.shutdown().await;
 }

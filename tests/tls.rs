@@ -2,7 +2,7 @@
 //! time: a handshake and a call work; with a client CA, only clients with a
 //! certificate from that CA get through.
 
-mod support;
+mod harness;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,7 +18,9 @@ use floodgate::settings::{self, EMBEDDED_CONFIG};
 use floodgate::store::memory::MemoryStore;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use support::{Binary, Pem, TestCa, request, write_server_files};
+use harness::process::Binary;
+use harness::request_one;
+use harness::tls::{Pem, TestCa, write_server_files};
 
 /// Calls must not hang; this bounds every network step.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -70,7 +72,7 @@ async fn call(
             .map_err(|e| format!("connect: {e:?}"))?;
         let mut client = RateLimitServiceClient::new(channel);
         let response = client
-            .should_rate_limit(request("exotel", &[("account", "acme")]))
+            .should_rate_limit(request_one("exotel", &[("account", "acme")]))
             .await
             .map_err(|status| format!("call: {status:?}"))?;
         Ok(response.into_inner().overall_code)
@@ -115,7 +117,7 @@ async fn tls_handshake_and_call() {
             .connect()
             .await?;
         let result = RateLimitServiceClient::new(channel)
-            .should_rate_limit(request("exotel", &[("account", "acme")]))
+            .should_rate_limit(request_one("exotel", &[("account", "acme")]))
             .await;
         Ok::<_, tonic::transport::Error>(result.is_ok())
     };

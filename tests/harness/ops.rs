@@ -1,8 +1,6 @@
-//! Shared helpers of the `ops_*` integration tests: start a server over a
-//! config path with a manual clock, speak gRPC and plain HTTP/1.1 to it, read
-//! Prometheus text, and wait for something with a bounded poll.
-
-#![allow(dead_code)]
+//! An in-process server that loads (and reloads) its rules from a config
+//! path, with an admin listener; reading Prometheus text; waiting for
+//! something with a bounded poll; writing config files as deploy tools do.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,14 +12,14 @@ use floodgate::clock::ManualClock;
 use floodgate::config::{self, LoadOptions};
 use floodgate::health::Health;
 use floodgate::limit::NANOS_PER_SECOND;
-use floodgate::proto::{Entry, RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient};
+use floodgate::proto::{RateLimitRequest, RateLimitServiceClient};
 use floodgate::rules::RuleSet;
 use floodgate::server::{self, ConfigSource, Listeners, Running, ServerOptions};
 use floodgate::service::{RateLimiter, ServiceOptions};
 use floodgate::store::memory::MemoryStore;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tonic::transport::Channel;
+
+use super::http::http_get;
 
 /// One hour into a day window (and far from any minute boundary), so the
 /// fixed windows of a test never roll over.
@@ -116,32 +114,6 @@ pub async fn start(path: &Path, setup: Setup) -> Server {
     Server { running, clock }
 }
 
-/// A request of one descriptor.
-pub fn request(domain: &str, entries: &[(&str, &str)]) -> RateLimitRequest {
-    requests(domain, &[entries])
-}
-
-/// A request of several descriptors.
-pub fn requests(domain: &str, descriptors: &[&[(&str, &str)]]) -> RateLimitRequest {
-    RateLimitRequest {
-        domain: domain.to_owned(),
-        descriptors: descriptors
-            .iter()
-            .map(|entries| RateLimitDescriptor {
-                entries: entries
-                    .iter()
-                    .map(|(key, value)| Entry {
-                        key: (*key).to_owned(),
-                        value: (*value).to_owned(),
-                    })
-                    .collect(),
-                ..RateLimitDescriptor::default()
-            })
-            .collect(),
-        hits_addend: 0,
-    }
-}
-
 /// The overall code of one call: 1 OK, 2 OVER_LIMIT.
 pub async fn decide(
     client: &mut RateLimitServiceClient<Channel>,
@@ -153,72 +125,6 @@ pub async fn decide(
         .expect("a decision")
         .into_inner()
         .overall_code
-}
-
-/// Sends `request` over plain HTTP/1.1 and returns the status and body.
-async fn http(addr: SocketAddr, request: String) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect over HTTP");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send the request");
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .await
-        .expect("read the response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .expect("a status line");
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    (status, body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || rest.len() < size {
-            break;
-        }
-        out.push_str(&rest[..size]);
-        body = rest[size..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// `GET path`.
-pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    http(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
-    )
-    .await
-}
-
-/// `POST path` with a JSON body.
-pub async fn http_post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
-    http(
-        addr,
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-    .await
 }
 
 /// The value of the series `name{labels}` in Prometheus text, e.g.

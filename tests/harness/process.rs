@@ -1,115 +1,15 @@
-//! Helpers shared by the integration tests that run a server: test
-//! certificates, free ports, a running `floodgate` binary, and RLS calls.
-
-#![allow(dead_code)] // each test crate uses a different subset
+//! The `floodgate` binary as a child process, free ports, and connecting to
+//! a server that is still starting.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use floodgate::proto::{Entry, RateLimitDescriptor, RateLimitRequest};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
-
-/// A certificate and its key, in PEM.
-pub struct Pem {
-    pub cert: String,
-    pub key: String,
-}
-
-/// A test CA that signs server and client certificates.
-pub struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl TestCa {
-    pub fn new(name: &str) -> TestCa {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().unwrap();
-        TestCa {
-            issuer: CertifiedIssuer::self_signed(params, key).unwrap(),
-        }
-    }
-
-    pub fn cert_pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    fn sign(&self, names: &[&str], usage: ExtendedKeyUsagePurpose, common_name: &str) -> Pem {
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let mut params = CertificateParams::new(names).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.extended_key_usages = vec![usage];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Pem {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-
-    /// A server certificate for `localhost` and `127.0.0.1`.
-    pub fn server(&self) -> Pem {
-        self.sign(
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-            "floodgate",
-        )
-    }
-
-    /// A client certificate.
-    pub fn client(&self, name: &str) -> Pem {
-        self.sign(&[name], ExtendedKeyUsagePurpose::ClientAuth, name)
-    }
-}
-
-/// The server's TLS files written into `dir`: (cert, key, client CA).
-pub fn write_server_files(dir: &Path, ca: &TestCa) -> (PathBuf, PathBuf, PathBuf) {
-    let server = ca.server();
-    let cert = dir.join("server.pem");
-    let key = dir.join("server-key.pem");
-    let client_ca = dir.join("ca.pem");
-    std::fs::write(&cert, server.cert).unwrap();
-    std::fs::write(&key, server.key).unwrap();
-    std::fs::write(&client_ca, ca.cert_pem()).unwrap();
-    (cert, key, client_ca)
-}
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
-}
-
-/// A request with one descriptor.
-pub fn request(domain: &str, entries: &[(&str, &str)]) -> RateLimitRequest {
-    RateLimitRequest {
-        domain: domain.to_owned(),
-        descriptors: vec![RateLimitDescriptor {
-            entries: entries
-                .iter()
-                .map(|(key, value)| Entry {
-                    key: (*key).to_owned(),
-                    value: (*value).to_owned(),
-                })
-                .collect(),
-            ..Default::default()
-        }],
-        hits_addend: 0,
-    }
 }
 
 /// A `floodgate` process, killed on drop if still running.
