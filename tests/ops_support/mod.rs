@@ -1,14 +1,16 @@
-//! Shared helpers of the `ops_*` integration tests: start a server over a
-//! config path with a manual clock, speak gRPC and plain HTTP/1.1 to it, read
-//! Prometheus text, and wait for something with a bounded poll.
+//! Shared helpers of the `ops_*` integration tests (and the Redis ones):
+//! start a server over a config path with a manual clock, speak gRPC and
+//! plain HTTP/1.1 to it, read Prometheus text, wait for something with a
+//! bounded poll, and run a `redis-server` of the test's own.
 
 #![allow(dead_code)]
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use floodgate::clock::ManualClock;
 use floodgate::config::{self, LoadOptions};
@@ -266,4 +268,76 @@ pub fn one_rule(domain: &str, key: &str, value: &str, per_day: u32) -> String {
     format!(
         "domain: {domain}\ndescriptors:\n  - key: {key}\n    value: {value}\n    rate_limit:\n      unit: day\n      requests_per_unit: {per_day}\n"
     )
+}
+
+/// A `redis-server` of our own on a free port, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = RedisServer {
+            port,
+            dir,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts (again) on the same port.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): install it with `apt-get install redis-server`"
+                )
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
