@@ -177,6 +177,21 @@ pub struct ServeArgs {
     pub request_limits: RequestLimits,
 }
 
+/// The command line to parse: `args` as given, except that a binary named
+/// `ratelimit` (the reference's `/bin/ratelimit`, which the container image
+/// links to floodgate) run without arguments serves, as the reference does,
+/// so a Deployment whose `command` is `["/bin/ratelimit"]` works unchanged.
+pub fn reference_invocation(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let named_ratelimit = args
+        .first()
+        .and_then(|program| Path::new(program).file_name())
+        .is_some_and(|name| name == "ratelimit");
+    if named_ratelimit && args.len() == 1 {
+        args.push("serve".into());
+    }
+    args
+}
+
 fn parse_ratio(text: &str) -> Result<f32, String> {
     match text.parse::<f32>() {
         Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
@@ -609,6 +624,25 @@ mod reference_var_tests {
             .get_arguments()
             .find(|a| a.get_long().is_some_and(|l| format!("--{l}") == flag))
             .unwrap_or_else(|| panic!("serve has no {flag}"))
+    }
+
+    #[test]
+    fn a_bare_ratelimit_serves() {
+        let args = |list: &[&str]| -> Vec<std::ffi::OsString> {
+            list.iter().map(std::ffi::OsString::from).collect()
+        };
+        assert_eq!(
+            reference_invocation(args(&["/bin/ratelimit"])),
+            args(&["/bin/ratelimit", "serve"])
+        );
+        assert_eq!(
+            reference_invocation(args(&["/bin/ratelimit", "check"])),
+            args(&["/bin/ratelimit", "check"])
+        );
+        assert_eq!(
+            reference_invocation(args(&["floodgate"])),
+            args(&["floodgate"])
+        );
     }
 
     /// A variable said to be read by a flag is that flag's `env`; one said

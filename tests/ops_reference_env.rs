@@ -1,0 +1,262 @@
+//! Replacing envoyproxy/ratelimit in Istio's sample Deployment by swapping
+//! the image only: the binary, run as `/bin/ratelimit` without arguments
+//! and with *only* the sample's environment (plus `PORT`, `GRPC_PORT` and
+//! `DEBUG_PORT`, reference variables too, so parallel tests get free
+//! ports), serves the rules of `$RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/config/`
+//! (a ConfigMap-style directory, with a dot file that must be ignored),
+//! answers `/healthcheck`, counts in the Redis of `REDIS_URL` (a second
+//! instance sees the same counts), reloads when the ConfigMap's `..data`
+//! symlink is swapped (`RUNTIME_WATCH_ROOT=false` watches that directory),
+//! warns about nothing, and exits 0 on SIGTERM.
+
+#![cfg(unix)]
+
+mod ops_support;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use floodgate::proto::{Code, RateLimitResponse, RateLimitServiceClient};
+use ops_support::{RedisServer, eventually, http_get, request};
+
+/// Kills the child if a test fails before it stops.
+struct Instance {
+    child: Child,
+    http: SocketAddr,
+    grpc: SocketAddr,
+    admin: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `rules` as a ConfigMap volume: a timestamped directory, `..data`
+/// pointing at it, and the file as a symlink through `..data`.
+fn write_configmap_version(config: &Path, version: &str, rules: &str) {
+    let data = config.join(format!("..{version}"));
+    std::fs::create_dir_all(&data).expect("create the data dir");
+    std::fs::write(data.join("rules.yaml"), rules).expect("write rules");
+    let link = config.join("..data");
+    if link.exists() {
+        // Kubernetes' update: a new symlink renamed over `..data`.
+        let temp = config.join("..data_tmp");
+        symlink(format!("..{version}"), &temp).expect("symlink ..data_tmp");
+        std::fs::rename(&temp, &link).expect("rename over ..data");
+    } else {
+        symlink(format!("..{version}"), &link).expect("symlink ..data");
+        symlink("..data/rules.yaml", config.join("rules.yaml")).expect("symlink rules.yaml");
+    }
+}
+
+const RULES_V1: &str = "\
+domain: istio
+descriptors:
+  - key: remote_address
+    rate_limit: {unit: day, requests_per_unit: 3}
+";
+
+const RULES_V2: &str = "\
+domain: istio
+descriptors:
+  - key: remote_address
+    rate_limit: {unit: day, requests_per_unit: 9}
+";
+
+/// Starts the binary as Istio's Deployment does: `/bin/ratelimit`, no
+/// arguments, only the sample's variables.
+fn start(bin_dir: &Path, runtime_root: &Path, redis: &RedisServer) -> Instance {
+    let (http, grpc, admin) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(bin_dir.join("ratelimit"))
+        .env_clear()
+        .env("RUNTIME_ROOT", runtime_root)
+        .env("RUNTIME_SUBDIRECTORY", "ratelimit")
+        .env("RUNTIME_IGNOREDOTFILES", "true")
+        .env("RUNTIME_WATCH_ROOT", "false")
+        .env("REDIS_SOCKET_TYPE", "tcp")
+        .env("REDIS_URL", format!("127.0.0.1:{}", redis.port))
+        .env("USE_STATSD", "false")
+        .env("LOG_LEVEL", "debug")
+        .env("PORT", http.to_string())
+        .env("GRPC_PORT", grpc.to_string())
+        .env("DEBUG_PORT", admin.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start floodgate as /bin/ratelimit");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                log.lock().expect("log lock").push(line);
+            }
+        });
+    }
+    let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    Instance {
+        child,
+        http: at(http),
+        grpc: at(grpc),
+        admin: at(admin),
+        log,
+    }
+}
+
+impl Instance {
+    /// Waits (bounded) until `/healthcheck` answers 200.
+    async fn ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("floodgate exited with {status}: {:#?}", self.log.lock());
+            }
+            if tokio::net::TcpStream::connect(self.http).await.is_ok()
+                && http_get(self.http, "/healthcheck").await.0 == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never healthy: {:#?}",
+                self.log.lock()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn ask(&self) -> RateLimitResponse {
+        let mut client = RateLimitServiceClient::connect(format!("http://{}", self.grpc))
+            .await
+            .expect("connect over gRPC");
+        client
+            .should_rate_limit(request("istio", &[("remote_address", "10.0.0.7")]))
+            .await
+            .expect("a decision")
+            .into_inner()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn remaining(response: &RateLimitResponse) -> (i32, u32) {
+    (response.overall_code, response.statuses[0].limit_remaining)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn istio_sample_environment_alone_serves_counts_in_redis_and_reloads() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime_root: PathBuf = dir.path().join("data");
+    let config = runtime_root.join("ratelimit").join("config");
+    std::fs::create_dir_all(&config).expect("create the config dir");
+    write_configmap_version(&config, "2026_01_01_00_00_00.1", RULES_V1);
+    // Loaded, this would fail the start: RUNTIME_IGNOREDOTFILES=true.
+    std::fs::write(config.join(".editor-backup.yaml"), "domain: [not valid\n")
+        .expect("write the dot file");
+    // `/bin/ratelimit`, as the image links it.
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir_all(&bin_dir).expect("create bin dir");
+    symlink(env!("CARGO_BIN_EXE_floodgate"), bin_dir.join("ratelimit")).expect("symlink");
+
+    let mut first = start(&bin_dir, &runtime_root, &redis);
+    first.ready().await;
+    let (status, rlconfig) = http_get(first.admin, "/rlconfig").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        rlconfig,
+        "istio.remote_address: unit=DAY requests_per_unit=3, shadow_mode: false\n"
+    );
+    assert_eq!(remaining(&first.ask().await), (Code::Ok as i32, 2));
+
+    // The counter is in the test's Redis, under floodgate's prefix.
+    let keys = redis.cli(&["--scan", "--pattern", "floodgate:*"]);
+    assert_eq!(
+        keys.lines().count(),
+        1,
+        "one counter key in Redis: {keys:?}"
+    );
+
+    // A second instance with the same environment shares the count.
+    let mut second = start(&bin_dir, &runtime_root, &redis);
+    second.ready().await;
+    assert_eq!(remaining(&second.ask().await), (Code::Ok as i32, 1));
+    assert_eq!(remaining(&first.ask().await), (Code::Ok as i32, 0));
+    assert_eq!(second.ask().await.overall_code, Code::OverLimit as i32);
+    assert_eq!(second.terminate().await.code(), Some(0));
+
+    // The ConfigMap is updated: Kubernetes swaps `..data`.
+    write_configmap_version(&config, "2026_01_01_00_01_00.2", RULES_V2);
+    let admin = first.admin;
+    eventually("the ConfigMap swap to be reloaded", || async move {
+        http_get(admin, "/rlconfig")
+            .await
+            .1
+            .contains("requests_per_unit=9")
+    })
+    .await;
+    // Same descriptor, same window: 4 used of the new 9.
+    assert_eq!(remaining(&first.ask().await), (Code::Ok as i32, 4));
+
+    let log = Arc::clone(&first.log);
+    assert_eq!(first.terminate().await.code(), Some(0));
+    let log = log.lock().expect("log lock");
+    let warnings: Vec<&String> = log
+        .iter()
+        .filter(|line| line.contains("WARN") && line.contains("floodgate::settings"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "Istio's variables are all honoured, nothing to warn about: {warnings:#?}"
+    );
+    assert!(
+        log.iter().any(|line| line.contains("DEBUG")),
+        "LOG_LEVEL=debug took effect"
+    );
+}
