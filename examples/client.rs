@@ -138,12 +138,10 @@ pub fn render(request: &RateLimitRequest, response: &RateLimitResponse) -> Strin
                     limit.requests_per_unit, status.limit_remaining
                 );
                 if let Some(reset) = &status.duration_until_reset {
-                    let _ = write!(
-                        out,
-                        ", resets in {}.{:03}s",
-                        reset.seconds,
-                        reset.nanos / 1_000_000
-                    );
+                    let _ = match reset.nanos / 1_000_000 {
+                        0 => write!(out, ", resets in {}s", reset.seconds),
+                        millis => write!(out, ", resets in {}.{millis:03}s", reset.seconds),
+                    };
                 }
             }
             None => out.push_str(": no limit"),
@@ -164,9 +162,35 @@ pub fn render(request: &RateLimitRequest, response: &RateLimitResponse) -> Strin
         );
     }
     if let Some(metadata) = &response.dynamic_metadata {
-        let _ = writeln!(out, "dynamic metadata: {metadata:?}");
+        let json = json_of_struct(metadata);
+        let _ = writeln!(out, "dynamic metadata: {json}");
     }
     out
+}
+
+/// A protobuf `Struct` as JSON.
+fn json_of_struct(value: &prost_types::Struct) -> serde_json::Value {
+    serde_json::Value::Object(
+        value
+            .fields
+            .iter()
+            .map(|(key, value)| (key.clone(), json_of(value)))
+            .collect(),
+    )
+}
+
+fn json_of(value: &prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    match &value.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::NumberValue(n)) => serde_json::json!(n),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::StructValue(s)) => json_of_struct(s),
+        Some(Kind::ListValue(list)) => {
+            serde_json::Value::Array(list.values.iter().map(json_of).collect())
+        }
+    }
 }
 
 fn main() -> ExitCode {

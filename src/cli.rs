@@ -712,3 +712,28 @@ mod reference_var_tests {
         assert!(!args.dynamic_metadata);
     }
 }
+
+#[cfg(test)]
+mod store_health_tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_matters_to_health_when_it_fails_requests_or_when_asked() {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            store: StoreArgs,
+        }
+        let unhealthy = |list: &[&str]| {
+            let all = std::iter::once("x").chain(list.iter().copied());
+            match Wrap::try_parse_from(all) {
+                Ok(wrap) => wrap.store.outage_makes_unhealthy(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(!unhealthy(&[]));
+        assert!(unhealthy(&["--on-store-error", "deny"]));
+        assert!(unhealthy(&["--on-store-error", "error"]));
+        assert!(unhealthy(&["--redis-health-check-active-connection"]));
+    }
+}

@@ -6,8 +6,11 @@
 //! those names and turns them into **defaults** of floodgate's own flags.
 //! Precedence is therefore, highest first: a command-line flag, floodgate's
 //! own variable (`FLOODGATE_*`), the reference variable, the built-in
-//! default. Variables that floodgate accepts but does not act on are logged
-//! once at start ([`Resolved::notes`]), so nobody believes they took effect.
+//! default. [`KNOWN_REFERENCE_VARS`] lists every variable of the reference
+//! and what floodgate does with it (the README's table is checked against
+//! it). Variables that floodgate accepts but does not act on are logged once
+//! at start ([`Resolved::notes`]), so nobody believes they took effect;
+//! values floodgate cannot serve with are refused.
 //!
 //! It also owns the *embedded* rule set: the files of the repository's
 //! `config/` directory compiled into the binary, served when no config is

@@ -1,6 +1,7 @@
 //! The `floodgate serve` binary: SIGHUP reloads the rules (with the file
-//! watcher off, so only the signal can have done it), and a bad file on
-//! SIGHUP keeps the old rules.
+//! watcher off, so only the signal can have done it), a bad file on SIGHUP
+//! keeps the old rules, and `--force-start-without-initial-config` starts
+//! without rules and serves once the file is fixed.
 
 #![cfg(unix)]
 
@@ -57,6 +58,40 @@ async fn sighup_reloads_the_rules() {
     assert_eq!(code, 200);
 
     // SIGTERM still shuts it down cleanly.
+    process.signal("TERM");
+    let mut process = process;
+    let status = process.exit_status(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
+}
+
+/// `--force-start-without-initial-config` (the reference's
+/// `FORCE_START_WITHOUT_INITIAL_CONFIG`): a bad config does not stop the
+/// start; the server is NOT_SERVING until the file is fixed and reloaded.
+#[tokio::test]
+async fn force_start_serves_once_the_config_loads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("rules.yaml");
+    std::fs::write(&path, "domain: late\ndescriptors: 3\n").expect("write");
+    let process = spawn_serve(&[
+        "--config",
+        path.to_str().expect("a UTF-8 path"),
+        "--force-start-without-initial-config",
+        "--log-level",
+        "info",
+    ]);
+    let (http, admin) = (process.http, process.admin);
+    let (code, _) = http_get(http, "/healthcheck").await;
+    assert_eq!(code, 500, "no rules yet: not serving");
+    let (_, rules) = http_get(admin, "/rlconfig").await;
+    assert_eq!(rules, "");
+
+    ops_support::write_atomically(&path, &one_rule("late", "k", "v", 1));
+    eventually("the fixed file to load", || async move {
+        http_get(http, "/healthcheck").await.0 == 200
+    })
+    .await;
+    let (_, rules) = http_get(admin, "/rlconfig").await;
+    assert!(rules.contains("late.k_v"), "{rules}");
     process.signal("TERM");
     let mut process = process;
     let status = process.exit_status(Duration::from_secs(10)).await;
