@@ -166,6 +166,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOODGATE_CONFIG_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
     pub config_watch: bool,
 
+    /// Also reload when this symlink (above `--config`) is replaced, as
+    /// the reference does for `RUNTIME_ROOT` with `RUNTIME_WATCH_ROOT=true`.
+    #[arg(long, env = "FLOODGATE_CONFIG_WATCH_ROOT")]
+    pub config_watch_root: Option<PathBuf>,
+
     /// Start even when the config cannot be loaded: the server then
     /// reports NOT_SERVING until a reload (file change, SIGHUP, admin)
     /// succeeds, instead of exiting.
@@ -302,6 +307,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
             load_options: args.config.load_options(),
             watch: args.config_watch,
             reload_on_sighup: true,
+            watch_root: args.config_watch_root.clone(),
         }),
         near_limit_ratio: args.near_limit_ratio,
         tls,
@@ -706,6 +712,7 @@ mod reference_var_tests {
         assert_eq!(args.grpc_addr.port(), 18081);
         assert_eq!(args.admin_addr.port(), 16070);
         assert_eq!(args.config.config, PathBuf::from("/data/ratelimit/config"));
+        assert_eq!(args.config_watch_root, Some(PathBuf::from("/data")));
         assert_eq!(args.log_format, LogFormat::Json);
         assert_eq!(args.store.key_prefix, "rl_");
         assert_eq!(args.store.store_timeout, Duration::from_millis(250));

@@ -315,7 +315,10 @@ pub const KNOWN_REFERENCE_VARS: &[(&str, Handling)] = &[
             why: "files and directories whose names start with '.' are never loaded",
         },
     ),
-    ("RUNTIME_WATCH_ROOT", Handling::FlagDefault("--config")),
+    (
+        "RUNTIME_WATCH_ROOT",
+        Handling::FlagDefault("--config-watch-root"),
+    ),
     (
         "EXPIRATION_JITTER_MAX_SECONDS",
         Handling::Ignored("Redis keys expire exactly when their state stops mattering"),
@@ -581,10 +584,12 @@ impl ReferenceEnv {
 
         // Config discovery, as the reference does it. With
         // RUNTIME_WATCH_ROOT=true (its default) it reads the app directory
-        // (RUNTIME_APPDIRECTORY, `config`) under root/subdirectory; with
-        // false it reads and watches `root/subdirectory/config`, whatever
-        // RUNTIME_APPDIRECTORY says. floodgate watches that directory
-        // itself either way, which is what sees a ConfigMap update.
+        // (RUNTIME_APPDIRECTORY, `config`) under root/subdirectory and
+        // watches for a swap of the RUNTIME_ROOT symlink; with false it
+        // reads and watches `root/subdirectory/config`, whatever
+        // RUNTIME_APPDIRECTORY says. floodgate watches that directory itself
+        // either way (which is what sees a ConfigMap update), and the root
+        // symlink too when the reference would.
         let watch_root = self.bool("RUNTIME_WATCH_ROOT", true)?;
         if let Some(root) = self.get("RUNTIME_ROOT") {
             let mut path = PathBuf::from(root);
@@ -594,14 +599,9 @@ impl ReferenceEnv {
             let app = self.get("RUNTIME_APPDIRECTORY").unwrap_or("config");
             if watch_root {
                 path.push(app);
-                notes.push(Note {
-                    level: NoteLevel::Info,
-                    message: format!(
-                        "RUNTIME_WATCH_ROOT=true: floodgate watches {} itself, not RUNTIME_ROOT's \
-                         parent; after swapping the RUNTIME_ROOT symlink, send SIGHUP",
-                        path.display()
-                    ),
-                });
+                // The reference watches RUNTIME_ROOT's parent for a swap of
+                // the RUNTIME_ROOT symlink; floodgate watches that too.
+                defaults.push(("config_watch_root", root.to_owned()));
             } else {
                 path.push("config");
                 if app != "config" {
@@ -963,6 +963,7 @@ mod tests {
         ]);
         let resolved = env.resolve(true).unwrap();
         assert_eq!(default_of(&resolved, "config"), Some("/srv/rl/config"));
+        assert_eq!(default_of(&resolved, "config_watch_root"), None);
         assert!(
             resolved
                 .notes
@@ -1120,6 +1121,8 @@ mod tests {
         ]);
         let resolved = env.resolve(false).unwrap();
         assert_eq!(default_of(&resolved, "config"), Some("/srv/rules"));
+        // RUNTIME_WATCH_ROOT defaults to true: the root symlink is watched.
+        assert_eq!(default_of(&resolved, "config_watch_root"), Some("/srv"));
         assert_eq!(default_of(&resolved, "http_addr"), Some("0.0.0.0:9000"));
         assert_eq!(default_of(&resolved, "grpc_addr"), Some("127.0.0.1:9001"));
         assert_eq!(resolved.admin_addr, Some("[::1]:6070".parse().unwrap()));
