@@ -84,6 +84,16 @@ descriptors:
 /// Starts the binary as Istio's Deployment does: `/bin/ratelimit`, no
 /// arguments, only the sample's variables.
 fn start(bin_dir: &Path, runtime_root: &Path, redis: &RedisServer) -> Instance {
+    start_with(bin_dir, runtime_root, redis, &[])
+}
+
+/// [`start`] with more reference variables.
+fn start_with(
+    bin_dir: &Path,
+    runtime_root: &Path,
+    redis: &RedisServer,
+    more: &[(&str, &str)],
+) -> Instance {
     let (http, grpc, admin) = (free_port(), free_port(), free_port());
     let mut child = Command::new(bin_dir.join("ratelimit"))
         .env_clear()
@@ -98,6 +108,7 @@ fn start(bin_dir: &Path, runtime_root: &Path, redis: &RedisServer) -> Instance {
         .env("PORT", http.to_string())
         .env("GRPC_PORT", grpc.to_string())
         .env("DEBUG_PORT", admin.to_string())
+        .envs(more.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -259,4 +270,51 @@ async fn istio_sample_environment_alone_serves_counts_in_redis_and_reloads() {
         log.iter().any(|line| line.contains("DEBUG")),
         "LOG_LEVEL=debug took effect"
     );
+}
+
+/// The reference variables floodgate maps onto its own flags take effect:
+/// `CACHE_KEY_PREFIX` prefixes the Redis keys, `REDIS_TIMEOUT` is accepted
+/// as a Go duration, `RESPONSE_DYNAMIC_METADATA=false` drops the metadata,
+/// and `NEAR_LIMIT_RATIO` moves the near-limit threshold in `/metrics`.
+#[tokio::test(flavor = "multi_thread")]
+async fn reference_variables_mapped_to_flags_take_effect() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime_root: PathBuf = dir.path().join("data");
+    let config = runtime_root.join("ratelimit").join("config");
+    std::fs::create_dir_all(&config).expect("create the config dir");
+    std::fs::write(config.join("rules.yaml"), RULES_V1).expect("write rules");
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir_all(&bin_dir).expect("create bin dir");
+    symlink(env!("CARGO_BIN_EXE_floodgate"), bin_dir.join("ratelimit")).expect("symlink");
+
+    let mut instance = start_with(
+        &bin_dir,
+        &runtime_root,
+        &redis,
+        &[
+            ("CACHE_KEY_PREFIX", "rl_"),
+            ("REDIS_TIMEOUT", "2s"),
+            ("RESPONSE_DYNAMIC_METADATA", "false"),
+            ("NEAR_LIMIT_RATIO", "0.1"),
+        ],
+    );
+    instance.ready().await;
+    let answer = instance.ask().await;
+    assert_eq!(remaining(&answer), (Code::Ok as i32, 2));
+    assert!(answer.dynamic_metadata.is_none(), "{answer:?}");
+    let keys = redis.cli(&["--scan", "--pattern", "*"]);
+    assert!(
+        !keys.is_empty() && keys.lines().all(|key| key.starts_with("rl_")),
+        "every key under CACHE_KEY_PREFIX: {keys:?}"
+    );
+    // 1 of 3 used: above floor(3 x 0.1) = 0, so near the limit.
+    let (_, metrics) = http_get(instance.http, "/metrics").await;
+    let near = ops_support::metric(
+        &metrics,
+        "floodgate_rule_near_limit_total",
+        r#"domain="istio",rule="istio.remote_address""#,
+    );
+    assert_eq!(near, Some(1.0), "{metrics}");
+    assert_eq!(instance.terminate().await.code(), Some(0));
 }
