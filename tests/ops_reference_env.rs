@@ -1,8 +1,8 @@
 //! Replacing envoyproxy/ratelimit in Istio's sample Deployment by swapping
 //! the image only: the binary, run as `/bin/ratelimit` without arguments
 //! and with *only* the sample's environment (plus `PORT`, `GRPC_PORT` and
-//! `DEBUG_PORT`, reference variables too, so parallel tests get free
-//! ports), serves the rules of `$RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/config/`
+//! `DEBUG_PORT`, reference variables too, set to 0 so parallel tests get
+//! free ports, read back from the log), serves the rules of `$RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/config/`
 //! (a ConfigMap-style directory, with a dot file that must be ignored),
 //! answers `/healthcheck`, counts in the Redis of `REDIS_URL` (a second
 //! instance sees the same counts), reloads when the ConfigMap's `..data`
@@ -14,7 +14,7 @@
 mod ops_support;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use floodgate::proto::{Code, RateLimitResponse, RateLimitServiceClient};
-use ops_support::{RedisServer, eventually, http_get, request};
+use ops_support::{RedisServer, any_port, eventually, http_get, request};
 
 /// Kills the child if a test fails before it stops.
 struct Instance {
@@ -40,13 +40,6 @@ impl Drop for Instance {
             let _ = self.child.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// `rules` as a ConfigMap volume: a timestamped directory, `..data`
@@ -94,7 +87,6 @@ fn start_with(
     redis: &RedisServer,
     more: &[(&str, &str)],
 ) -> Instance {
-    let (http, grpc, admin) = (free_port(), free_port(), free_port());
     let mut child = Command::new(bin_dir.join("ratelimit"))
         .env_clear()
         .env("RUNTIME_ROOT", runtime_root)
@@ -105,9 +97,11 @@ fn start_with(
         .env("REDIS_URL", format!("127.0.0.1:{}", redis.port))
         .env("USE_STATSD", "false")
         .env("LOG_LEVEL", "debug")
-        .env("PORT", http.to_string())
-        .env("GRPC_PORT", grpc.to_string())
-        .env("DEBUG_PORT", admin.to_string())
+        // Port 0: the system picks free ports (no race between parallel
+        // tests); the addresses bound are read from the log.
+        .env("PORT", "0")
+        .env("GRPC_PORT", "0")
+        .env("DEBUG_PORT", "0")
         .envs(more.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -135,28 +129,62 @@ fn start_with(
             }
         });
     }
-    let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
     Instance {
         child,
-        http: at(http),
-        grpc: at(grpc),
-        admin: at(admin),
+        http: any_port(),
+        grpc: any_port(),
+        admin: any_port(),
         log,
     }
 }
 
+/// The address `name=` of the "floodgate serving" line (text format, maybe
+/// with colours), on loopback.
+fn bound(line: &str, name: &str) -> Option<SocketAddr> {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // An ANSI colour sequence: ESC [ ... m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    let value = plain
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix(&format!("{name}=")))?;
+    let addr: SocketAddr = value.trim_matches('"').parse().ok()?;
+    Some(SocketAddr::from(([127, 0, 0, 1], addr.port())))
+}
+
 impl Instance {
-    /// Waits (bounded) until `/healthcheck` answers 200.
+    /// Waits (bounded) for the "floodgate serving" line, takes the bound
+    /// addresses from it, then waits until `/healthcheck` answers 200.
     async fn ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("floodgate exited with {status}: {:#?}", self.log.lock());
             }
-            if tokio::net::TcpStream::connect(self.http).await.is_ok()
-                && http_get(self.http, "/healthcheck").await.0 == 200
-            {
-                return;
+            let serving = self
+                .log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .find(|line| line.contains("floodgate serving"))
+                .cloned();
+            if let Some(line) = serving {
+                let addr =
+                    |name| bound(&line, name).unwrap_or_else(|| panic!("no {name}= in {line}"));
+                (self.http, self.grpc, self.admin) = (addr("http"), addr("grpc"), addr("admin"));
+                if http_get(self.http, "/healthcheck").await.0 == 200 {
+                    return;
+                }
             }
             assert!(
                 Instant::now() < deadline,
@@ -196,6 +224,19 @@ impl Instance {
     }
 }
 
+/// Under `dir`: the runtime root, its (created) `ratelimit/config`
+/// directory, and a `bin` directory holding `ratelimit`, a link to the
+/// binary, as the image has `/bin/ratelimit`.
+fn layout(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let runtime_root = dir.join("data");
+    let config = runtime_root.join("ratelimit").join("config");
+    std::fs::create_dir_all(&config).expect("create the config dir");
+    let bin_dir = dir.join("bin");
+    std::fs::create_dir_all(&bin_dir).expect("create bin dir");
+    symlink(env!("CARGO_BIN_EXE_floodgate"), bin_dir.join("ratelimit")).expect("symlink");
+    (runtime_root, config, bin_dir)
+}
+
 fn remaining(response: &RateLimitResponse) -> (i32, u32) {
     (response.overall_code, response.statuses[0].limit_remaining)
 }
@@ -204,17 +245,11 @@ fn remaining(response: &RateLimitResponse) -> (i32, u32) {
 async fn istio_sample_environment_alone_serves_counts_in_redis_and_reloads() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let runtime_root: PathBuf = dir.path().join("data");
-    let config = runtime_root.join("ratelimit").join("config");
-    std::fs::create_dir_all(&config).expect("create the config dir");
+    let (runtime_root, config, bin_dir) = layout(dir.path());
     write_configmap_version(&config, "2026_01_01_00_00_00.1", RULES_V1);
     // Loaded, this would fail the start: RUNTIME_IGNOREDOTFILES=true.
     std::fs::write(config.join(".editor-backup.yaml"), "domain: [not valid\n")
         .expect("write the dot file");
-    // `/bin/ratelimit`, as the image links it.
-    let bin_dir = dir.path().join("bin");
-    std::fs::create_dir_all(&bin_dir).expect("create bin dir");
-    symlink(env!("CARGO_BIN_EXE_floodgate"), bin_dir.join("ratelimit")).expect("symlink");
 
     let mut first = start(&bin_dir, &runtime_root, &redis);
     first.ready().await;
@@ -253,7 +288,8 @@ async fn istio_sample_environment_alone_serves_counts_in_redis_and_reloads() {
     })
     .await;
     // Same descriptor, same window: 4 used of the new 9.
-    assert_eq!(remaining(&first.ask().await), (Code::Ok as i32, 4));
+    let after = first.ask().await;
+    assert_eq!(remaining(&after), (Code::Ok as i32, 4), "{after:?}");
 
     let log = Arc::clone(&first.log);
     assert_eq!(first.terminate().await.code(), Some(0));
@@ -280,13 +316,8 @@ async fn istio_sample_environment_alone_serves_counts_in_redis_and_reloads() {
 async fn reference_variables_mapped_to_flags_take_effect() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let runtime_root: PathBuf = dir.path().join("data");
-    let config = runtime_root.join("ratelimit").join("config");
-    std::fs::create_dir_all(&config).expect("create the config dir");
+    let (runtime_root, config, bin_dir) = layout(dir.path());
     std::fs::write(config.join("rules.yaml"), RULES_V1).expect("write rules");
-    let bin_dir = dir.path().join("bin");
-    std::fs::create_dir_all(&bin_dir).expect("create bin dir");
-    symlink(env!("CARGO_BIN_EXE_floodgate"), bin_dir.join("ratelimit")).expect("symlink");
 
     let mut instance = start_with(
         &bin_dir,

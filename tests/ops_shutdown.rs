@@ -107,7 +107,8 @@ async fn calls_in_flight(
     while blocked_clients(redis) < n.min(2) {
         assert!(
             Instant::now() < deadline,
-            "the calls never reached Redis ({} blocked)",
+            "the calls never reached Redis ({} blocked clients; this test assumes \
+             floodgate's 2 Redis connections, RedisOptions::connections)",
             blocked_clients(redis)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
