@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::clock::SystemClock;
 use crate::config::{self, LoadOptions};
+use crate::health::Health;
 use crate::policy::{LimitHeaderNames, ResponseOptions};
 use crate::rules::RuleSet;
 use crate::server::{self, ConfigSource, Listeners, ServerOptions};
@@ -165,9 +166,35 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOODGATE_CONFIG_WATCH", default_value_t = true, action = clap::ArgAction::Set)]
     pub config_watch: bool,
 
+    /// Also reload when this symlink (above `--config`) is replaced, as
+    /// the reference does for `RUNTIME_ROOT` with `RUNTIME_WATCH_ROOT=true`.
+    #[arg(long, env = "FLOODGATE_CONFIG_WATCH_ROOT")]
+    pub config_watch_root: Option<PathBuf>,
+
+    /// Start even when the config cannot be loaded: the server then
+    /// reports NOT_SERVING until a reload (file change, SIGHUP, admin)
+    /// succeeds, instead of exiting.
+    #[arg(long, env = "FORCE_START_WITHOUT_INITIAL_CONFIG")]
+    pub force_start_without_initial_config: bool,
+
     /// The largest request accepted (`--max-descriptors`, ...).
     #[command(flatten)]
     pub request_limits: RequestLimits,
+}
+
+/// The command line to parse: `args` as given, except that a binary named
+/// `ratelimit` (the reference's `/bin/ratelimit`, which the container image
+/// links to floodgate) run without arguments serves, as the reference does,
+/// so a Deployment whose `command` is `["/bin/ratelimit"]` works unchanged.
+pub fn reference_invocation(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let named_ratelimit = args
+        .first()
+        .and_then(|program| Path::new(program).file_name())
+        .is_some_and(|name| name == "ratelimit");
+    if named_ratelimit && args.len() == 1 {
+        args.push("serve".into());
+    }
+    args
 }
 
 fn parse_ratio(text: &str) -> Result<f32, String> {
@@ -220,13 +247,23 @@ pub async fn serve(args: ServeArgs) -> i32 {
             return 1;
         }
     };
-    let Ok(rules) = load_rules(&args.config.config, &args.config.load_options()) else {
-        return 1;
+    let (rules, rules_loaded) = match load_rules(&args.config.config, &args.config.load_options()) {
+        Ok(rules) => (rules, true),
+        Err(()) if args.force_start_without_initial_config => {
+            eprintln!(
+                "floodgate: starting without rules (--force-start-without-initial-config): \
+                     NOT_SERVING until the config loads"
+            );
+            (RuleSet::empty(), false)
+        }
+        Err(()) => return 1,
     };
     // The server loads the path again at start (its reloader logs the
     // summary and records the version); this load only refuses to start on
     // a bad config.
-    let store = match args.store.open(args.max_counters).await {
+    let health = Health::new();
+    health.set_store_required(args.store.outage_makes_unhealthy());
+    let store = match args.store.open(args.max_counters, &health).await {
         Ok(store) => store,
         Err(e) => {
             eprintln!("floodgate: {e}");
@@ -270,10 +307,12 @@ pub async fn serve(args: ServeArgs) -> i32 {
             load_options: args.config.load_options(),
             watch: args.config_watch,
             reload_on_sighup: true,
+            watch_root: args.config_watch_root.clone(),
         }),
         near_limit_ratio: args.near_limit_ratio,
         tls,
-        ..ServerOptions::default()
+        health,
+        rules_loaded,
     };
     let running = match server::start_with(limiter, &listeners, options).await {
         Ok(running) => running,
@@ -414,6 +453,11 @@ pub struct StoreArgs {
     /// Connect to Redis over TLS.
     #[arg(long, env = "REDIS_TLS")]
     pub redis_tls: bool,
+
+    /// Report NOT_SERVING while Redis is unreachable even under
+    /// `--on-store-error allow` (with `deny` or `error` it always is).
+    #[arg(long, env = "REDIS_HEALTH_CHECK_ACTIVE_CONNECTION")]
+    pub redis_health_check_active_connection: bool,
 }
 
 impl StoreArgs {
@@ -456,8 +500,15 @@ impl StoreArgs {
         Ok(Some(format!("{scheme}://{auth}{address}")))
     }
 
-    /// Opens the store the flags name.
-    pub async fn open(&self, max_counters: u64) -> Result<AnyStore, String> {
+    /// Whether an unreachable store should make the server NOT_SERVING:
+    /// when store errors deny or fail requests, or when asked to.
+    pub fn outage_makes_unhealthy(&self) -> bool {
+        self.on_store_error != OnStoreError::Allow || self.redis_health_check_active_connection
+    }
+
+    /// Opens the store the flags name; a Redis store reports whether it is
+    /// reachable to `health`.
+    pub async fn open(&self, max_counters: u64, health: &Health) -> Result<AnyStore, String> {
         let Some(url) = self.redis_url()? else {
             return Ok(AnyStore::Memory(MemoryStore::new(max_counters)));
         };
@@ -472,7 +523,7 @@ impl StoreArgs {
         };
         RedisStore::connect(options)
             .await
-            .map(AnyStore::Redis)
+            .map(|store| AnyStore::Redis(store.with_health(health.clone())))
             .map_err(|e| e.to_string())
     }
 }
@@ -558,5 +609,138 @@ mod store_args_tests {
         assert_eq!(parse_duration("15"), Ok(Duration::from_millis(15)));
         assert_eq!(parse_duration("0.5s"), Ok(Duration::from_millis(500)));
         assert!(parse_duration("1h").is_err());
+    }
+}
+
+#[cfg(test)]
+mod reference_var_tests {
+    use super::*;
+    use crate::settings::{Handling, KNOWN_REFERENCE_VARS, ReferenceEnv};
+    use clap::{CommandFactory, FromArgMatches};
+
+    fn serve_command() -> clap::Command {
+        match Cli::command().find_subcommand("serve") {
+            Some(serve) => serve.clone(),
+            None => panic!("no serve subcommand"),
+        }
+    }
+
+    fn arg<'a>(serve: &'a clap::Command, flag: &str) -> &'a clap::Arg {
+        serve
+            .get_arguments()
+            .find(|a| a.get_long().is_some_and(|l| format!("--{l}") == flag))
+            .unwrap_or_else(|| panic!("serve has no {flag}"))
+    }
+
+    #[test]
+    fn a_bare_ratelimit_serves() {
+        let args = |list: &[&str]| -> Vec<std::ffi::OsString> {
+            list.iter().map(std::ffi::OsString::from).collect()
+        };
+        assert_eq!(
+            reference_invocation(args(&["/bin/ratelimit"])),
+            args(&["/bin/ratelimit", "serve"])
+        );
+        assert_eq!(
+            reference_invocation(args(&["/bin/ratelimit", "check"])),
+            args(&["/bin/ratelimit", "check"])
+        );
+        assert_eq!(
+            reference_invocation(args(&["floodgate"])),
+            args(&["floodgate"])
+        );
+    }
+
+    /// A variable said to be read by a flag is that flag's `env`; one said
+    /// to set a flag's default names a real flag.
+    #[test]
+    fn reference_variables_name_real_flags() {
+        let serve = serve_command();
+        for (name, handling) in KNOWN_REFERENCE_VARS {
+            match handling {
+                Handling::Flag(flag) => assert_eq!(
+                    arg(&serve, flag).get_env(),
+                    Some(std::ffi::OsStr::new(name)),
+                    "{flag} should read {name}"
+                ),
+                Handling::FlagDefault(flag) => {
+                    arg(&serve, flag);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Every default the reference variables produce lands on a real
+    /// argument of `serve`, and the values parse.
+    #[test]
+    fn reference_defaults_apply_and_parse() {
+        let env = ReferenceEnv::from_vars([
+            ("HOST", "127.0.0.1"),
+            ("PORT", "18080"),
+            ("GRPC_PORT", "18081"),
+            ("DEBUG_PORT", "16070"),
+            ("RUNTIME_ROOT", "/data"),
+            ("RUNTIME_SUBDIRECTORY", "ratelimit"),
+            ("LOG_FORMAT", "JSON"),
+            ("CACHE_KEY_PREFIX", "rl_"),
+            ("REDIS_TIMEOUT", "250ms"),
+            ("RESPONSE_DYNAMIC_METADATA", "false"),
+        ]);
+        let resolved = match env.resolve(true) {
+            Ok(resolved) => resolved,
+            Err(e) => panic!("{e}"),
+        };
+        let serve = serve_command();
+        for (id, _) in &resolved.defaults {
+            assert!(
+                serve.get_arguments().any(|a| a.get_id() == id),
+                "no argument {id}"
+            );
+        }
+        let matches = resolved
+            .apply(Cli::command())
+            .try_get_matches_from(["floodgate", "serve"]);
+        let cli = match matches.and_then(|m| Cli::from_arg_matches(&m)) {
+            Ok(cli) => cli,
+            Err(e) => panic!("{e}"),
+        };
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.http_addr.to_string(), "127.0.0.1:18080");
+        assert_eq!(args.grpc_addr.port(), 18081);
+        assert_eq!(args.admin_addr.port(), 16070);
+        assert_eq!(args.config.config, PathBuf::from("/data/ratelimit/config"));
+        assert_eq!(args.config_watch_root, Some(PathBuf::from("/data")));
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.store.key_prefix, "rl_");
+        assert_eq!(args.store.store_timeout, Duration::from_millis(250));
+        assert!(!args.dynamic_metadata);
+    }
+}
+
+#[cfg(test)]
+mod store_health_tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_matters_to_health_when_it_fails_requests_or_when_asked() {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            store: StoreArgs,
+        }
+        let unhealthy = |list: &[&str]| {
+            let all = std::iter::once("x").chain(list.iter().copied());
+            match Wrap::try_parse_from(all) {
+                Ok(wrap) => wrap.store.outage_makes_unhealthy(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(!unhealthy(&[]));
+        assert!(unhealthy(&["--on-store-error", "deny"]));
+        assert!(unhealthy(&["--on-store-error", "error"]));
+        assert!(unhealthy(&["--redis-health-check-active-connection"]));
     }
 }

@@ -11,8 +11,9 @@
 //!
 //! - `main.rs`, [`cli`]: the command line (`serve`, `check`) and environment.
 //! - [`settings`]: the reference server's environment variables (Istio's
-//!   `RUNTIME_ROOT`, `GRPC_PORT`, ...) as defaults of floodgate's flags, and
-//!   the rule set embedded in the binary.
+//!   `RUNTIME_ROOT`, `GRPC_PORT`, ...) as defaults of floodgate's flags,
+//!   every one of them listed with what floodgate does with it, and the rule
+//!   set embedded in the binary.
 //! - [`server`]: transports: tonic gRPC (RLS v3, health, reflection) and HTTP
 //!   (`/json`, `/healthcheck`, `/metrics`); the admin server (`/rlconfig`,
 //!   `/usage`, `/reload`); config hot reload; TLS and mutual TLS; start and

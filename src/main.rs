@@ -19,7 +19,7 @@ fn main() {
     };
     let cli = reference
         .apply(Cli::command())
-        .try_get_matches()
+        .try_get_matches_from(cli::reference_invocation(std::env::args_os().collect()))
         .and_then(|matches| Cli::from_arg_matches(&matches))
         .unwrap_or_else(|e| e.exit());
     let code = match cli.command {

@@ -6,8 +6,11 @@
 //! those names and turns them into **defaults** of floodgate's own flags.
 //! Precedence is therefore, highest first: a command-line flag, floodgate's
 //! own variable (`FLOODGATE_*`), the reference variable, the built-in
-//! default. Variables that floodgate accepts but does not act on are logged
-//! once at start ([`Resolved::notes`]), so nobody believes they took effect.
+//! default. [`KNOWN_REFERENCE_VARS`] lists every variable of the reference
+//! and what floodgate does with it (the README's table is checked against
+//! it). Variables that floodgate accepts but does not act on are logged once
+//! at start ([`Resolved::notes`]), so nobody believes they took effect;
+//! values floodgate cannot serve with are refused.
 //!
 //! It also owns the *embedded* rule set: the files of the repository's
 //! `config/` directory compiled into the binary, served when no config is
@@ -88,6 +91,27 @@ pub enum SettingsError {
         /// Why.
         reason: String,
     },
+    /// A value floodgate cannot act on, where serving anyway would break a
+    /// promise the operator relies on (see [`Handling::Restricted`]).
+    #[error("{name}={value} is not supported: {why}")]
+    Refused {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// Why.
+        why: &'static str,
+    },
+    /// A value that is not a duration.
+    #[error("{name}={value}: {reason}")]
+    NotADuration {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// Why.
+        reason: String,
+    },
     /// A setting whose security promise floodgate cannot keep; starting
     /// without it would silently accept clients the operator meant to
     /// refuse.
@@ -117,6 +141,323 @@ pub struct Note {
     /// What to say.
     pub message: String,
 }
+
+/// How floodgate treats one of the reference server's variables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handling {
+    /// One of floodgate's flags reads this variable itself (its `env`).
+    Flag(&'static str),
+    /// [`ReferenceEnv::resolve`] turns it into the default of this flag.
+    FlagDefault(&'static str),
+    /// floodgate always behaves as the reference does with this value; any
+    /// other value is logged as a warning at start.
+    Fixed {
+        /// The value floodgate behaves as (`true`/`false` for booleans).
+        value: &'static str,
+        /// Why, and what to use instead.
+        why: &'static str,
+    },
+    /// Accepted and not acted on: a warning is logged at start when it is
+    /// set, so nobody believes it took effect.
+    Ignored(&'static str),
+    /// Only these values are accepted (case-insensitive); any other one
+    /// makes floodgate refuse to start, because serving anyway would break
+    /// a promise the operator relies on.
+    Restricted {
+        /// The accepted values.
+        accepted: &'static [&'static str],
+        /// Why the others are refused.
+        why: &'static str,
+    },
+}
+
+const NO_STATSD: &str =
+    "floodgate sends no statsd metrics; scrape GET /metrics on the HTTP address";
+const NO_XDS: &str = "only read with CONFIG_TYPE=GRPC_XDS_SOTW, which floodgate refuses";
+const NO_MEMCACHE: &str = "only read with BACKEND_TYPE=memcache, which floodgate refuses";
+const NO_PERSECOND: &str =
+    "only read with REDIS_PERSECOND=true; floodgate keeps every counter in REDIS_URL's Redis";
+const NO_TRACING: &str = "floodgate exports no traces; it logs with tracing to stdout";
+const REDIS_TLS_FILES: &str = "with REDIS_TLS floodgate verifies Redis against the public \
+     web PKI roots and sends no client certificate; terminate TLS with a sidecar for a private CA";
+
+/// Every variable of the reference server's settings
+/// (envoyproxy/ratelimit `src/settings/settings.go`) and what floodgate
+/// does with it. The README's table is checked against this list.
+pub const KNOWN_REFERENCE_VARS: &[(&str, Handling)] = &[
+    ("HOST", Handling::FlagDefault("--http-addr")),
+    ("PORT", Handling::FlagDefault("--http-addr")),
+    ("DEBUG_HOST", Handling::FlagDefault("--admin-addr")),
+    ("DEBUG_PORT", Handling::FlagDefault("--admin-addr")),
+    ("GRPC_HOST", Handling::FlagDefault("--grpc-addr")),
+    ("GRPC_PORT", Handling::FlagDefault("--grpc-addr")),
+    (
+        "GRPC_UDS",
+        Handling::Ignored("gRPC is served on TCP only (GRPC_HOST/GRPC_PORT)"),
+    ),
+    (
+        "GRPC_MAX_CONNECTION_AGE",
+        Handling::Ignored("connections are kept until the client closes them"),
+    ),
+    (
+        "GRPC_MAX_CONNECTION_AGE_GRACE",
+        Handling::Ignored("connections are kept until the client closes them"),
+    ),
+    ("GRPC_SERVER_USE_TLS", Handling::FlagDefault("--tls-cert")),
+    ("GRPC_SERVER_TLS_CERT", Handling::FlagDefault("--tls-cert")),
+    ("GRPC_SERVER_TLS_KEY", Handling::FlagDefault("--tls-key")),
+    (
+        "GRPC_CLIENT_TLS_CACERT",
+        Handling::FlagDefault("--tls-client-ca"),
+    ),
+    (
+        "GRPC_CLIENT_TLS_SAN",
+        Handling::Restricted {
+            accepted: &[],
+            why: "with GRPC_SERVER_USE_TLS=true floodgate cannot check a client's SAN; \
+                  issue client certificates from a dedicated CA instead",
+        },
+    ),
+    ("LOG_LEVEL", Handling::Flag("--log-level")),
+    ("LOG_FORMAT", Handling::FlagDefault("--log-format")),
+    (
+        "CONFIG_TYPE",
+        Handling::Restricted {
+            accepted: &["FILE"],
+            why: "floodgate loads rules from files only, not from an xDS server",
+        },
+    ),
+    (
+        "FORCE_START_WITHOUT_INITIAL_CONFIG",
+        Handling::Flag("--force-start-without-initial-config"),
+    ),
+    ("CONFIG_GRPC_XDS_NODE_ID", Handling::Ignored(NO_XDS)),
+    ("CONFIG_GRPC_XDS_NODE_METADATA", Handling::Ignored(NO_XDS)),
+    ("CONFIG_GRPC_XDS_SERVER_URL", Handling::Ignored(NO_XDS)),
+    (
+        "CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL",
+        Handling::Ignored(NO_XDS),
+    ),
+    (
+        "CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS",
+        Handling::Ignored(NO_XDS),
+    ),
+    ("CONFIG_GRPC_XDS_SERVER_USE_TLS", Handling::Ignored(NO_XDS)),
+    ("CONFIG_GRPC_XDS_CLIENT_TLS_CERT", Handling::Ignored(NO_XDS)),
+    ("CONFIG_GRPC_XDS_CLIENT_TLS_KEY", Handling::Ignored(NO_XDS)),
+    (
+        "CONFIG_GRPC_XDS_SERVER_TLS_CACERT",
+        Handling::Ignored(NO_XDS),
+    ),
+    ("CONFIG_GRPC_XDS_SERVER_TLS_SAN", Handling::Ignored(NO_XDS)),
+    (
+        "XDS_CLIENT_BACKOFF_INITIAL_INTERVAL",
+        Handling::Ignored(NO_XDS),
+    ),
+    ("XDS_CLIENT_BACKOFF_MAX_INTERVAL", Handling::Ignored(NO_XDS)),
+    (
+        "XDS_CLIENT_BACKOFF_RANDOM_FACTOR",
+        Handling::Ignored(NO_XDS),
+    ),
+    ("XDS_CLIENT_BACKOFF_JITTER", Handling::Ignored(NO_XDS)),
+    (
+        "USE_STATSD",
+        Handling::Fixed {
+            value: "false",
+            why: NO_STATSD,
+        },
+    ),
+    ("STATSD_HOST", Handling::Ignored(NO_STATSD)),
+    ("STATSD_PORT", Handling::Ignored(NO_STATSD)),
+    (
+        "USE_DOG_STATSD",
+        Handling::Fixed {
+            value: "false",
+            why: NO_STATSD,
+        },
+    ),
+    ("USE_DOG_STATSD_MOGRIFIERS", Handling::Ignored(NO_STATSD)),
+    ("EXTRA_TAGS", Handling::Ignored(NO_STATSD)),
+    ("STATS_FLUSH_INTERVAL", Handling::Ignored(NO_STATSD)),
+    (
+        "DISABLE_STATS",
+        Handling::Fixed {
+            value: "false",
+            why: "metrics are always kept (they cost a few atomic adds); do not scrape them",
+        },
+    ),
+    (
+        "USE_PROMETHEUS",
+        Handling::Fixed {
+            value: "true",
+            why: "Prometheus text is always served, at GET /metrics on the HTTP address",
+        },
+    ),
+    (
+        "PROMETHEUS_ADDR",
+        Handling::Ignored("metrics are served at GET /metrics on the HTTP address (--http-addr)"),
+    ),
+    (
+        "PROMETHEUS_PATH",
+        Handling::Ignored("metrics are served at GET /metrics on the HTTP address (--http-addr)"),
+    ),
+    (
+        "PROMETHEUS_MAPPER_YAML",
+        Handling::Ignored("floodgate's metric names are fixed (see the README)"),
+    ),
+    ("RUNTIME_ROOT", Handling::FlagDefault("--config")),
+    ("RUNTIME_SUBDIRECTORY", Handling::FlagDefault("--config")),
+    ("RUNTIME_APPDIRECTORY", Handling::FlagDefault("--config")),
+    (
+        "RUNTIME_IGNOREDOTFILES",
+        Handling::Fixed {
+            value: "true",
+            why: "files and directories whose names start with '.' are never loaded",
+        },
+    ),
+    (
+        "RUNTIME_WATCH_ROOT",
+        Handling::FlagDefault("--config-watch-root"),
+    ),
+    (
+        "EXPIRATION_JITTER_MAX_SECONDS",
+        Handling::Ignored("Redis keys expire exactly when their state stops mattering"),
+    ),
+    (
+        "LOCAL_CACHE_SIZE_IN_BYTES",
+        Handling::Ignored("the local over-limit cache is always on, bounded to 100 000 keys"),
+    ),
+    ("NEAR_LIMIT_RATIO", Handling::Flag("--near-limit-ratio")),
+    ("CACHE_KEY_PREFIX", Handling::FlagDefault("--key-prefix")),
+    (
+        "BACKEND_TYPE",
+        Handling::Restricted {
+            accepted: &["redis"],
+            why: "counters are kept in memory or in Redis, not in memcached",
+        },
+    ),
+    (
+        "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT",
+        Handling::Flag("--stop-cache-key-increment-when-overlimit"),
+    ),
+    (
+        "LIMIT_RESPONSE_HEADERS_ENABLED",
+        Handling::Flag("--limit-response-headers-enabled"),
+    ),
+    ("LIMIT_LIMIT_HEADER", Handling::Flag("--limit-limit-header")),
+    (
+        "LIMIT_REMAINING_HEADER",
+        Handling::Flag("--limit-remaining-header"),
+    ),
+    ("LIMIT_RESET_HEADER", Handling::Flag("--limit-reset-header")),
+    (
+        "HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED",
+        Handling::Fixed {
+            value: "true",
+            why: "health is NOT_SERVING until rules have loaded once",
+        },
+    ),
+    ("REDIS_SOCKET_TYPE", Handling::Flag("--redis-socket-type")),
+    ("REDIS_TYPE", Handling::Flag("--redis-type")),
+    ("REDIS_URL", Handling::Flag("--redis-url")),
+    (
+        "REDIS_POOL_SIZE",
+        Handling::Ignored("requests are pipelined over 2 multiplexed connections"),
+    ),
+    ("REDIS_AUTH", Handling::Flag("--redis-auth")),
+    ("REDIS_TLS", Handling::Flag("--redis-tls")),
+    ("REDIS_TLS_CLIENT_CERT", Handling::Ignored(REDIS_TLS_FILES)),
+    ("REDIS_TLS_CLIENT_KEY", Handling::Ignored(REDIS_TLS_FILES)),
+    ("REDIS_TLS_CACERT", Handling::Ignored(REDIS_TLS_FILES)),
+    (
+        "REDIS_TLS_SKIP_HOSTNAME_VERIFICATION",
+        Handling::Fixed {
+            value: "false",
+            why: "Redis's certificate is always verified",
+        },
+    ),
+    (
+        "REDIS_PIPELINE_WINDOW",
+        Handling::Ignored("concurrent requests are always pipelined, without a window"),
+    ),
+    (
+        "REDIS_PIPELINE_LIMIT",
+        Handling::Ignored("concurrent requests are always pipelined, without a limit"),
+    ),
+    (
+        "REDIS_PERSECOND",
+        Handling::Fixed {
+            value: "false",
+            why: "every counter, per-second ones included, is kept in REDIS_URL's Redis",
+        },
+    ),
+    (
+        "REDIS_PERSECOND_SOCKET_TYPE",
+        Handling::Ignored(NO_PERSECOND),
+    ),
+    ("REDIS_PERSECOND_TYPE", Handling::Ignored(NO_PERSECOND)),
+    ("REDIS_PERSECOND_URL", Handling::Ignored(NO_PERSECOND)),
+    ("REDIS_PERSECOND_POOL_SIZE", Handling::Ignored(NO_PERSECOND)),
+    ("REDIS_PERSECOND_AUTH", Handling::Ignored(NO_PERSECOND)),
+    ("REDIS_PERSECOND_TLS", Handling::Ignored(NO_PERSECOND)),
+    (
+        "REDIS_PERSECOND_PIPELINE_WINDOW",
+        Handling::Ignored(NO_PERSECOND),
+    ),
+    (
+        "REDIS_PERSECOND_PIPELINE_LIMIT",
+        Handling::Ignored(NO_PERSECOND),
+    ),
+    (
+        "REDIS_SENTINEL_AUTH",
+        Handling::Ignored("Redis Sentinel is not supported (REDIS_TYPE=sentinel is refused)"),
+    ),
+    (
+        "REDIS_HEALTH_CHECK_ACTIVE_CONNECTION",
+        Handling::Flag("--redis-health-check-active-connection"),
+    ),
+    ("REDIS_TIMEOUT", Handling::FlagDefault("--store-timeout")),
+    ("MEMCACHE_HOST_PORT", Handling::Ignored(NO_MEMCACHE)),
+    ("MEMCACHE_MAX_IDLE_CONNS", Handling::Ignored(NO_MEMCACHE)),
+    ("MEMCACHE_SRV", Handling::Ignored(NO_MEMCACHE)),
+    ("MEMCACHE_SRV_REFRESH", Handling::Ignored(NO_MEMCACHE)),
+    ("MEMCACHE_TLS", Handling::Ignored(NO_MEMCACHE)),
+    ("MEMCACHE_TLS_CLIENT_CERT", Handling::Ignored(NO_MEMCACHE)),
+    ("MEMCACHE_TLS_CLIENT_KEY", Handling::Ignored(NO_MEMCACHE)),
+    ("MEMCACHE_TLS_CACERT", Handling::Ignored(NO_MEMCACHE)),
+    (
+        "MEMCACHE_TLS_SKIP_HOSTNAME_VERIFICATION",
+        Handling::Ignored(NO_MEMCACHE),
+    ),
+    ("SHADOW_MODE", Handling::Flag("--shadow-mode")),
+    (
+        "RESPONSE_DYNAMIC_METADATA",
+        Handling::FlagDefault("--dynamic-metadata"),
+    ),
+    (
+        "MERGE_DOMAIN_CONFIG",
+        Handling::Flag("--merge-domain-config"),
+    ),
+    (
+        "TRACING_ENABLED",
+        Handling::Fixed {
+            value: "false",
+            why: NO_TRACING,
+        },
+    ),
+    ("TRACING_SERVICE_NAME", Handling::Ignored(NO_TRACING)),
+    ("TRACING_SERVICE_NAMESPACE", Handling::Ignored(NO_TRACING)),
+    ("TRACING_SERVICE_INSTANCE_ID", Handling::Ignored(NO_TRACING)),
+    ("TRACING_SAMPLING_RATE", Handling::Ignored(NO_TRACING)),
+    ("TRACING_EXPORTER_PROTOCOL", Handling::Ignored(NO_TRACING)),
+    (
+        "PROTO",
+        Handling::Fixed {
+            value: "tcp",
+            why: "the HTTP and admin servers listen on TCP",
+        },
+    ),
+];
 
 /// The reference server's variables, as found in the environment.
 #[derive(Clone, Debug, Default)]
@@ -241,17 +582,39 @@ impl ReferenceEnv {
             defaults.push(("admin_addr", addr.to_string()));
         }
 
-        // Config discovery: RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/RUNTIME_APPDIRECTORY.
-        // With RUNTIME_WATCH_ROOT=true the reference walks root/subdirectory
-        // and keeps the keys under the app directory: the same files.
-        let ignore_dotfiles = self.bool("RUNTIME_IGNOREDOTFILES", false)?;
-        let _watch_root = self.bool("RUNTIME_WATCH_ROOT", true)?;
+        // Config discovery, as the reference does it. With
+        // RUNTIME_WATCH_ROOT=true (its default) it reads the app directory
+        // (RUNTIME_APPDIRECTORY, `config`) under root/subdirectory and
+        // watches for a swap of the RUNTIME_ROOT symlink; with false it
+        // reads and watches `root/subdirectory/config`, whatever
+        // RUNTIME_APPDIRECTORY says. floodgate watches that directory itself
+        // either way (which is what sees a ConfigMap update), and the root
+        // symlink too when the reference would.
+        let watch_root = self.bool("RUNTIME_WATCH_ROOT", true)?;
         if let Some(root) = self.get("RUNTIME_ROOT") {
             let mut path = PathBuf::from(root);
             if let Some(sub) = self.get("RUNTIME_SUBDIRECTORY") {
                 path.push(sub);
             }
-            path.push(self.get("RUNTIME_APPDIRECTORY").unwrap_or("config"));
+            let app = self.get("RUNTIME_APPDIRECTORY").unwrap_or("config");
+            if watch_root {
+                path.push(app);
+                // The reference watches RUNTIME_ROOT's parent for a swap of
+                // the RUNTIME_ROOT symlink; floodgate watches that too.
+                defaults.push(("config_watch_root", root.to_owned()));
+            } else {
+                path.push("config");
+                if app != "config" {
+                    notes.push(Note {
+                        level: NoteLevel::Warn,
+                        message: format!(
+                            "RUNTIME_APPDIRECTORY={app} is not used with RUNTIME_WATCH_ROOT=false: \
+                             rules are read from {}, as the reference reads them",
+                            path.display()
+                        ),
+                    });
+                }
+            }
             notes.push(Note {
                 level: NoteLevel::Info,
                 message: format!(
@@ -259,13 +622,6 @@ impl ReferenceEnv {
                     path.display()
                 ),
             });
-            if !ignore_dotfiles {
-                notes.push(Note {
-                    level: NoteLevel::Info,
-                    message: "RUNTIME_IGNOREDOTFILES=false: floodgate skips dot files anyway"
-                        .to_owned(),
-                });
-            }
             defaults.push(("config", path.display().to_string()));
         } else if !config_dir_exists {
             defaults.push(("config", EMBEDDED_CONFIG.to_owned()));
@@ -295,41 +651,78 @@ impl ReferenceEnv {
             }
         }
 
-        if self.bool("USE_STATSD", false)? {
-            notes.push(Note {
-                level: NoteLevel::Warn,
-                message: "USE_STATSD=true: floodgate does not send statsd metrics; \
-                          scrape the Prometheus endpoint instead"
-                    .to_owned(),
-            });
+        if let Some(prefix) = self.get("CACHE_KEY_PREFIX") {
+            defaults.push(("key_prefix", prefix.to_owned()));
+        }
+        if let Some(timeout) = self.get("REDIS_TIMEOUT") {
+            let duration =
+                parse_duration(timeout).map_err(|reason| SettingsError::NotADuration {
+                    name: "REDIS_TIMEOUT",
+                    value: timeout.to_owned(),
+                    reason,
+                })?;
+            defaults.push(("store_timeout", format!("{}us", duration.as_micros())));
+        }
+        if self.is_set("RESPONSE_DYNAMIC_METADATA") {
+            let on = self.bool("RESPONSE_DYNAMIC_METADATA", false)?;
+            defaults.push(("dynamic_metadata", on.to_string()));
         }
         if let Some(url) = self.get("REDIS_URL") {
             notes.push(Note {
                 level: NoteLevel::Info,
                 message: format!(
-                    "REDIS_URL={url} is ignored: counters are kept in memory by this build"
+                    "REDIS_URL={}: counters are kept in that Redis, shared by every instance \
+                     using it (unless --store says otherwise)",
+                    redact_url(url)
                 ),
             });
         }
-        if let Some(uds) = self.get("GRPC_UDS") {
-            notes.push(Note {
-                level: NoteLevel::Warn,
-                message: format!(
-                    "GRPC_UDS={uds} is ignored: gRPC is served on TCP only (GRPC_HOST/GRPC_PORT)"
-                ),
-            });
-        }
-        for name in ["CONFIG_TYPE", "BACKEND_TYPE"] {
-            if let Some(value) = self.get(name)
-                && !matches!(value.to_ascii_uppercase().as_str(), "FILE" | "REDIS")
-            {
-                notes.push(Note {
+        self.check_known(notes)?;
+        Ok(resolved)
+    }
+
+    /// Warns about every set variable that floodgate does not act on, and
+    /// refuses the values it cannot serve with ([`KNOWN_REFERENCE_VARS`]).
+    fn check_known(&self, notes: &mut Vec<Note>) -> Result<(), SettingsError> {
+        for (name, handling) in KNOWN_REFERENCE_VARS {
+            let Some(value) = self.get(name) else {
+                continue;
+            };
+            match handling {
+                Handling::Flag(_) | Handling::FlagDefault(_) => {}
+                Handling::Fixed { value: fixed, why } => {
+                    let same = match *fixed {
+                        "true" | "false" => parse_go_bool(value) == Some(*fixed == "true"),
+                        _ => value.eq_ignore_ascii_case(fixed),
+                    };
+                    if !same {
+                        notes.push(Note {
+                            level: NoteLevel::Warn,
+                            message: format!(
+                                "{name}={value} is ignored: floodgate always behaves as \
+                                 {name}={fixed} ({why})"
+                            ),
+                        });
+                    }
+                }
+                Handling::Ignored(why) => notes.push(Note {
                     level: NoteLevel::Warn,
-                    message: format!("{name}={value} is not supported and is ignored"),
-                });
+                    message: format!("{name}={value} is ignored: {why}"),
+                }),
+                // Checked with the TLS variables, where it matters.
+                Handling::Restricted { .. } if *name == "GRPC_CLIENT_TLS_SAN" => {}
+                Handling::Restricted { accepted, why } => {
+                    if !accepted.iter().any(|a| a.eq_ignore_ascii_case(value)) {
+                        return Err(SettingsError::Refused {
+                            name,
+                            value: value.to_owned(),
+                            why,
+                        });
+                    }
+                }
             }
         }
-        Ok(resolved)
+        Ok(())
     }
 }
 
@@ -424,6 +817,14 @@ impl TlsArgs {
             Some(files) => files.load().map(Some).map_err(|e| e.to_string()),
             None => Ok(None),
         }
+    }
+}
+
+/// `url` with any password replaced, for logs (`REDIS_URL` may carry one).
+fn redact_url(url: &str) -> String {
+    match url.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => url.to_owned(),
     }
 }
 
@@ -539,14 +940,173 @@ mod tests {
             default_of(&resolved, "config"),
             Some("/data/ratelimit/config")
         );
+        assert!(resolved.notes.iter().any(|n| {
+            n.message
+                .contains("REDIS_URL=redis:6379: counters are kept in that Redis")
+        }));
+        // Everything Istio sets is honoured: nothing to warn about.
+        assert!(
+            resolved.notes.iter().all(|n| n.level == NoteLevel::Info),
+            "{:?}",
+            resolved.notes
+        );
+        assert_eq!(default_of(&resolved, "grpc_addr"), None);
+    }
+
+    #[test]
+    fn without_watch_root_the_app_directory_is_config() {
+        let env = ReferenceEnv::from_vars([
+            ("RUNTIME_ROOT", "/srv"),
+            ("RUNTIME_SUBDIRECTORY", "rl"),
+            ("RUNTIME_APPDIRECTORY", "rules"),
+            ("RUNTIME_WATCH_ROOT", "false"),
+        ]);
+        let resolved = env.resolve(true).unwrap();
+        assert_eq!(default_of(&resolved, "config"), Some("/srv/rl/config"));
+        assert_eq!(default_of(&resolved, "config_watch_root"), None);
         assert!(
             resolved
                 .notes
                 .iter()
-                .any(|n| n.message.contains("REDIS_URL=redis:6379 is ignored"))
+                .any(|n| n.level == NoteLevel::Warn && n.message.contains("RUNTIME_APPDIRECTORY"))
         );
-        assert!(resolved.notes.iter().all(|n| n.level == NoteLevel::Info));
-        assert_eq!(default_of(&resolved, "grpc_addr"), None);
+    }
+
+    #[test]
+    fn cheap_reference_variables_become_flag_defaults() {
+        let resolved = ReferenceEnv::from_vars([
+            ("CACHE_KEY_PREFIX", "rl_"),
+            ("REDIS_TIMEOUT", "2s"),
+            ("RESPONSE_DYNAMIC_METADATA", "false"),
+        ])
+        .resolve(true)
+        .unwrap();
+        assert_eq!(default_of(&resolved, "key_prefix"), Some("rl_"));
+        assert_eq!(default_of(&resolved, "store_timeout"), Some("2000000us"));
+        assert_eq!(default_of(&resolved, "dynamic_metadata"), Some("false"));
+        assert!(resolved.notes.is_empty(), "{:?}", resolved.notes);
+        let bad = ReferenceEnv::from_vars([("REDIS_TIMEOUT", "soon")]);
+        assert!(matches!(
+            bad.resolve(true),
+            Err(SettingsError::NotADuration { .. })
+        ));
+    }
+
+    #[test]
+    fn ignored_variables_warn_once_and_fixed_ones_only_when_different() {
+        let resolved = ReferenceEnv::from_vars([
+            ("STATSD_HOST", "statsd"),
+            ("USE_STATSD", "false"),
+            ("USE_PROMETHEUS", "true"),
+            ("DISABLE_STATS", "true"),
+            ("REDIS_PIPELINE_WINDOW", "150us"),
+        ])
+        .resolve(true)
+        .unwrap();
+        let warned: Vec<&str> = resolved
+            .notes
+            .iter()
+            .filter(|n| n.level == NoteLevel::Warn)
+            .map(|n| n.message.as_str())
+            .collect();
+        assert_eq!(warned.len(), 3, "{warned:?}");
+        assert!(
+            warned
+                .iter()
+                .any(|m| m.starts_with("STATSD_HOST=statsd is ignored"))
+        );
+        assert!(
+            warned
+                .iter()
+                .any(|m| m.starts_with("DISABLE_STATS=true is ignored"))
+        );
+        assert!(
+            warned
+                .iter()
+                .any(|m| m.starts_with("REDIS_PIPELINE_WINDOW=150us"))
+        );
+    }
+
+    #[test]
+    fn restricted_variables_refuse_other_values() {
+        for (name, value) in [
+            ("CONFIG_TYPE", "GRPC_XDS_SOTW"),
+            ("BACKEND_TYPE", "memcache"),
+        ] {
+            let err = ReferenceEnv::from_vars([(name, value)]).resolve(true);
+            assert!(
+                matches!(err, Err(SettingsError::Refused { name: n, .. }) if n == name),
+                "{name}={value}: {err:?}"
+            );
+        }
+        for (name, value) in [("CONFIG_TYPE", "file"), ("BACKEND_TYPE", "REDIS")] {
+            assert!(
+                ReferenceEnv::from_vars([(name, value)])
+                    .resolve(true)
+                    .is_ok()
+            );
+        }
+    }
+
+    #[test]
+    fn known_variables_are_listed_once() {
+        let mut names: Vec<&str> = KNOWN_REFERENCE_VARS.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len(), "a variable is listed twice");
+    }
+
+    /// The README's table of reference variables says what
+    /// [`KNOWN_REFERENCE_VARS`] says: the same names, and for each the same
+    /// kind of handling (and flag).
+    #[test]
+    fn the_readme_table_matches_the_known_variables() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+                .unwrap();
+        let start = readme
+            .find("### Reference environment variables")
+            .expect("the README has a reference variables section");
+        let mut rows = BTreeMap::new();
+        for line in readme[start..]
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2)
+        {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (names, what) = (cells[1], cells[2]);
+            for name in names.split(',').map(|n| n.trim().trim_matches('`')) {
+                assert!(
+                    rows.insert(name.to_owned(), what.to_owned()).is_none(),
+                    "{name} twice in the README"
+                );
+            }
+        }
+        for (name, handling) in KNOWN_REFERENCE_VARS {
+            let what = rows
+                .remove(*name)
+                .unwrap_or_else(|| panic!("{name} is missing from the README table"));
+            let ok = match handling {
+                Handling::Flag(flag) => what.starts_with("yes") && what.contains(flag),
+                Handling::FlagDefault(flag) => {
+                    what.starts_with("default of") && what.contains(flag)
+                }
+                Handling::Fixed { value, .. } => what.starts_with("always") && what.contains(value),
+                Handling::Ignored(_) => what.starts_with("ignored"),
+                Handling::Restricted { .. } => what.starts_with("restricted"),
+            };
+            assert!(
+                ok,
+                "README says `{what}` for {name}, settings.rs {handling:?}"
+            );
+        }
+        assert!(
+            rows.is_empty(),
+            "the README lists variables settings.rs does not know: {:?}",
+            rows.keys()
+        );
     }
 
     #[test]
@@ -561,6 +1121,8 @@ mod tests {
         ]);
         let resolved = env.resolve(false).unwrap();
         assert_eq!(default_of(&resolved, "config"), Some("/srv/rules"));
+        // RUNTIME_WATCH_ROOT defaults to true: the root symlink is watched.
+        assert_eq!(default_of(&resolved, "config_watch_root"), Some("/srv"));
         assert_eq!(default_of(&resolved, "http_addr"), Some("0.0.0.0:9000"));
         assert_eq!(default_of(&resolved, "grpc_addr"), Some("127.0.0.1:9001"));
         assert_eq!(resolved.admin_addr, Some("[::1]:6070".parse().unwrap()));
@@ -614,7 +1176,7 @@ mod tests {
     }
 
     #[test]
-    fn statsd_is_warned_about() {
+    fn statsd_is_warned_about_when_on() {
         let resolved = ReferenceEnv::from_vars([("USE_STATSD", "true")])
             .resolve(true)
             .unwrap();

@@ -4,11 +4,12 @@
 
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+mod harness;
 
 use floodgate::proto::{
     Code, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient,
@@ -189,69 +190,6 @@ fn serve_refuses_a_bad_config_with_the_same_message() {
     );
 }
 
-/// Kills the child if a test fails before it stops.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Starts `serve` on free ports; the addresses come from its JSON log line.
-fn start_serve(config: &Path) -> (Serve, SocketAddr, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--config-watch",
-            "false",
-            "--log-format",
-            "json",
-            "--log-level",
-            "info",
-        ])
-        .env_remove("SHADOW_MODE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start floodgate serve");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let child = Serve(child);
-    let mut lines = BufReader::new(stdout).lines();
-    // Bounded: the line comes right after the listeners are bound.
-    for line in lines.by_ref().take(1_000) {
-        let Ok(line) = line else { break };
-        let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if log["fields"]["message"] != "floodgate serving" {
-            continue;
-        }
-        let addr = |name: &str| -> SocketAddr {
-            log["fields"][name]
-                .as_str()
-                .and_then(|text| text.parse().ok())
-                .unwrap_or_else(|| panic!("no {name} address in {line}"))
-        };
-        let (grpc, http) = (addr("grpc"), addr("http"));
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        return (child, grpc, http);
-    }
-    panic!("floodgate exited or logged no 'floodgate serving' line");
-}
-
 /// `GET /healthcheck` status, or `None` when the connection fails.
 fn healthcheck(addr: SocketAddr) -> Option<u16> {
     use std::io::{Read, Write};
@@ -272,7 +210,15 @@ async fn serve_answers_grpc_and_exits_0_on_sigterm() {
         "rules.yaml",
         "domain: live\ndescriptors:\n  - key: k\n    rate_limit: { unit: day, requests_per_unit: 1 }\n",
     );
-    let (mut child, grpc, http) = start_serve(dir.path());
+    let process = harness::process::spawn_serve(&[
+        "--config",
+        dir.path().to_str().expect("a UTF-8 path"),
+        "--config-watch",
+        "false",
+        "--log-level",
+        "info",
+    ]);
+    let (grpc, http) = (process.grpc, process.http);
 
     // Readiness: a bounded number of polls of the health endpoint.
     let mut healthy = false;
@@ -320,23 +266,10 @@ async fn serve_answers_grpc_and_exits_0_on_sigterm() {
     assert_eq!(second.overall_code, Code::OverLimit as i32);
     drop(client);
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(kill.success());
+    process.signal("TERM");
+    let mut process = process;
     // Bounded wait for the exit (a deadline, not a timing assertion).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "floodgate did not stop on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = process.exit_status(Duration::from_secs(20)).await;
     assert!(status.success(), "exit status {status:?}");
 }
 

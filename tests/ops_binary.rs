@@ -1,96 +1,32 @@
 //! The `floodgate serve` binary: SIGHUP reloads the rules (with the file
-//! watcher off, so only the signal can have done it), and a bad file on
-//! SIGHUP keeps the old rules.
+//! watcher off, so only the signal can have done it), a bad file on SIGHUP
+//! keeps the old rules, and `--force-start-without-initial-config` starts
+//! without rules and serves once the file is fixed.
 
 #![cfg(unix)]
 
 mod harness;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness::http_get;
 use harness::ops::{eventually, metric, one_rule};
-
-/// Kills the child if a test fails before shutting it down.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(child: &Child, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(child.id().to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success());
-}
-
-/// Starts the binary on free ports and reads the addresses from its
-/// "floodgate serving" log line.
-fn serve(config: &std::path::Path) -> (Serve, SocketAddr, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--config-watch",
-            "false",
-            "--log-format",
-            "json",
-            "--log-level",
-            "info",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start floodgate");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let child = Serve(child);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        assert!(Instant::now() < deadline, "no 'floodgate serving' line");
-        let Some(Ok(line)) = lines.next() else {
-            panic!("floodgate exited before serving");
-        };
-        let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if log["fields"]["message"] != "floodgate serving" {
-            continue;
-        }
-        let addr = |name: &str| {
-            log["fields"][name]
-                .as_str()
-                .and_then(|text| text.parse().ok())
-                .expect("an address in the log line")
-        };
-        let (http, admin) = (addr("http"), addr("admin"));
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        return (child, http, admin);
-    }
-}
+use harness::process::spawn_serve;
 
 #[tokio::test]
 async fn sighup_reloads_the_rules() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("rules.yaml");
     std::fs::write(&path, one_rule("bin", "api", "a", 1)).expect("write");
-    let (child, http, admin) = serve(&path);
+    let process = spawn_serve(&[
+        "--config",
+        path.to_str().expect("a UTF-8 path"),
+        "--config-watch",
+        "false",
+        "--log-level",
+        "info",
+    ]);
+    let (http, admin) = (process.http, process.admin);
 
     let (_, before) = http_get(admin, "/rlconfig").await;
     assert_eq!(
@@ -99,7 +35,7 @@ async fn sighup_reloads_the_rules() {
     );
 
     std::fs::write(&path, one_rule("bin", "api", "a", 9)).expect("write");
-    signal(&child.0, "HUP");
+    process.signal("HUP");
     eventually("SIGHUP to reload the rules", || async move {
         let (_, body) = http_get(admin, "/rlconfig").await;
         body.contains("requests_per_unit=9")
@@ -108,7 +44,7 @@ async fn sighup_reloads_the_rules() {
 
     // A bad file on SIGHUP: counted as a failure, the rules stay.
     std::fs::write(&path, "domain: bin\ndescriptors: 3\n").expect("write");
-    signal(&child.0, "HUP");
+    process.signal("HUP");
     eventually("the failed reload to be counted", || async move {
         let (_, text) = http_get(http, "/metrics").await;
         metric(
@@ -124,18 +60,42 @@ async fn sighup_reloads_the_rules() {
     assert_eq!(code, 200);
 
     // SIGTERM still shuts it down cleanly.
-    signal(&child.0, "TERM");
-    let mut child = child;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "floodgate did not stop on SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    process.signal("TERM");
+    let mut process = process;
+    let status = process.exit_status(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}");
+}
+
+/// `--force-start-without-initial-config` (the reference's
+/// `FORCE_START_WITHOUT_INITIAL_CONFIG`): a bad config does not stop the
+/// start; the server is NOT_SERVING until the file is fixed and reloaded.
+#[tokio::test]
+async fn force_start_serves_once_the_config_loads() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("rules.yaml");
+    std::fs::write(&path, "domain: late\ndescriptors: 3\n").expect("write");
+    let process = spawn_serve(&[
+        "--config",
+        path.to_str().expect("a UTF-8 path"),
+        "--force-start-without-initial-config",
+        "--log-level",
+        "info",
+    ]);
+    let (http, admin) = (process.http, process.admin);
+    let (code, _) = http_get(http, "/healthcheck").await;
+    assert_eq!(code, 500, "no rules yet: not serving");
+    let (_, rules) = http_get(admin, "/rlconfig").await;
+    assert_eq!(rules, "");
+
+    harness::ops::write_atomically(&path, &one_rule("late", "k", "v", 1));
+    eventually("the fixed file to load", || async move {
+        http_get(http, "/healthcheck").await.0 == 200
+    })
+    .await;
+    let (_, rules) = http_get(admin, "/rlconfig").await;
+    assert!(rules.contains("late.k_v"), "{rules}");
+    process.signal("TERM");
+    let mut process = process;
+    let status = process.exit_status(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
 }

@@ -1,7 +1,9 @@
 //! Hot reload against a running server: a good file takes effect over gRPC,
 //! a bad one keeps the old rules (and says where it is wrong), a Kubernetes
-//! ConfigMap-style `..data` symlink swap is seen, counters of unchanged rules
-//! survive, and a server started without rules serves once a load succeeds.
+//! ConfigMap-style `..data` symlink swap is seen, so is a swap of the runtime
+//! root symlink (the reference's `RUNTIME_WATCH_ROOT=true`), counters of
+//! unchanged rules survive, and a server started without rules serves once a
+//! load succeeds.
 
 mod harness;
 
@@ -153,6 +155,68 @@ async fn a_configmap_symlink_swap_is_reloaded() {
         let (_, body) = http_get(admin, "/rlconfig").await;
         body.contains("ops.api_a: unit=DAY requests_per_unit=7")
     })
+    .await;
+    server.running.shutdown().await.expect("clean shutdown");
+}
+
+/// The reference's `RUNTIME_WATCH_ROOT=true` deployment: releases in their
+/// own directories and a `current` symlink swapped atomically to publish
+/// one. The swap is seen through the root's parent, and the config watch
+/// then follows the new release (an edit inside it is seen too).
+#[tokio::test]
+async fn a_runtime_root_symlink_swap_is_reloaded() {
+    use std::os::unix::fs::symlink;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let release = |name: &str, per_day: u32| {
+        let config = dir
+            .path()
+            .join("releases")
+            .join(name)
+            .join("ratelimit/config");
+        std::fs::create_dir_all(&config).expect("mkdir");
+        let file = config.join("rules.yaml");
+        std::fs::write(&file, one_rule("root", "api", "a", per_day)).expect("write");
+        file
+    };
+    release("v1", 1);
+    let current = dir.path().join("current");
+    symlink(dir.path().join("releases/v1"), &current).expect("symlink current");
+
+    let server = start(
+        &current.join("ratelimit/config"),
+        Setup {
+            watch_root: Some(current.clone()),
+            ..Setup::default()
+        },
+    )
+    .await;
+    let admin = server.admin();
+    let (_, before) = http_get(admin, "/rlconfig").await;
+    assert!(before.contains("requests_per_unit=1"), "{before}");
+
+    let v2 = release("v2", 2);
+    let temp = dir.path().join("current_tmp");
+    symlink(dir.path().join("releases/v2"), &temp).expect("symlink current_tmp");
+    std::fs::rename(&temp, &current).expect("swap current");
+    eventually("the new release to be served", || async move {
+        http_get(admin, "/rlconfig")
+            .await
+            .1
+            .contains("requests_per_unit=2")
+    })
+    .await;
+
+    write_atomically(&v2, &one_rule("root", "api", "a", 3));
+    eventually(
+        "an edit inside the new release to be served",
+        || async move {
+            http_get(admin, "/rlconfig")
+                .await
+                .1
+                .contains("requests_per_unit=3")
+        },
+    )
     .await;
     server.running.shutdown().await.expect("clean shutdown");
 }

@@ -52,6 +52,12 @@ pub struct ConfigSource {
     pub watch: bool,
     /// Reload on SIGHUP.
     pub reload_on_sighup: bool,
+    /// With `watch`: a symlink above `path` whose atomic replacement also
+    /// means new rules (the reference's `RUNTIME_ROOT` with
+    /// `RUNTIME_WATCH_ROOT=true`). Its parent directory is watched for
+    /// events naming it, and the watch on `path` is renewed after each
+    /// reload so it follows the new target.
+    pub watch_root: Option<PathBuf>,
 }
 
 /// How a load ended.
@@ -249,6 +255,12 @@ fn watch_target(path: &Path) -> WatchTarget {
             file_name: None,
         };
     }
+    entry_target(path)
+}
+
+/// The watch on the parent of `path`, for events naming `path` (a file, or
+/// a symlink replaced by rename).
+fn entry_target(path: &Path) -> WatchTarget {
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
@@ -258,6 +270,24 @@ fn watch_target(path: &Path) -> WatchTarget {
         mode: RecursiveMode::NonRecursive,
         file_name: path.file_name().map(ToOwned::to_owned),
     }
+}
+
+/// A watcher of `target` sending one `()` per relevant event.
+fn watcher_of(
+    target: &WatchTarget,
+    events: mpsc::UnboundedSender<()>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let file_name = target.file_name.clone();
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if relevant(&event, file_name.as_deref()) => {
+                let _ = events.send(());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "config watch error"),
+        })?;
+    watcher.watch(&target.dir, target.mode)?;
+    Ok(watcher)
 }
 
 /// Whether `event` may have changed the config.
@@ -288,21 +318,9 @@ pub(crate) fn spawn<S: CounterStore>(
 ) -> JoinHandle<Result<(), String>> {
     let (events, mut changes) = mpsc::unbounded_channel::<()>();
     let source = reloader.source().clone();
-    let watcher = if source.watch {
-        let target = watch_target(&source.path);
-        let file_name = target.file_name.clone();
-        let made =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-                Ok(event) if relevant(&event, file_name.as_deref()) => {
-                    let _ = events.send(());
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "config watch error"),
-            });
-        match made.and_then(|mut watcher| {
-            watcher.watch(&target.dir, target.mode)?;
-            Ok(watcher)
-        }) {
+    let target = watch_target(&source.path);
+    let mut watcher = if source.watch {
+        match watcher_of(&target, events.clone()) {
             Ok(watcher) => {
                 tracing::info!(dir = %target.dir.display(), "watching the config for changes");
                 Some(watcher)
@@ -316,6 +334,22 @@ pub(crate) fn spawn<S: CounterStore>(
     } else {
         None
     };
+    let root_watcher = match (&source.watch_root, source.watch) {
+        (Some(root), true) => {
+            let root = entry_target(root);
+            match watcher_of(&root, events) {
+                Ok(watcher) => {
+                    tracing::info!(dir = %root.dir.display(), "watching the runtime root symlink");
+                    Some(watcher)
+                }
+                Err(e) => {
+                    tracing::error!(dir = %root.dir.display(), error = %e, "cannot watch the runtime root; reload with SIGHUP");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let mut hangup = if source.reload_on_sighup {
         hangup_signal()
     } else {
@@ -323,8 +357,8 @@ pub(crate) fn spawn<S: CounterStore>(
     };
 
     tokio::spawn(async move {
-        // Dropping the watcher stops it; keep it for the task's life.
-        let _watcher = watcher;
+        // Dropping a watcher stops it; keep them for the task's life.
+        let _root_watcher = root_watcher;
         loop {
             // The branches only pick a trigger: awaiting inside one would
             // hold the shutdown receiver's (non-Send) guard across it.
@@ -338,6 +372,16 @@ pub(crate) fn spawn<S: CounterStore>(
                 debounce(&mut changes).await;
             }
             tracing::info!(trigger, "reloading the config");
+            if source.watch_root.is_some() {
+                // The root may now point elsewhere: watch what `path` is now.
+                // (The old watch may already be gone with its directory.)
+                if let Some(watcher) = watcher.as_mut() {
+                    let _ = watcher.unwatch(&target.dir);
+                    if let Err(e) = watcher.watch(&target.dir, target.mode) {
+                        tracing::warn!(dir = %target.dir.display(), error = %e, "cannot renew the config watch");
+                    }
+                }
+            }
             // Failures are logged, counted and kept in the status.
             let _ = reload_blocking(&reloader, trigger).await;
         }

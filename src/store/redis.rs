@@ -50,6 +50,15 @@
 //! - key expiry is rounded up to the next millisecond (`PX`), which only
 //!   keeps a state that already means the same as no state slightly longer.
 //!
+//! # Health
+//!
+//! Given a [`Health`] ([`RedisStore::with_health`]), the store reports
+//! whether Redis answers: a call that fails or times out marks it
+//! unreachable; a later successful call marks it reachable again. While it
+//! is unreachable, a background task sends `PING` every [`PROBE_INTERVAL`]
+//! (with the request timeout), so health recovers without traffic. Only
+//! transitions touch the [`Health`]; the hot path reads one atomic.
+//!
 //! # Local over-limit cache
 //!
 //! When a fixed window's count in Redis *exceeds* its limit, every check of
@@ -67,7 +76,8 @@
 //! until the window it saw ends.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -78,6 +88,7 @@ use moka::Expiry;
 use moka::sync::Cache;
 
 use super::{Check, CounterStore, StoreError};
+use crate::health::Health;
 use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome};
 
 /// The script, evaluating all checks of one call.
@@ -138,6 +149,37 @@ pub const DEFAULT_KEY_PREFIX: &str = "floodgate:";
 /// timeout, so floodgate answers (by its failure policy) before Envoy gives
 /// up on it and applies its own `failure_mode_deny`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10);
+
+/// How often an unreachable Redis is sent `PING`.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Whether Redis answers, reported to a [`Health`] on transitions only.
+#[derive(Debug)]
+struct Reachability {
+    health: Health,
+    reachable: AtomicBool,
+    /// A `PING` probe task is running.
+    probing: AtomicBool,
+}
+
+impl Reachability {
+    /// Records a call's outcome; true when Redis just became unreachable
+    /// and nobody probes it yet (the caller starts the probe).
+    fn record(&self, answered: bool) -> bool {
+        if self.reachable.load(Ordering::Acquire) == answered {
+            return false;
+        }
+        if self.reachable.swap(answered, Ordering::AcqRel) != answered {
+            self.health.set_store_reachable(answered);
+            if answered {
+                tracing::info!("Redis answers again");
+            } else {
+                tracing::warn!("Redis is unreachable");
+            }
+        }
+        !answered && !self.probing.swap(true, Ordering::AcqRel)
+    }
+}
 
 /// Why a [`RedisStore`] could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -205,6 +247,7 @@ pub struct RedisStore {
     time_source: TimeSource,
     over_limit: Option<Cache<Box<[u8]>, OverLimit>>,
     script: Script,
+    reachability: Option<Arc<Reachability>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -300,7 +343,46 @@ impl RedisStore {
             time_source: options.time_source,
             over_limit,
             script: Script::new(SCRIPT),
+            reachability: None,
         })
+    }
+
+    /// Reports to `health` whether Redis answers (see the module doc):
+    /// reachable now, since the store just connected.
+    pub fn with_health(mut self, health: Health) -> RedisStore {
+        health.set_store_reachable(true);
+        self.reachability = Some(Arc::new(Reachability {
+            health,
+            reachable: AtomicBool::new(true),
+            probing: AtomicBool::new(false),
+        }));
+        self
+    }
+
+    /// Records whether a call reached Redis; starts the probe when it just
+    /// became unreachable.
+    fn report(&self, answered: bool) {
+        let Some(reachability) = &self.reachability else {
+            return;
+        };
+        if reachability.record(answered) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    let connection = match &self.backend {
+                        Backend::Single { connections, .. } => {
+                            connections.first().cloned().map(Pinger::Single)
+                        }
+                        Backend::Cluster(connection) => Some(Pinger::Cluster(connection.clone())),
+                    };
+                    if let Some(connection) = connection {
+                        runtime.spawn(probe(Arc::clone(reachability), connection, self.timeout));
+                    }
+                }
+                // No runtime to probe from: the next successful call
+                // reports recovery instead.
+                Err(_) => reachability.probing.store(false, Ordering::Release),
+            }
+        }
     }
 
     /// The Redis key of a counter key: `<prefix>{<tag>}<key>`.
@@ -481,22 +563,53 @@ impl CounterStore for RedisStore {
             .filter(|&i| outcomes[i].is_none())
             .collect();
         if !remote.is_empty() {
+            let result = self
+                .apply_remote(checks, &remote, &denied, now, &mut outcomes)
+                .await;
+            self.report(result.is_ok());
+            result?;
+        }
+        for outcome in outcomes {
+            out.push(outcome.ok_or_else(|| {
+                StoreError::Unavailable("the script did not answer every check".into())
+            })?);
+        }
+        Ok(())
+    }
+
+    /// Counters live in Redis, which this instance does not count: always 0.
+    /// Use Redis's own `INFO keyspace` (keys under the prefix) instead.
+    fn len(&self) -> u64 {
+        0
+    }
+}
+
+impl RedisStore {
+    /// Runs the script for the `remote` checks: one call, or in cluster
+    /// mode one per hash tag.
+    async fn apply_remote(
+        &self,
+        checks: &[Check],
+        remote: &[usize],
+        denied: &[u32],
+        now: Nanos,
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<(), StoreError> {
+        {
             match &self.backend {
                 Backend::Single { .. } => {
-                    self.run(checks, &remote, &denied, now, &mut outcomes)
-                        .await?;
+                    self.run(checks, remote, denied, now, outcomes).await?;
                 }
                 Backend::Cluster(_) => {
                     // One script call per hash tag, all in parallel.
                     let mut parts: Vec<(u64, Vec<usize>)> = Vec::new();
-                    for &i in &remote {
+                    for &i in remote {
                         let tag = fnv1a(descriptor_part(&checks[i].key));
                         match parts.iter_mut().find(|(t, _)| *t == tag) {
                             Some((_, part)) => part.push(i),
                             None => parts.push((tag, vec![i])),
                         }
                     }
-                    let denied = &denied;
                     let results = futures_util::future::join_all(parts.iter().map(|(_, part)| {
                         let mut local: Vec<Option<Outcome>> = vec![None; checks.len()];
                         async move {
@@ -516,18 +629,48 @@ impl CounterStore for RedisStore {
                 }
             }
         }
-        for outcome in outcomes {
-            out.push(outcome.ok_or_else(|| {
-                StoreError::Unavailable("the script did not answer every check".into())
-            })?);
-        }
         Ok(())
     }
+}
 
-    /// Counters live in Redis, which this instance does not count: always 0.
-    /// Use Redis's own `INFO keyspace` (keys under the prefix) instead.
-    fn len(&self) -> u64 {
-        0
+/// Sends `PING` every [`PROBE_INTERVAL`] until Redis answers within
+/// `timeout` (or a request's success reports it first).
+async fn probe(reachability: Arc<Reachability>, mut connection: Pinger, timeout: Duration) {
+    loop {
+        while !reachability.reachable.load(Ordering::Acquire) {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            if connection.ping(timeout).await {
+                reachability.record(true);
+            }
+        }
+        reachability.probing.store(false, Ordering::Release);
+        // Unreachable again between the last check and the flag: whoever
+        // saw it found the probe still running, so go on probing.
+        if reachability.reachable.load(Ordering::Acquire)
+            || reachability.probing.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+    }
+}
+
+/// A connection to send `PING` on.
+enum Pinger {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Pinger {
+    /// Whether Redis answers `PING` within `timeout`.
+    async fn ping(&mut self, timeout: Duration) -> bool {
+        let command = ::redis::cmd("PING");
+        let answer = async {
+            match self {
+                Pinger::Single(connection) => command.query_async::<Value>(connection).await,
+                Pinger::Cluster(connection) => command.query_async::<Value>(connection).await,
+            }
+        };
+        matches!(tokio::time::timeout(timeout, answer).await, Ok(Ok(_)))
     }
 }
 

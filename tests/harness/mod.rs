@@ -8,6 +8,7 @@
 //!   config path, with an admin listener; Prometheus text; bounded polling;
 //! - [`http`]: a minimal HTTP/1.1 client over a plain TCP stream;
 //! - [`process`]: the `floodgate` binary as a child process, free ports;
+//! - [`redis`]: a `redis-server` of the test's own on a free port;
 //! - [`tls`]: a test CA that signs server and client certificates.
 
 #![allow(dead_code, unused_imports)] // each test crate uses a different subset
@@ -15,6 +16,7 @@
 pub mod http;
 pub mod ops;
 pub mod process;
+pub mod redis;
 pub mod server;
 pub mod tls;
 

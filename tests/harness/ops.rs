@@ -38,6 +38,8 @@ pub struct Setup {
     pub without_rules: bool,
     /// The health state to share.
     pub health: Health,
+    /// A runtime root symlink to watch too.
+    pub watch_root: Option<std::path::PathBuf>,
 }
 
 impl Default for Setup {
@@ -46,6 +48,7 @@ impl Default for Setup {
             watch: true,
             without_rules: false,
             health: Health::new(),
+            watch_root: None,
         }
     }
 }
@@ -103,6 +106,7 @@ pub async fn start(path: &Path, setup: Setup) -> Server {
             // Several servers share this process: a SIGHUP to it would
             // reload all of them; the binary test covers SIGHUP.
             reload_on_sighup: false,
+            watch_root: setup.watch_root,
         }),
         health: setup.health,
         rules_loaded: !setup.without_rules,

@@ -1,10 +1,13 @@
 //! The `floodgate` binary as a child process, free ports, and connecting to
 //! a server that is still starting.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use super::ops::any_port;
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
@@ -107,6 +110,119 @@ pub async fn connect_plain(port: u16) -> tonic::transport::Channel {
                 assert!(Instant::now() < deadline, "server never came up: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// A `floodgate serve` process on free loopback ports, killed on drop.
+pub struct ServeProcess {
+    pub child: Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    /// Everything it wrote to stderr so far, line by line.
+    pub stderr: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `floodgate serve` with `args` on free loopback ports (gRPC, HTTP,
+/// admin) and JSON logs, and reads the bound addresses from its
+/// "floodgate serving" log line.
+pub fn spawn_serve(args: &[&str]) -> ServeProcess {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .arg("serve")
+        .args(args)
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .env_remove("SHADOW_MODE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start floodgate");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr_pipe = child.stderr.take().expect("piped stderr");
+    let stderr = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lines_of_stderr = Arc::clone(&stderr);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+            lines_of_stderr.lock().expect("stderr lock").push(line);
+        }
+    });
+    let mut process = ServeProcess {
+        child,
+        grpc: any_port(),
+        http: any_port(),
+        admin: any_port(),
+        stderr,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        assert!(Instant::now() < deadline, "no 'floodgate serving' line");
+        let Some(Ok(line)) = lines.next() else {
+            panic!(
+                "floodgate exited before serving: {:#?}",
+                process.stderr.lock().expect("stderr lock")
+            );
+        };
+        let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if log["fields"]["message"] != "floodgate serving" {
+            continue;
+        }
+        let addr = |name: &str| -> SocketAddr {
+            log["fields"][name]
+                .as_str()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} address in {line}"))
+        };
+        (process.grpc, process.http, process.admin) = (addr("grpc"), addr("http"), addr("admin"));
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        return process;
+    }
+}
+
+impl ServeProcess {
+    /// Sends the signal `name` (`TERM`, `HUP`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit, failing the test after `within`
+    /// (a bound on a hang, not a speed assertion).
+    pub async fn exit_status(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "floodgate did not exit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

@@ -1,0 +1,118 @@
+//! A `redis-server` of the test's own on a free port, to stop, pause and
+//! restart at will (the machine's shared Redis is never touched).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` of our own on a free port, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// A server of this test's own. A free port is picked and released
+    /// before redis-server binds it, so a parallel test may take it first:
+    /// then this redis-server exits, or the port answers with the other
+    /// test's server; either way another port is tried.
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = RedisServer {
+            port: 0,
+            dir,
+            child: None,
+        };
+        for _ in 0..20 {
+            server.port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("a free port");
+            if server.try_start() {
+                return server;
+            }
+            server.kill();
+        }
+        panic!("could not start a redis-server of this test's own");
+    }
+
+    /// Starts (again) on the same port.
+    pub fn restart(&mut self) {
+        assert!(
+            self.try_start(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
+    }
+
+    /// Starts redis-server on `self.port`; true once it answers there and
+    /// is this one (its working directory is this server's).
+    fn try_start(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): install it with `apt-get install redis-server`"
+                )
+            });
+        self.child = Some(child);
+        let ours = self
+            .dir
+            .path()
+            .canonicalize()
+            .expect("the temp dir")
+            .to_string_lossy()
+            .into_owned();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+            if exited {
+                return false;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                let dir = self.cli(&["CONFIG", "GET", "dir"]);
+                if dir.lines().nth(1).map(str::trim) == Some(ours.as_str()) {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
