@@ -44,9 +44,19 @@
   }
   function fmtSeconds(s) {
     if (s === null || s === undefined) return "–";
+    if (s === 0) return "0";
     if (s < 1e-3) return (s * 1e6).toFixed(s < 1e-5 ? 1 : 0) + " µs";
     if (s < 1) return (s * 1e3).toFixed(s < 1e-2 ? 2 : 1) + " ms";
     return s.toFixed(2) + " s";
+  }
+  // Three latencies, the unit written once when they share it.
+  function fmtTriple(values) {
+    var texts = values.map(fmtSeconds);
+    var units = texts.map(function (t) { return t.split(" ")[1]; });
+    if (units[0] && units[0] === units[1] && units[1] === units[2]) {
+      return texts.map(function (t) { return t.split(" ")[0]; }).join(" · ") + " " + units[0];
+    }
+    return texts.join(" · ");
   }
   function fmtDuration(s) {
     if (s < 60) return Math.ceil(s) + " s";
@@ -98,10 +108,11 @@
       svg.appendChild(svgEl("text", { x: left - 6, y: yy + 4, "text-anchor": "end" }, opts.format(v)));
     }
     if (opts.axis !== false) {
-      for (var m = 0; m <= span; m += 120) {
-        var tx = x(start + m);
-        svg.appendChild(svgEl("text", { x: tx, y: H - 6, "text-anchor": m === 0 ? "start" : (m === span ? "end" : "middle") },
-          m === span ? "now" : "−" + ((span - m) / 60) + " min"));
+      var every = [10, 15, 30, 60, 120, 300].filter(function (s) { return span / s <= 6; })[0] || 300;
+      for (var ago = 0; ago <= span; ago += every) {
+        var tx = x(end - ago);
+        svg.appendChild(svgEl("text", { x: tx, y: H - 6, "text-anchor": ago === 0 ? "end" : "middle" },
+          ago === 0 ? "now" : "−" + (ago < 60 ? ago + " s" : (ago / 60) + " min")));
       }
     }
     var drawn = 0;
@@ -112,15 +123,15 @@
         if (v === null || v === undefined || t[i] < start) continue;
         coords.push(x(Math.min(t[i] + opts.step, end)).toFixed(1) + "," + y(v).toFixed(1));
       }
-      var latest = null;
-      for (var j = s.values.length - 1; j >= 0; j--) if (s.values[j] !== null) { latest = s.values[j]; break; }
+      var latest = last(s.values), peak = 0;
+      s.values.forEach(function (v) { if (v !== null && v > peak) peak = v; });
       if (coords.length && s.fill) {
-        var first = coords[0].split(","), last = coords[coords.length - 1].split(",");
+        var firstXY = coords[0].split(","), lastXY = coords[coords.length - 1].split(",");
         svg.appendChild(svgEl("polygon", { "class": "area", fill: s.color,
-          points: first[0] + "," + y(0) + " " + coords.join(" ") + " " + last[0] + "," + y(0) }));
+          points: firstXY[0] + "," + y(0) + " " + coords.join(" ") + " " + lastXY[0] + "," + y(0) }));
       }
       var line = svgEl("polyline", { points: coords.join(" "), stroke: s.color,
-        "data-series": s.name, "data-points": coords.length, "data-latest": latest === null ? "" : latest });
+        "data-series": s.name, "data-points": coords.length, "data-latest": latest === null ? "" : latest, "data-max": peak });
       svg.appendChild(line);
       points = Math.max(points, coords.length);
       if (coords.length) drawn++;
@@ -203,7 +214,7 @@
     $("kpi-near").textContent = fmtRate(near) + "/s";
     $("kpi-near-hint").textContent = fmtPct(hits > 0 ? near / hits : null) + " of rule hits";
     var l = d.latency;
-    $("kpi-latency").textContent = fmtSeconds(l.p50_seconds) + " / " + fmtSeconds(l.p90_seconds) + " / " + fmtSeconds(l.p99_seconds);
+    $("kpi-latency").textContent = fmtTriple([l.p50_seconds, l.p90_seconds, l.p99_seconds]);
     $("kpi-latency-hint").textContent = fmtCount(l.count) + " decisions in " + d.window_seconds + " s";
     $("kpi-counters").textContent = fmtCount(d.store.counters);
     $("kpi-counters-hint").textContent = fmtCount(d.store.evictions_total) + " evicted";
@@ -212,7 +223,10 @@
   }
 
   function renderCharts(d) {
-    var h = d.history, end = d.generated_unix_seconds, span = d.history_seconds, step = d.step_seconds;
+    var h = d.history, end = d.generated_unix_seconds, step = d.step_seconds;
+    // The x axis covers what history there is: at least a minute, at most all.
+    var span = h.t.length ? end - h.t[0] : 60;
+    span = Math.min(d.history_seconds, Math.max(60, Math.ceil(span / 60) * 60));
     var ok = rates(h.ok, h.seconds), over = rates(h.over_limit, h.seconds);
     lineChart($("chart-requests"), h.t, [
       { name: "ok", color: COLORS.ok, values: ok, fill: true },
@@ -249,7 +263,11 @@
     var body = $("rules-body");
     clear(body);
     var h = d.history;
+    // Rules never hit since the start are listed in one line below.
+    var idle = d.rules.filter(function (rule) { return rule.totals.hits === 0; });
+    $("idle-rules").textContent = idle.length ? "No hits yet: " + idle.map(function (rule) { return rule.rule; }).join(", ") : "";
     d.rules.forEach(function (rule) {
+      if (rule.totals.hits === 0) return;
       var over = rule.over_limit_share || 0, near = rule.near_limit_share || 0, ps = rule.per_second;
       var cls = over > 0 ? "limiting" : (near > 0 ? "near" : (ps.hits > 0 ? "" : "idle"));
       var tr = el("tr", { "class": cls, "data-rule": rule.rule, "data-domain": rule.domain,
@@ -330,6 +348,16 @@
 
   var renders = 0;
   function render(d, source) {
+    try {
+      draw(d, source);
+      document.body.removeAttribute("data-error");
+    } catch (e) {
+      // Shown to the operator, and to the browser test.
+      document.body.setAttribute("data-error", String(e && e.stack || e));
+      $("updated").textContent = "render failed: " + e;
+    }
+  }
+  function draw(d, source) {
     renderHeader(d);
     renderKpis(d);
     renderCharts(d);
