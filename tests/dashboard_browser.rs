@@ -56,16 +56,12 @@ descriptors:
 ";
 
 fn chromium() -> PathBuf {
-    let path = std::env::var_os("FLOODGATE_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.exists(),
-        "the dashboard browser test needs chromium at {}: install it with \
-         `apt-get install chromium` (Debian), or set FLOODGATE_CHROMIUM",
-        path.display()
-    );
-    path
+    ops_support::required_tool(
+        "FLOODGATE_CHROMIUM",
+        "/usr/bin/chromium",
+        "the dashboard browser test",
+        "apt-get install chromium",
+    )
 }
 
 /// Runs headless chromium on `url` with `extra` arguments; returns stdout.

@@ -22,16 +22,12 @@ fn examples() -> PathBuf {
 }
 
 fn promtool() -> PathBuf {
-    let path = std::env::var_os("FLOODGATE_PROMTOOL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/promtool"));
-    assert!(
-        path.exists(),
-        "checking the alert rules needs promtool at {}: install Debian's prometheus \
-         package (`apt-get install prometheus`), or set FLOODGATE_PROMTOOL",
-        path.display()
-    );
-    path
+    ops_support::required_tool(
+        "FLOODGATE_PROMTOOL",
+        "/usr/bin/promtool",
+        "checking the alert rules",
+        "apt-get install prometheus",
+    )
 }
 
 fn run_promtool(args: &[&str]) -> String {
