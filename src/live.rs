@@ -6,10 +6,14 @@
 //! Both are cheap to record into. The histogram is one relaxed atomic
 //! increment. The top-K is skipped after two relaxed loads unless the
 //! descriptor's usage ratio beats the K-th entry's (or an entry's window has
-//! passed and must be pruned); only then is its lock tried, never waited
-//! for (a busy lock skips the offer), and only a descriptor that enters it
-//! allocates. Memory is bounded by K and by the request limits on entry
-//! sizes, whatever the traffic and key cardinality.
+//! passed and must be pruned). A descriptor already held whose ratio moved
+//! by less than 1/64 since its last update is skipped too, after hashing it
+//! and comparing with K atomics, so the hottest descriptors (often the ones
+//! at the top) do not take the lock on every request; their `used` may lag
+//! by that much. Otherwise the lock is tried, never waited for (a busy lock
+//! skips the offer), and only a descriptor that enters allocates. Memory is
+//! bounded by K and by the request limits on entry sizes, whatever the
+//! traffic and key cardinality.
 //!
 //! Descriptor values in the top-K are request values: they are shown on the
 //! loopback admin server only and never become metric labels.
@@ -139,6 +143,8 @@ pub struct TopEntry {
     pub reset_at: Nanos,
     /// When this descriptor was last seen.
     pub seen_at: Nanos,
+    /// [`Offer::fingerprint`] of the descriptor.
+    fingerprint: u64,
 }
 
 impl TopEntry {
@@ -177,6 +183,34 @@ pub struct Offer<'a> {
     pub reset_after: Nanos,
 }
 
+impl Offer<'_> {
+    /// A hash of the rule and the descriptor's keys and values (never 0).
+    fn fingerprint(&self) -> u64 {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut hash = 0u64;
+        let mut mix = |bytes: &[u8]| {
+            let mut chunks = bytes.chunks_exact(8);
+            for chunk in &mut chunks {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+            }
+            let mut word = [0u8; 8];
+            let rest = chunks.remainder();
+            word[..rest.len()].copy_from_slice(rest);
+            // The length separates "ab","c" from "a","bc".
+            hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word) ^ ((bytes.len() as u64) << 56))
+                .wrapping_mul(K);
+        };
+        mix(self.rule.as_bytes());
+        for entry in self.entries {
+            mix(entry.key.as_bytes());
+            mix(entry.value.as_bytes());
+        }
+        hash | 1
+    }
+}
+
 /// `used / limit` in millionths; a zero limit counts as one.
 pub fn ratio_ppm(used: u64, limit: u64) -> u64 {
     used.saturating_mul(1_000_000) / limit.max(1)
@@ -193,6 +227,9 @@ pub struct TopK {
     /// drop expired entries.
     earliest_reset: AtomicU64,
     entries: Mutex<Vec<TopEntry>>,
+    /// Per held entry (0 for none): its fingerprint and ratio, checked
+    /// without the lock.
+    held: Box<[(AtomicU64, AtomicU64)]>,
     /// Offers dropped because another thread held the lock.
     skipped: AtomicU64,
 }
@@ -213,6 +250,9 @@ impl TopK {
             threshold: AtomicU64::new(0),
             earliest_reset: AtomicU64::new(u64::MAX),
             entries: Mutex::new(Vec::with_capacity(capacity)),
+            held: (0..capacity)
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
             skipped: AtomicU64::new(0),
         }
     }
@@ -231,8 +271,17 @@ impl TopK {
     /// (or update) the top-K or entries have expired.
     pub fn offer(&self, offer: &Offer<'_>) {
         let ratio = ratio_ppm(offer.used, offer.limit);
-        if ratio <= self.threshold.load(Ordering::Relaxed)
-            && offer.now < self.earliest_reset.load(Ordering::Relaxed)
+        let unexpired = offer.now < self.earliest_reset.load(Ordering::Relaxed);
+        if ratio <= self.threshold.load(Ordering::Relaxed) && unexpired {
+            return;
+        }
+        let fingerprint = offer.fingerprint();
+        if unexpired
+            && self.held.iter().any(|(held, held_ratio)| {
+                let held_ratio = held_ratio.load(Ordering::Relaxed);
+                held.load(Ordering::Relaxed) == fingerprint
+                    && ratio.abs_diff(held_ratio) <= held_ratio / 64
+            })
         {
             return;
         }
@@ -242,10 +291,9 @@ impl TopK {
         };
         entries.retain(|entry| entry.reset_at > offer.now);
         let reset_at = offer.now.saturating_add(offer.reset_after);
-        if let Some(entry) = entries
-            .iter_mut()
-            .find(|entry| entry.is(offer.domain, offer.rule, offer.entries))
-        {
+        if let Some(entry) = entries.iter_mut().find(|entry| {
+            entry.fingerprint == fingerprint && entry.is(offer.domain, offer.rule, offer.entries)
+        }) {
             entry.used = offer.used;
             entry.limit = offer.limit;
             entry.remaining = offer.remaining;
@@ -281,8 +329,16 @@ impl TopK {
                     over_limit: offer.over_limit,
                     reset_at,
                     seen_at: offer.now,
+                    fingerprint,
                 };
             }
+        }
+        for (index, (held, held_ratio)) in self.held.iter().enumerate() {
+            let (value, value_ratio) = entries
+                .get(index)
+                .map_or((0, 0), |entry| (entry.fingerprint, entry.ratio_ppm));
+            held.store(value, Ordering::Relaxed);
+            held_ratio.store(value_ratio, Ordering::Relaxed);
         }
         let threshold = if entries.len() < self.capacity {
             0
@@ -334,6 +390,7 @@ fn empty_entry() -> TopEntry {
         over_limit: false,
         reset_at: 0,
         seen_at: 0,
+        fingerprint: 0,
     }
 }
 
@@ -391,6 +448,29 @@ mod tests {
             now,
             reset_after: 100,
         }
+    }
+
+    #[test]
+    fn a_held_descriptor_is_updated_only_when_its_ratio_moves() {
+        let top = TopK::new(2);
+        let alice = entry("alice");
+        let at = |used: u64| Offer {
+            limit: 1000,
+            ..offer(&alice, used, 0)
+        };
+        top.offer(&at(640));
+        // 645 is within 1/64 of 640: skipped without the lock.
+        top.offer(&at(645));
+        assert_eq!(top.snapshot(0)[0].used, 640);
+        top.offer(&at(700));
+        assert_eq!(top.snapshot(0)[0].used, 700);
+        // A different descriptor at the same ratio still enters.
+        let bob = entry("bob");
+        top.offer(&Offer {
+            limit: 1000,
+            ..offer(&bob, 700, 0)
+        });
+        assert_eq!(top.snapshot(0).len(), 2);
     }
 
     #[test]
