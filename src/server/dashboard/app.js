@@ -259,14 +259,34 @@
     return wrap;
   }
 
+  // The domain the rules and top tables are narrowed to ("": all).
+  var domain = "";
+  function inDomain(item) { return domain === "" || item.domain === domain; }
+
+  function renderDomains(d) {
+    var select = $("domain-filter");
+    var names = [];
+    d.rules.forEach(function (rule) { if (names.indexOf(rule.domain) < 0) names.push(rule.domain); });
+    names.sort();
+    if (domain !== "" && names.indexOf(domain) < 0) domain = "";
+    clear(select);
+    select.appendChild(el("option", { value: "" }, "all domains"));
+    names.forEach(function (name) {
+      var option = el("option", { value: name }, name);
+      if (name === domain) option.selected = true;
+      select.appendChild(option);
+    });
+  }
+
   function renderRules(d) {
     var body = $("rules-body");
     clear(body);
     var h = d.history;
+    var rules = d.rules.filter(inDomain);
     // Rules never hit since the start are listed in one line below.
-    var idle = d.rules.filter(function (rule) { return rule.totals.hits === 0; });
+    var idle = rules.filter(function (rule) { return rule.totals.hits === 0; });
     $("idle-rules").textContent = idle.length ? "No hits yet: " + idle.map(function (rule) { return rule.rule; }).join(", ") : "";
-    d.rules.forEach(function (rule) {
+    rules.forEach(function (rule) {
       if (rule.totals.hits === 0) return;
       var over = rule.over_limit_share || 0, near = rule.near_limit_share || 0, ps = rule.per_second;
       var cls = over > 0 ? "limiting" : (near > 0 ? "near" : (ps.hits > 0 ? "" : "idle"));
@@ -300,8 +320,9 @@
     var body = $("top-body");
     clear(body);
     $("top-capacity").textContent = d.top.capacity;
-    $("top-empty").classList.toggle("hidden", d.top.entries.length > 0);
-    d.top.entries.forEach(function (e) {
+    var entries = d.top.entries.filter(inDomain);
+    $("top-empty").classList.toggle("hidden", entries.length > 0);
+    entries.forEach(function (e) {
       var text = e.entries.map(function (x) { return x.key + "=" + x.value; }).join(",");
       var kind = e.over_limit || e.usage_ratio >= 1 ? "over" : (e.usage_ratio >= 0.8 ? "near" : "ok");
       var tr = el("tr", { "class": kind === "over" ? "limiting" : (kind === "near" ? "near" : ""),
@@ -358,9 +379,11 @@
     }
   }
   function draw(d, source) {
+    latest = d;
     renderHeader(d);
     renderKpis(d);
     renderCharts(d);
+    renderDomains(d);
     renderRules(d);
     renderTop(d);
     renderFacts(d);
@@ -369,6 +392,12 @@
     document.body.setAttribute("data-source", source);
     document.body.setAttribute("data-generated", d.generated_unix_seconds);
   }
+
+  var latest = null;
+  $("domain-filter").addEventListener("change", function (event) {
+    domain = event.target.value;
+    if (latest) { renderRules(latest); renderTop(latest); }
+  });
 
   var polls = 0;
   function poll() {
