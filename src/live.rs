@@ -7,13 +7,13 @@
 //! increment. The top-K is skipped after two relaxed loads unless the
 //! descriptor's usage ratio beats the K-th entry's (or an entry's window has
 //! passed and must be pruned). A descriptor already held whose ratio moved
-//! by less than 1/64 since its last update is skipped too, after hashing it
-//! and comparing with K atomics, so the hottest descriptors (often the ones
-//! at the top) do not take the lock on every request; their `used` may lag
-//! by that much. Otherwise the lock is tried, never waited for (a busy lock
-//! skips the offer), and only a descriptor that enters allocates. Memory is
-//! bounded by K and by the request limits on entry sizes, whatever the
-//! traffic and key cardinality.
+//! by less than 1/64 since its last update, without reaching its limit, is
+//! skipped too, after hashing it and comparing with K atomics, so the
+//! hottest descriptors (often the ones at the top) do not take the lock on
+//! every request; their `used` may lag by that much. Otherwise the lock is
+//! tried, never waited for (a busy lock skips the offer), and only a
+//! descriptor that enters allocates. Memory is bounded by K and by the
+//! request limits on entry sizes, whatever the traffic and key cardinality.
 //!
 //! Descriptor values in the top-K are request values: they are shown on the
 //! loopback admin server only and never become metric labels.
@@ -211,6 +211,9 @@ impl Offer<'_> {
     }
 }
 
+/// A ratio of 1 (used = limit) in millionths.
+const FULL: u64 = 1_000_000;
+
 /// `used / limit` in millionths; a zero limit counts as one.
 pub fn ratio_ppm(used: u64, limit: u64) -> u64 {
     used.saturating_mul(1_000_000) / limit.max(1)
@@ -279,8 +282,10 @@ impl TopK {
         if unexpired
             && self.held.iter().any(|(held, held_ratio)| {
                 let held_ratio = held_ratio.load(Ordering::Relaxed);
+                // Crossing the limit is always shown.
                 held.load(Ordering::Relaxed) == fingerprint
                     && ratio.abs_diff(held_ratio) <= held_ratio / 64
+                    && (ratio >= FULL) == (held_ratio >= FULL)
             })
         {
             return;
@@ -464,6 +469,10 @@ mod tests {
         assert_eq!(top.snapshot(0)[0].used, 640);
         top.offer(&at(700));
         assert_eq!(top.snapshot(0)[0].used, 700);
+        // Reaching the limit is shown however small the step.
+        top.offer(&at(990));
+        top.offer(&at(1000));
+        assert_eq!(top.snapshot(0)[0].used, 1000);
         // A different descriptor at the same ratio still enters.
         let bob = entry("bob");
         top.offer(&Offer {
