@@ -191,16 +191,19 @@ impl Offer<'_> {
         let mut mix = |bytes: &[u8]| {
             let mut chunks = bytes.chunks_exact(8);
             for chunk in &mut chunks {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(chunk);
-                hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+                let word = chunk
+                    .iter()
+                    .rev()
+                    .fold(0u64, |w, &b| (w << 8) | u64::from(b));
+                hash = (hash.rotate_left(5) ^ word).wrapping_mul(K);
             }
-            let mut word = [0u8; 8];
             let rest = chunks.remainder();
-            word[..rest.len()].copy_from_slice(rest);
+            let word = rest
+                .iter()
+                .rev()
+                .fold(0u64, |w, &b| (w << 8) | u64::from(b));
             // The length separates "ab","c" from "a","bc".
-            hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word) ^ ((bytes.len() as u64) << 56))
-                .wrapping_mul(K);
+            hash = (hash.rotate_left(5) ^ word ^ ((bytes.len() as u64) << 56)).wrapping_mul(K);
         };
         mix(self.rule.as_bytes());
         for entry in self.entries {
