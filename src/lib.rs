@@ -16,9 +16,13 @@
 //!   set embedded in the binary.
 //! - [`server`]: transports: tonic gRPC (RLS v3, health, reflection) and HTTP
 //!   (`/json`, `/healthcheck`, `/metrics`); the admin server (`/rlconfig`,
-//!   `/usage`, `/reload`); config hot reload; TLS and mutual TLS; start and
+//!   `/usage`, `/reload`, and the live `/dashboard` with its JSON
+//!   `/dashboard/data`); config hot reload; TLS and mutual TLS; start and
 //!   graceful shutdown with a grace period.
 //! - [`metrics`]: metric names and recording (Prometheus text).
+//! - [`live`]: what the dashboard reads back from the request path: an
+//!   atomic latency histogram and the bounded top-K of descriptors closest
+//!   to their limits.
 //! - [`respond`]: the protobuf response built from a decision.
 //! - [`service`]: the one decision path: validate, match, apply limits.
 //! - [`request_limits`]: the largest request accepted (descriptors, entries,
@@ -46,6 +50,7 @@ pub mod clock;
 pub mod config;
 pub mod health;
 pub mod limit;
+pub mod live;
 pub mod metrics;
 pub mod policy;
 pub mod proto;

@@ -11,6 +11,13 @@
 //! The transports call [`Metrics::observe`] once per request with the
 //! [`Decision`]; nothing on that path formats a label.
 //!
+//! Beside the exporter's handles, which cannot be read back, `observe` also
+//! keeps what the dashboard reads (see [`crate::live`]): per-rule totals
+//! and requests by answer in plain atomics ([`Metrics::rule_totals`],
+//! [`Metrics::request_totals`]), decision latencies in an atomic histogram
+//! ([`Metrics::latency_counts`]), and the top-K descriptors closest to
+//! their limits ([`Metrics::top`]).
+//!
 //! | name | type | labels | meaning |
 //! | --- | --- | --- | --- |
 //! | `floodgate_rule_hits_total` | counter | `domain`, `rule` | hits on a rule's limit (the reference's `total_hits`) |
@@ -41,6 +48,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -50,6 +58,7 @@ use metrics_exporter_prometheus::{
 };
 
 use crate::limit::Algorithm;
+use crate::live::{LATENCY_BUCKETS, LatencyHistogram, Offer, TopK};
 use crate::proto::RateLimitRequest;
 use crate::rules::RuleSet;
 use crate::service::{DecideError, Decision, DescriptorDecision, OVERRIDE_RULE_ID, hits_of};
@@ -80,6 +89,9 @@ pub const CONFIG_LAST_RELOAD_TIMESTAMP: &str = "floodgate_config_last_reload_tim
 pub const COUNTERS: &str = "floodgate_counters";
 /// Counters evicted to make room.
 pub const COUNTER_EVICTIONS: &str = "floodgate_counter_evictions_total";
+
+/// Descriptors kept in the top-K closest to their limits.
+pub const TOP_K: usize = 10;
 
 /// The reference's `NEAR_LIMIT_RATIO` default.
 pub const DEFAULT_NEAR_LIMIT_RATIO: f32 = 0.8;
@@ -141,11 +153,62 @@ impl RequestCode {
 
 /// One rule's counters.
 struct RuleCounters {
+    domain: Arc<str>,
+    id: Arc<str>,
     hits: Counter,
     over_limit: Counter,
     near_limit: Counter,
     within_limit: Counter,
     shadow_mode: Counter,
+    /// The same counts, readable back.
+    tally: RuleTally,
+}
+
+/// A rule's counts in atomics that can be read back.
+#[derive(Default)]
+struct RuleTally {
+    hits: AtomicU64,
+    over_limit: AtomicU64,
+    near_limit: AtomicU64,
+    within_limit: AtomicU64,
+    shadow_mode: AtomicU64,
+}
+
+impl RuleTally {
+    fn read(&self) -> RuleCounts {
+        RuleCounts {
+            hits: self.hits.load(Ordering::Relaxed),
+            over_limit: self.over_limit.load(Ordering::Relaxed),
+            near_limit: self.near_limit.load(Ordering::Relaxed),
+            within_limit: self.within_limit.load(Ordering::Relaxed),
+            shadow_mode: self.shadow_mode.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One rule's counts since the server started (or since the rule first
+/// appeared in a reload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleTotals {
+    /// The rule's domain.
+    pub domain: Arc<str>,
+    /// The rule's id.
+    pub rule: Arc<str>,
+    /// Its counts.
+    pub counts: RuleCounts,
+}
+
+/// Requests by answer since the server started, over both transports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestTotals {
+    /// Answered OK.
+    pub ok: u64,
+    /// Answered OVER_LIMIT.
+    pub over_limit: u64,
+    /// Rejected as invalid.
+    pub invalid: u64,
+    /// Failed (the counter store could not answer).
+    pub error: u64,
 }
 
 /// What one descriptor adds to its rule's counters.
@@ -213,6 +276,10 @@ pub struct Metrics {
     last_reload_timestamp: Gauge,
     counters: Gauge,
     evictions: Counter,
+    /// Requests by answer, indexed by `RequestCode`, readable back.
+    answers: [AtomicU64; 4],
+    latency: LatencyHistogram,
+    top: TopK,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -283,6 +350,9 @@ impl Metrics {
             counters: gauge(COUNTERS),
             evictions: counter(COUNTER_EVICTIONS, Vec::new()),
             rules: ArcSwap::from_pointee(HashMap::new()),
+            answers: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: LatencyHistogram::default(),
+            top: TopK::new(TOP_K),
             near_limit_ratio: if near_limit_ratio.is_finite() {
                 near_limit_ratio.clamp(0.0, 1.0)
             } else {
@@ -295,21 +365,66 @@ impl Metrics {
 
     /// Registers the counters of every rule of `rules` (and of each
     /// domain's request overrides), replacing the previous map. Rules that
-    /// were there before get their existing series back.
+    /// were there before keep their counters (and so their series and
+    /// dashboard totals).
     pub fn set_rules(&self, rules: &RuleSet) {
+        let old = self.rules.load();
         let mut map = HashMap::new();
+        let mut keep = |domain: &str, id: Arc<str>| {
+            let counters = match old.get(&id) {
+                Some(counters) if &*counters.domain == domain => Arc::clone(counters),
+                _ => Arc::new(self.rule_counters(domain, &id)),
+            };
+            map.insert(id, counters);
+        };
         for domain in rules.domains() {
             for (rule, _) in domain.rules() {
-                map.insert(
-                    Arc::clone(&rule.id),
-                    Arc::new(self.rule_counters(&domain.name, &rule.id)),
-                );
+                keep(&domain.name, Arc::clone(&rule.id));
             }
-            let override_id: Arc<str> = Arc::from(format!("{}.{OVERRIDE_RULE_ID}", domain.name));
-            let counters = self.rule_counters(&domain.name, &override_id);
-            map.insert(override_id, Arc::new(counters));
+            keep(
+                &domain.name,
+                Arc::from(format!("{}.{OVERRIDE_RULE_ID}", domain.name)),
+            );
         }
         self.rules.store(Arc::new(map));
+    }
+
+    /// Every current rule's totals, sorted by rule id.
+    pub fn rule_totals(&self) -> Vec<RuleTotals> {
+        let mut totals: Vec<RuleTotals> = self
+            .rules
+            .load()
+            .values()
+            .map(|counters| RuleTotals {
+                domain: Arc::clone(&counters.domain),
+                rule: Arc::clone(&counters.id),
+                counts: counters.tally.read(),
+            })
+            .collect();
+        totals.sort_by(|a, b| a.rule.cmp(&b.rule));
+        totals
+    }
+
+    /// Requests by answer since the start.
+    pub fn request_totals(&self) -> RequestTotals {
+        let count = |code: RequestCode| self.answers[code as usize].load(Ordering::Relaxed);
+        RequestTotals {
+            ok: count(RequestCode::Ok),
+            over_limit: count(RequestCode::OverLimit),
+            invalid: count(RequestCode::Invalid),
+            error: count(RequestCode::Error),
+        }
+    }
+
+    /// Decisions by latency bucket since the start (see
+    /// [`crate::live::bucket_bounds`]).
+    pub fn latency_counts(&self) -> [u64; LATENCY_BUCKETS] {
+        self.latency.counts()
+    }
+
+    /// The descriptors closest to their limits.
+    pub fn top(&self) -> &TopK {
+        &self.top
     }
 
     fn rule_counters(&self, domain: &str, rule: &str) -> RuleCounters {
@@ -324,11 +439,14 @@ impl Metrics {
                 .register_counter(&Key::from_parts(name, labels()), &metadata())
         };
         RuleCounters {
+            domain: Arc::from(domain),
+            id: Arc::from(rule),
             hits: counter(RULE_HITS),
             over_limit: counter(RULE_OVER_LIMIT),
             near_limit: counter(RULE_NEAR_LIMIT),
             within_limit: counter(RULE_WITHIN_LIMIT),
             shadow_mode: counter(RULE_SHADOW_MODE),
+            tally: RuleTally::default(),
         }
     }
 
@@ -343,6 +461,8 @@ impl Metrics {
     ) {
         let t = transport as usize;
         self.durations[t].record(elapsed.as_secs_f64());
+        self.latency
+            .record(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
         let code = match result {
             Ok(decision) => {
                 self.record_rules(request, decision);
@@ -359,6 +479,7 @@ impl Metrics {
             }
         };
         self.requests[t][code as usize].increment(1);
+        self.answers[code as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     fn record_rules(&self, request: &RateLimitRequest, decision: &Decision) {
@@ -369,13 +490,26 @@ impl Metrics {
             let (Some(rule), Some(rule_limit)) = (&answer.rule, &answer.limit) else {
                 continue;
             };
-            let counts = self.counts_of(answer, rule_limit, hits_of(request, descriptor));
+            let (threshold, counts) =
+                self.counts_of(answer, rule_limit, hits_of(request, descriptor));
             match rules.get(&rule.id) {
                 Some(counters) => add(counters, counts),
                 // A decision made with rules swapped out meanwhile: register
                 // the series on the spot (rare, so the allocation is fine).
                 None => add(&self.rule_counters(&request.domain, &rule.id), counts),
             }
+            // Cheap unless this descriptor is among the closest to a limit.
+            self.top.offer(&Offer {
+                domain: &request.domain,
+                rule: &rule.id,
+                entries: &descriptor.entries,
+                used: answer.used,
+                limit: threshold,
+                remaining: answer.remaining,
+                over_limit: answer.over_limit || answer.shadowed,
+                now: decision.context.now,
+                reset_after: answer.reset_after.unwrap_or(0),
+            });
         }
     }
 
@@ -384,7 +518,7 @@ impl Metrics {
         answer: &DescriptorDecision,
         rule_limit: &crate::rules::RuleLimit,
         hits: u64,
-    ) -> RuleCounts {
+    ) -> (u64, RuleCounts) {
         let limit = &rule_limit.limit;
         // A token bucket's `used` counts tokens out of its capacity.
         let threshold = match limit.algorithm {
@@ -394,7 +528,10 @@ impl Metrics {
         // In f32 as the reference computes it, so thresholds agree exactly.
         let near = (threshold as f32 * self.near_limit_ratio).floor() as u64;
         let over = answer.over_limit || answer.shadowed;
-        RuleCounts::of(threshold, near, answer.used, hits, over, answer.shadowed)
+        (
+            threshold,
+            RuleCounts::of(threshold, near, answer.used, hits, over, answer.shadowed),
+        )
     }
 
     /// Records a config load attempt at `unix_seconds`.
@@ -424,18 +561,32 @@ impl Metrics {
 }
 
 fn add(counters: &RuleCounters, counts: RuleCounts) {
+    let tally = &counters.tally;
     counters.hits.increment(counts.hits);
+    tally.hits.fetch_add(counts.hits, Ordering::Relaxed);
     if counts.over_limit > 0 {
         counters.over_limit.increment(counts.over_limit);
+        tally
+            .over_limit
+            .fetch_add(counts.over_limit, Ordering::Relaxed);
     }
     if counts.near_limit > 0 {
         counters.near_limit.increment(counts.near_limit);
+        tally
+            .near_limit
+            .fetch_add(counts.near_limit, Ordering::Relaxed);
     }
     if counts.within_limit > 0 {
         counters.within_limit.increment(counts.within_limit);
+        tally
+            .within_limit
+            .fetch_add(counts.within_limit, Ordering::Relaxed);
     }
     if counts.shadow_mode > 0 {
         counters.shadow_mode.increment(counts.shadow_mode);
+        tally
+            .shadow_mode
+            .fetch_add(counts.shadow_mode, Ordering::Relaxed);
     }
 }
 

@@ -194,6 +194,12 @@ impl<S: CounterStore> RateLimiter<S> {
         &self.store
     }
 
+    /// The time on the limiter's clock, for reports on the decisions' time
+    /// scale (windows, resets).
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
+    }
+
     /// The largest request accepted; the transports enforce its message size.
     pub fn request_limits(&self) -> &RequestLimits {
         &self.options.request_limits

@@ -47,7 +47,17 @@ async fn index_and_rlconfig() {
         .lines()
         .filter_map(|line| line.split_once(':').map(|(path, _)| path))
         .collect();
-    assert_eq!(paths, ["/reload", "/rlconfig", "/usage"], "{index}");
+    assert_eq!(
+        paths,
+        [
+            "/dashboard",
+            "/dashboard/data",
+            "/reload",
+            "/rlconfig",
+            "/usage"
+        ],
+        "{index}"
+    );
 
     let (code, rlconfig) = http_get(server.admin(), "/rlconfig").await;
     assert_eq!(code, 200);

@@ -9,6 +9,8 @@
 //! | `POST /usage` | the same, for `{"domain": "D", "entries": [{"key": "k1", "value": "v1"}]}` (values with `,` or `=`) |
 //! | `GET /reload` | the config reload status, as JSON |
 //! | `POST /reload` | reloads the config now; 200 with the status, or 422 when the files are invalid |
+//! | `GET /dashboard` | the live dashboard page (with `/dashboard/app.js` and `/dashboard/app.css`, embedded) |
+//! | `GET /dashboard/data?step=S` | the dashboard's data as JSON: rates, shares and totals per rule, top-K closest to their limits, latency quantiles, store health, config version and reload outcome, 10 minutes of history (fields in [`super::dashboard`]) |
 //!
 //! In the `descriptor` query parameter, entries are separated by `,` and
 //! each entry's key from its value by its first `=`; an entry without `=` has
@@ -24,9 +26,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
+use super::dashboard::{self, Dashboard};
 use super::reload::{self, Reloader};
 use crate::config;
+use crate::health::Health;
 use crate::limit::NANOS_PER_SECOND;
+use crate::metrics::Metrics;
 use crate::proto::Entry;
 use crate::service::{DecideError, RateLimiter};
 use crate::store::CounterStore;
@@ -36,10 +41,21 @@ pub(crate) struct AdminState<S> {
     pub(crate) limiter: Arc<RateLimiter<S>>,
     /// `None` when the server was started without a config source.
     pub(crate) reloader: Option<Arc<Reloader<S>>>,
+    pub(crate) health: Health,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) dashboard: Arc<Dashboard>,
 }
 
 /// `path: help` for `GET /`, sorted by path.
 const ENDPOINTS: &[(&str, &str)] = &[
+    (
+        "/dashboard",
+        "the live dashboard: which rules are limiting whom, how close others are (HTML)",
+    ),
+    (
+        "/dashboard/data",
+        "GET ?step=S: the dashboard's data (JSON): per-rule rates and shares, top descriptors closest to their limits, latency, store, config",
+    ),
     (
         "/reload",
         "GET: the config reload status (JSON); POST: reload the config now",
@@ -61,6 +77,10 @@ pub(crate) fn router<S: CounterStore>(state: Arc<AdminState<S>>) -> Router {
         .route("/rlconfig", get(rlconfig::<S>))
         .route("/usage", get(usage_query::<S>).post(usage_json::<S>))
         .route("/reload", get(reload_status::<S>).post(reload_now::<S>))
+        .route("/dashboard", get(dashboard::page::<S>))
+        .route("/dashboard/data", get(dashboard::json::<S>))
+        .route("/dashboard/app.js", get(dashboard::script))
+        .route("/dashboard/app.css", get(dashboard::style))
         .with_state(state)
 }
 

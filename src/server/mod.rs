@@ -9,6 +9,7 @@
 //! near-limit ratio, and a shared [`Health`].
 
 mod admin;
+mod dashboard;
 mod grpc;
 mod http;
 pub(crate) mod json;
@@ -214,9 +215,19 @@ pub async fn start_with<S: CounterStore>(
     });
 
     if let Some(admin_listener) = admin_listener {
+        let dashboard = Arc::new(dashboard::Dashboard::new());
+        tasks.push(dashboard::spawn_sampler(
+            Arc::clone(&dashboard),
+            Arc::clone(&metrics),
+            Arc::clone(&limiter),
+            signal.clone(),
+        ));
         let admin_state = Arc::new(admin::AdminState {
             limiter: Arc::clone(&limiter),
             reloader: reloader.clone(),
+            health: health.clone(),
+            metrics: Arc::clone(&metrics),
+            dashboard,
         });
         let mut admin_signal = signal.clone();
         tasks.push(tokio::spawn(async move {
