@@ -38,7 +38,6 @@
 //! ascending order, so concurrent calls cannot deadlock; no lock is held
 //! across an `.await` (the work is synchronous).
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -354,12 +353,14 @@ impl MemoryStore {
             .collect();
         let mut locked: Vec<MutexGuard<'_, Shard>> = order.iter().map(|&i| self.lock(i)).collect();
 
-        // The earlier check with the same key, if any.
-        let mut last_seen: HashMap<&[u8], usize> = HashMap::with_capacity(checks.len());
-        let earlier: Vec<Option<usize>> = checks
-            .iter()
-            .enumerate()
-            .map(|(i, check)| last_seen.insert(&check.key, i))
+        // The nearest earlier check with the same key, if any: hashes first,
+        // so keys are compared only on a match (a request has few checks).
+        let earlier: Vec<Option<usize>> = (0..checks.len())
+            .map(|i| {
+                (0..i)
+                    .rev()
+                    .find(|&j| hashes[j] == hashes[i] && checks[j].key == checks[i].key)
+            })
             .collect();
 
         // Pass 1: each check sees the stored state plus the hits of earlier
@@ -415,9 +416,9 @@ impl MemoryStore {
         }
 
         // Write each changed key once, at its last occurrence.
-        let mut last_of_key = vec![false; checks.len()];
-        for &i in last_seen.values() {
-            last_of_key[i] = true;
+        let mut last_of_key = vec![true; checks.len()];
+        for &j in earlier.iter().flatten() {
+            last_of_key[j] = false;
         }
         let mut evicted = 0;
         for (i, check) in checks.iter().enumerate() {
