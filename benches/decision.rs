@@ -224,6 +224,13 @@ fn measured_loop(
     over
 }
 
+/// This process's resident set size (Linux; `None` elsewhere).
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The `FLOODGATE_DECIDE_LOOP=<case>:<n>` mode (see the module doc).
 fn decide_loop(spec: &str) {
     let Some((case, n)) = spec.split_once(':') else {
@@ -243,8 +250,15 @@ fn decide_loop(spec: &str) {
         "1M" => {
             let mut values: Vec<String> = (0..MANY_KEYS).map(|i| format!("key-{i}")).collect();
             let mut request = request("fixed_window_live", 1);
+            let before = rss_kib();
             for first in 0..MANY_KEYS {
                 decide_with(&limiter, &mut request, &mut values, first);
+            }
+            if let (Some(before), Some(after)) = (before, rss_kib()) {
+                println!(
+                    "RSS {before} KiB -> {after} KiB after {MANY_KEYS} counters: {} B per counter",
+                    (after - before) * 1024 / MANY_KEYS as u64
+                );
             }
             measured_loop(&limiter, &mut request, Some(&mut values), n)
         }
