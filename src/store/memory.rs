@@ -17,8 +17,8 @@
 //! `Arc`, per-key locks for its eviction listener, SipHash) cost about 8 000
 //! of the 12 000 instructions of a decision and ~570 bytes of server RSS per
 //! counter; here a decision costs one hash, one probe and an in-place update
-//! (~400 instructions), and a counter 138 bytes in-process (64-byte entry,
-//! 64-byte key allocation, ~10 bytes of table).
+//! (a few hundred instructions), and a counter 138 bytes in-process
+//! (64-byte entry, 64-byte key allocation, ~10 bytes of table).
 //!
 //! # Memory bound
 //!
