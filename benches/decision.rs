@@ -12,6 +12,22 @@
 //! Run with `cargo bench --bench decision`; pass a filter to run a subset,
 //! e.g. `cargo bench --bench decision -- 'fixed_window/1desc/hot'`. Sample
 //! sizes are kept small so the whole suite takes a few minutes.
+//!
+//! # Instruction counts
+//!
+//! Wall-clock figures are noisy on a shared machine; instruction counts are
+//! not. With `FLOODGATE_DECIDE_LOOP=<case>:<n>` (`case`: `hot`, `hot4` or
+//! `1M`, fixed window) the binary skips criterion, sets the case up, then
+//! makes `n` decisions inside [`measured_loop`], which callgrind can count
+//! alone:
+//!
+//! ```text
+//! cargo bench --bench decision --no-run
+//! FLOODGATE_DECIDE_LOOP=hot:100000 valgrind --tool=callgrind \
+//!     --toggle-collect='*measured_loop*' target/release/deps/decision-<hash>
+//! ```
+//!
+//! The total instruction count divided by `n` is the cost of one decision.
 
 use std::future::Future;
 use std::hint::black_box;
@@ -21,7 +37,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use floodgate::clock::SystemClock;
 use floodgate::config::{self, LoadOptions};
 use floodgate::limit::Algorithm;
@@ -183,5 +199,81 @@ fn decision(c: &mut Criterion) {
     group.finish();
 }
 
+/// Makes `n` decisions of `request` (with fresh values from `values` when
+/// given, as in the 1M-key case); kept out of line so that callgrind can
+/// count it alone (`--toggle-collect='*measured_loop*'`).
+#[inline(never)]
+fn measured_loop(
+    limiter: &RateLimiter<MemoryStore>,
+    request: &mut RateLimitRequest,
+    mut values: Option<&mut [String]>,
+    n: usize,
+) -> usize {
+    let mut over = 0;
+    let descriptors = request.descriptors.len();
+    for i in 0..n {
+        let denied = match values.as_deref_mut() {
+            Some(values) => {
+                let per_cycle = values.len() / descriptors;
+                decide_with(limiter, request, values, (i % per_cycle) * descriptors)
+            }
+            None => decide(limiter, black_box(request)),
+        };
+        over += usize::from(denied);
+    }
+    over
+}
+
+/// This process's resident set size (Linux; `None` elsewhere).
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The `FLOODGATE_DECIDE_LOOP=<case>:<n>` mode (see the module doc).
+fn decide_loop(spec: &str) {
+    let Some((case, n)) = spec.split_once(':') else {
+        panic!("FLOODGATE_DECIDE_LOOP is <case>:<n>, not {spec:?}");
+    };
+    let n: usize = n
+        .parse()
+        .unwrap_or_else(|e| panic!("FLOODGATE_DECIDE_LOOP count {n:?}: {e}"));
+    let limiter = limiter(2 * MANY_KEYS as u64);
+    let over = match case {
+        "hot" | "hot4" => {
+            let mut request = request("fixed_window", if case == "hot" { 1 } else { 4 });
+            // Warm: the counter exists, as in the criterion case.
+            measured_loop(&limiter, &mut request, None, 1);
+            measured_loop(&limiter, &mut request, None, n)
+        }
+        "1M" => {
+            let mut values: Vec<String> = (0..MANY_KEYS).map(|i| format!("key-{i}")).collect();
+            let mut request = request("fixed_window_live", 1);
+            let before = rss_kib();
+            for first in 0..MANY_KEYS {
+                decide_with(&limiter, &mut request, &mut values, first);
+            }
+            if let (Some(before), Some(after)) = (before, rss_kib()) {
+                println!(
+                    "RSS {before} KiB -> {after} KiB after {MANY_KEYS} counters: {} B per counter",
+                    (after - before) * 1024 / MANY_KEYS as u64
+                );
+            }
+            measured_loop(&limiter, &mut request, Some(&mut values), n)
+        }
+        other => panic!("FLOODGATE_DECIDE_LOOP case is hot, hot4 or 1M, not {other:?}"),
+    };
+    println!("{n} decisions of {case}, {over} over the limit");
+}
+
 criterion_group!(benches, decision);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("FLOODGATE_DECIDE_LOOP") {
+        decide_loop(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

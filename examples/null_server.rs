@@ -2,7 +2,8 @@
 //! `ShouldRateLimit` with OK and one OK status per descriptor.
 //!
 //! It runs on the same tonic stack, runtime and transport settings as
-//! floodgate ([`floodgate::server::grpc_server_builder`]), so the load
+//! floodgate ([`floodgate::server::grpc_server_builder`] and
+//! [`floodgate::server::grpc_incoming`]), so the load
 //! generator's figures against it are the ceiling for this machine: what
 //! gRPC, HTTP/2 and protobuf cost before any decision is made. `scripts/bench`
 //! compares floodgate with it.
@@ -21,7 +22,6 @@ use floodgate::proto::{
     RateLimitServiceServer,
 };
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 /// An RLS server that always answers OK.
@@ -64,7 +64,7 @@ async fn serve(addr: SocketAddr) -> Result<(), String> {
     println!("listening on {bound}");
     floodgate::server::grpc_server_builder()
         .add_service(RateLimitServiceServer::new(AlwaysOk))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(floodgate::server::grpc_incoming(listener), async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

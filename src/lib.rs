@@ -34,7 +34,7 @@
 //!   block (headers, 429 body template), its identity `fallbacks:`, and the
 //!   service-wide response options.
 //! - [`store`]: where counters live: the [`store::CounterStore`] trait and the
-//!   in-process moka store, and the Redis store shared by a fleet.
+//!   in-process sharded store, and the Redis store shared by a fleet.
 //! - [`limit`]: the algorithms as pure functions of (limit, state, now, hits).
 //! - [`clock`]: where "now" comes from.
 //! - [`health`]: whether to receive traffic (rules loaded, not shutting

@@ -237,7 +237,7 @@ impl<S: CounterStore> RateLimiter<S> {
             .flat_map(|applied| applied.rule.replaces.iter().map(String::as_str))
             .collect();
 
-        let mut checks = Vec::new();
+        let mut checks = Vec::with_capacity(request.descriptors.len());
         let mut plans = Vec::with_capacity(request.descriptors.len());
         for (index, (descriptor, found)) in request.descriptors.iter().zip(&matched).enumerate() {
             let Some(Applied { rule, shared }) = found else {
@@ -537,19 +537,28 @@ fn counter_key<E: EntryLike>(
         buf.extend_from_slice(&len.to_le_bytes());
         buf.extend_from_slice(bytes);
     }
-    let mut size = domain.len() + 24;
-    for entry in entries {
-        size += entry.key().len() + entry.value().len() + 8;
+    /// Entry `index`'s value, or the shared pattern that replaces it.
+    fn value_of<'a, E: EntryLike>(
+        shared: &'a [(usize, String)],
+        index: usize,
+        entry: &'a E,
+    ) -> &'a str {
+        shared
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map_or(entry.value(), |(_, pattern)| pattern.as_str())
+    }
+    // The exact length, so the buffer is allocated once and never resized
+    // (neither grown nor shrunk by `into_boxed_slice`).
+    let mut size = 4 + domain.len() + 1 + 8 + if multi { 4 } else { 0 };
+    for (index, entry) in entries.iter().enumerate() {
+        size += 8 + entry.key().len() + value_of(shared, index, entry).len();
     }
     let mut buf = Vec::with_capacity(size);
     put(&mut buf, domain.as_bytes());
     for (index, entry) in entries.iter().enumerate() {
         put(&mut buf, entry.key().as_bytes());
-        let value = shared
-            .iter()
-            .find(|(i, _)| *i == index)
-            .map_or(entry.value(), |(_, pattern)| pattern.as_str());
-        put(&mut buf, value.as_bytes());
+        put(&mut buf, value_of(shared, index, entry).as_bytes());
     }
     buf.push(match limit.algorithm {
         Algorithm::FixedWindow => b'f',
@@ -560,6 +569,7 @@ fn counter_key<E: EntryLike>(
     if multi {
         buf.extend_from_slice(&u32::try_from(slot).unwrap_or(u32::MAX).to_le_bytes());
     }
+    debug_assert_eq!(buf.len(), size);
     buf.into_boxed_slice()
 }
 

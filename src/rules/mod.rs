@@ -8,13 +8,18 @@
 
 mod matcher;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::limit::Limit;
 use crate::policy::{FallbackGroup, ResponsePolicy};
 
 pub use matcher::WildcardPattern;
+
+/// The rule tree's maps. Every request looks up its domain and each entry's
+/// key and value in them, so they hash with foldhash rather than SipHash
+/// (seeded per process; requests only look up, never insert, so hash
+/// flooding cannot grow them).
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, hashbrown::DefaultHashBuilder>;
 
 /// Something with a descriptor entry's key and value (a protobuf entry, a pair
 /// of strings in tests).

@@ -3,9 +3,10 @@
 //! A [`CounterStore`] applies a request's [`Check`]s atomically: it reads each
 //! key's [`CounterState`], evaluates the pure algorithm of [`crate::limit`],
 //! and commits the new states by the all-or-nothing rule described on
-//! [`CounterStore::apply`]. The memory store ([`memory::MemoryStore`], moka)
-//! is the default; the Redis store ([`redis::RedisStore`]) implements the
-//! same contract with one Lua script, for counters shared by a fleet.
+//! [`CounterStore::apply`]. The memory store ([`memory::MemoryStore`], a
+//! sharded hash table) is the default; the Redis store
+//! ([`redis::RedisStore`]) implements the same contract with one Lua script,
+//! for counters shared by a fleet.
 //! [`AnyStore`] is whichever of the two the command line chose.
 
 pub mod memory;
