@@ -93,7 +93,8 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOODGATE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
 
-    /// Most counters held in memory; the least recently used are evicted first.
+    /// Most counters held in memory; when full, a counter not used recently
+    /// is evicted (a CLOCK sweep: approximately least recently used).
     /// A key longer than 256 bytes counts as one more per further 256 bytes.
     #[arg(long, env = "FLOODGATE_MAX_COUNTERS", default_value_t = 1_000_000)]
     pub max_counters: u64,
