@@ -9,6 +9,11 @@
 //! instructions floodgate spent per request beyond the gRPC stack itself.
 //! The bytes written are exactly prost's (tested below).
 
+// The parent module allows every clippy lint for the generated code; this
+// hand-written module takes the crate's lints back.
+#![warn(clippy::all)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::marker::PhantomData;
 
 use prost::Message;
