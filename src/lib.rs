@@ -39,7 +39,8 @@
 //! - [`clock`]: where "now" comes from.
 //! - [`health`]: whether to receive traffic (rules loaded, not shutting
 //!   down, store reachable); imports nothing, so any layer may hold it.
-//! - [`proto`]: the generated Envoy RLS v3 protobuf modules.
+//! - [`proto`]: the generated Envoy RLS v3 protobuf modules, and their gRPC
+//!   codec ([`proto::codec`]: prost's, with a one-pass metadata encoder).
 
 #![forbid(unsafe_code)]
 // Nothing a request, a file or the network influences may panic the server.

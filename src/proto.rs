@@ -5,6 +5,8 @@
 
 #![allow(clippy::all, missing_docs, rustdoc::all)]
 
+pub mod codec;
+
 pub mod envoy {
     pub mod service {
         pub mod ratelimit {
