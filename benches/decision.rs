@@ -269,6 +269,10 @@ fn decide_loop(spec: &str) {
 
 criterion_group!(benches, decision);
 
+// The floodgate binary's allocator, so the figures are the shipped ones.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     if let Ok(spec) = std::env::var("FLOODGATE_DECIDE_LOOP") {
         decide_loop(&spec);

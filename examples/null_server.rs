@@ -71,6 +71,10 @@ async fn serve(addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("gRPC server failed: {e}"))
 }
 
+// floodgate's allocator, so the ceiling is measured on the same stack.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = Args::parse();
     let result = floodgate::server::runtime()
