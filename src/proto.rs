@@ -6,6 +6,7 @@
 #![allow(clippy::all, missing_docs, rustdoc::all)]
 
 pub mod codec;
+pub mod encoded_struct;
 
 pub mod envoy {
     pub mod service {
