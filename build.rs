@@ -14,8 +14,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        // prost's codec, with a one-pass encoder for the response's metadata.
-        .codec_path("crate::proto::codec::RlsCodec")
         // The response's metadata is written straight into its encoding.
         .extern_path(
             ".google.protobuf.Struct",

@@ -5,7 +5,6 @@
 
 #![allow(clippy::all, missing_docs, rustdoc::all)]
 
-pub mod codec;
 pub mod encoded_struct;
 
 pub mod envoy {

@@ -140,15 +140,16 @@ fn reference_headers(decision: &Decision, names: &LimitHeaderNames, out: &mut Ve
             ceil_seconds(descriptor.reset_after.unwrap_or(0))
         }
     };
+    out.reserve_exact(3);
     out.push(header(
         &names.limit,
-        rpu_u32(limit.requests_per_unit).to_string(),
+        decimal(u64::from(rpu_u32(limit.requests_per_unit))),
     ));
     out.push(header(
         &names.remaining,
-        status_remaining(descriptor).to_string(),
+        decimal(u64::from(status_remaining(descriptor))),
     ));
-    out.push(header(&names.reset, reset.to_string()));
+    out.push(header(&names.reset, decimal(reset)));
 }
 
 fn rpu_u32(requests_per_unit: u64) -> u32 {
@@ -197,37 +198,48 @@ fn apply_policy(decision: &Decision, policy: &ResponsePolicy, response: &mut Rat
     };
     let retry_after = delta.max(1);
     let headers = &mut response.response_headers_to_add;
+    let own_headers = policy.headers != HeaderStyle::None;
+    let count = match policy.headers {
+        HeaderStyle::None => 0,
+        HeaderStyle::XRateLimit => 3,
+        HeaderStyle::Ietf => 2,
+    } + if decision.over_limit {
+        usize::from(own_headers) + usize::from(policy.body.is_some())
+    } else {
+        0
+    };
+    headers.reserve_exact(count);
     match policy.headers {
         HeaderStyle::None => {}
         HeaderStyle::XRateLimit => {
             headers.push(header(
                 "X-RateLimit-Limit",
-                limit.requests_per_unit.to_string(),
+                decimal(limit.requests_per_unit),
             ));
             headers.push(header(
                 "X-RateLimit-Remaining",
-                descriptor.remaining.to_string(),
+                decimal(descriptor.remaining),
             ));
-            headers.push(header("X-RateLimit-Reset", reset.to_string()));
+            headers.push(header("X-RateLimit-Reset", decimal(reset)));
         }
         HeaderStyle::Ietf => {
-            let name = sf_string(policy_name(descriptor));
+            let name = policy_name(descriptor);
             let window = ceil_seconds(limit.window()).max(1);
             headers.push(header(
                 "RateLimit-Policy",
-                format!("{name};q={};w={window}", limit.requests_per_unit),
+                sf_item(name, [(";q=", limit.requests_per_unit), (";w=", window)]),
             ));
             headers.push(header(
                 "RateLimit",
-                format!("{name};r={};t={delta}", descriptor.remaining),
+                sf_item(name, [(";r=", descriptor.remaining), (";t=", delta)]),
             ));
         }
     }
     if !decision.over_limit {
         return;
     }
-    if policy.headers != HeaderStyle::None {
-        headers.push(header("Retry-After", retry_after.to_string()));
+    if own_headers {
+        headers.push(header("Retry-After", decimal(retry_after)));
     }
     if let Some(template) = &policy.body {
         let rule = rule_limit
@@ -246,7 +258,7 @@ fn apply_policy(decision: &Decision, policy: &ResponsePolicy, response: &mut Rat
             window: ceil_seconds(limit.window()),
         });
         response.raw_body = body.into_bytes();
-        headers.push(header("content-type", policy.content_type.to_string()));
+        headers.push(header("content-type", String::from(&*policy.content_type)));
     }
 }
 
@@ -261,12 +273,13 @@ fn policy_name(descriptor: &DescriptorDecision) -> &str {
         .unwrap_or("default")
 }
 
-/// A Structured Field String (RFC 9651): printable ASCII, `"` and `\`
-/// escaped; anything else becomes `_`.
-fn sf_string(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
+/// A Structured Field item (RFC 9651): `name` as an sf-string, then each
+/// parameter's `;key=` and integer value. Written straight into one String:
+/// `format!` cost more than the rest of the response together.
+fn sf_item(name: &str, params: [(&str, u64); 2]) -> String {
+    let mut out = String::with_capacity(name.len() + 2 + 2 * (3 + MAX_DECIMAL));
     out.push('"');
-    for c in value.chars() {
+    for c in name.chars() {
         match c {
             '"' | '\\' => {
                 out.push('\\');
@@ -277,7 +290,39 @@ fn sf_string(value: &str) -> String {
         }
     }
     out.push('"');
+    for (key, value) in params {
+        out.push_str(key);
+        push_decimal(&mut out, value);
+    }
     out
+}
+
+/// Digits of `u64::MAX`.
+const MAX_DECIMAL: usize = 20;
+
+/// `n` in decimal, in one allocation (header values are built for every
+/// answer; this skips the formatting machinery).
+fn decimal(n: u64) -> String {
+    let mut out = String::with_capacity(MAX_DECIMAL);
+    push_decimal(&mut out, n);
+    out
+}
+
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; MAX_DECIMAL];
+    let mut start = MAX_DECIMAL;
+    loop {
+        start -= 1;
+        // n % 10 < 10: the cast keeps it.
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
+    }
 }
 
 fn code_name(over_limit: bool) -> &'static str {
@@ -438,6 +483,21 @@ pub fn unit_to_proto(unit: Unit) -> ResponseUnit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_and_sf_items_are_written_as_format_writes_them() {
+        for n in [0, 7, 10, 99, 100, 4_000_000_000, u64::MAX - 1, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string());
+        }
+        assert_eq!(
+            sf_item("per_user", [(";q=", 3), (";w=", 60)]),
+            "\"per_user\";q=3;w=60"
+        );
+        assert_eq!(
+            sf_item("a\"b\\c é", [(";r=", 0), (";t=", u64::MAX)]),
+            format!("\"a\\\"b\\\\c _\";r=0;t={}", u64::MAX)
+        );
+    }
 
     #[test]
     fn whole_larger_units_are_reported_as_that_unit() {

@@ -107,14 +107,19 @@ impl Message for EncodedStruct {
 
 /// `Struct.fields`; also `ListValue.values` and a map entry's key.
 const FIELDS: u32 = 1;
-/// A map entry's value.
-const ENTRY_VALUE: u32 = 2;
+
+// Field keys (tag << 3 | wire type), all one byte.
+/// Field 1, length-delimited: `Struct.fields`, `ListValue.values`, a map
+/// entry's key.
+const FIELDS_KEY: u8 = 1 << 3 | 2;
+/// Field 2, length-delimited: a map entry's value.
+const ENTRY_VALUE_KEY: u8 = 2 << 3 | 2;
 // The `Value.kind` oneof.
-const NUMBER_VALUE: u32 = 2;
-const STRING_VALUE: u32 = 3;
-const BOOL_VALUE: u32 = 4;
-const STRUCT_VALUE: u32 = 5;
-const LIST_VALUE: u32 = 6;
+const NUMBER_VALUE_KEY: u8 = 2 << 3 | 1;
+const STRING_VALUE_KEY: u8 = 3 << 3 | 2;
+const BOOL_VALUE_KEY: u8 = 4 << 3;
+const STRUCT_VALUE_KEY: u8 = 5 << 3 | 2;
+const LIST_VALUE_KEY: u8 = 6 << 3 | 2;
 
 /// Writes a Struct's encoding front to back, in one buffer.
 ///
@@ -153,34 +158,36 @@ impl StructWriter {
     }
 
     /// `key: "value"`.
+    #[inline]
     pub fn string(&mut self, key: &str, value: &str) {
-        let value_len = delimited_len(value.len());
-        self.entry_head(key, value_len);
-        encode_key(STRING_VALUE, WireType::LengthDelimited, &mut self.buf);
-        encode_varint(value.len() as u64, &mut self.buf);
+        self.entry_head(key, delimited_len(value.len()));
+        self.buf.push(STRING_VALUE_KEY);
+        self.len(value.len());
         self.buf.extend_from_slice(value.as_bytes());
     }
 
     /// `key: value`, a double.
+    #[inline]
     pub fn number(&mut self, key: &str, value: f64) {
         self.entry_head(key, 1 + 8);
-        encode_key(NUMBER_VALUE, WireType::SixtyFourBit, &mut self.buf);
-        self.buf.put_f64_le(value);
+        self.buf.push(NUMBER_VALUE_KEY);
+        self.buf.extend_from_slice(&value.to_le_bytes());
     }
 
     /// `key: true` or `key: false`.
+    #[inline]
     pub fn bool(&mut self, key: &str, value: bool) {
         self.entry_head(key, 1 + 1);
-        encode_key(BOOL_VALUE, WireType::Varint, &mut self.buf);
-        self.buf.push(u8::from(value));
+        self.buf
+            .extend_from_slice(&[BOOL_VALUE_KEY, u8::from(value)]);
     }
 
     /// Opens `key: [...]`; its items follow, then [`Self::end_list`].
     pub fn begin_list(&mut self, key: &str) -> OpenList {
-        let entry = self.open(FIELDS);
+        let entry = self.open(FIELDS_KEY);
         self.key(key);
-        let value = self.open(ENTRY_VALUE);
-        let list = self.open(LIST_VALUE);
+        let value = self.open(ENTRY_VALUE_KEY);
+        let list = self.open(LIST_VALUE_KEY);
         OpenList { entry, value, list }
     }
 
@@ -194,13 +201,15 @@ impl StructWriter {
 
     /// Opens a Struct as the next item of the open list; its entries follow,
     /// then [`Self::end_list_struct`].
+    #[inline]
     pub fn begin_list_struct(&mut self) -> OpenStruct {
-        let item = self.open(FIELDS);
-        let value = self.open(STRUCT_VALUE);
+        let item = self.open(FIELDS_KEY);
+        let value = self.open(STRUCT_VALUE_KEY);
         OpenStruct { item, value }
     }
 
     /// Closes a Struct in a list.
+    #[inline]
     pub fn end_list_struct(&mut self, open: OpenStruct) {
         self.close(open.value);
         self.close(open.item);
@@ -211,48 +220,67 @@ impl StructWriter {
         EncodedStruct { body: self.buf }
     }
 
-    /// A map entry's key, length and key field, for a value of `value_len`
-    /// bytes (its `Value` body).
+    /// A map entry's key, length and key field, then the key and length of
+    /// its value, a `Value` body of `value_len` bytes.
+    #[inline]
     fn entry_head(&mut self, key: &str, value_len: usize) {
         let key_len = if key.is_empty() {
             0
         } else {
             delimited_len(key.len())
         };
-        encode_key(FIELDS, WireType::LengthDelimited, &mut self.buf);
-        encode_varint((key_len + delimited_len(value_len)) as u64, &mut self.buf);
+        self.buf.push(FIELDS_KEY);
+        self.len(key_len + delimited_len(value_len));
         self.key(key);
-        encode_key(ENTRY_VALUE, WireType::LengthDelimited, &mut self.buf);
-        encode_varint(value_len as u64, &mut self.buf);
+        self.buf.push(ENTRY_VALUE_KEY);
+        self.len(value_len);
     }
 
     /// A map entry's key field; prost leaves out an empty key.
+    #[inline]
     fn key(&mut self, key: &str) {
         if !key.is_empty() {
-            encode_key(FIELDS, WireType::LengthDelimited, &mut self.buf);
-            encode_varint(key.len() as u64, &mut self.buf);
+            self.buf.push(FIELDS_KEY);
+            self.len(key.len());
             self.buf.extend_from_slice(key.as_bytes());
+        }
+    }
+
+    /// A length as a varint; most are one byte.
+    #[inline]
+    fn len(&mut self, len: usize) {
+        if len < 0x80 {
+            // Less than 0x80: the varint is the byte itself.
+            self.buf.push(len as u8);
+        } else {
+            encode_varint(len as u64, &mut self.buf);
         }
     }
 
     /// Writes a length-delimited field's key and a one-byte length to be set
     /// by [`Self::close`]; returns that byte's position.
-    fn open(&mut self, tag: u32) -> usize {
-        encode_key(tag, WireType::LengthDelimited, &mut self.buf);
-        self.buf.push(0);
+    #[inline]
+    fn open(&mut self, field_key: u8) -> usize {
+        self.buf.extend_from_slice(&[field_key, 0]);
         self.buf.len() - 1
     }
 
     /// Sets the length at `at` to the bytes written since, widening it when
     /// one byte cannot hold it.
+    #[inline]
     fn close(&mut self, at: usize) {
         let body = at + 1;
         let len = self.buf.len() - body;
         if len < 0x80 {
-            // Less than 0x80: the varint is the byte itself.
             self.buf[at] = len as u8;
-            return;
+        } else {
+            self.widen(at, len);
         }
+    }
+
+    /// Moves the `len` bytes after `at` to make room for `len`'s varint.
+    fn widen(&mut self, at: usize, len: usize) {
+        let body = at + 1;
         let width = encoded_len_varint(len as u64);
         let end = self.buf.len();
         self.buf.resize(end + width - 1, 0);
