@@ -279,7 +279,27 @@ fn policy_name(descriptor: &DescriptorDecision) -> &str {
 fn sf_item(name: &str, params: [(&str, u64); 2]) -> String {
     let mut out = String::with_capacity(name.len() + 2 + 2 * (3 + MAX_DECIMAL));
     out.push('"');
-    for c in name.chars() {
+    if name
+        .bytes()
+        .all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\')
+    {
+        // Nothing to escape or replace: the common case.
+        out.push_str(name);
+    } else {
+        push_sf_escaped(&mut out, name);
+    }
+    out.push('"');
+    for (key, value) in params {
+        out.push_str(key);
+        push_decimal(&mut out, value);
+    }
+    out
+}
+
+/// `value`'s characters inside an sf-string: `"` and `\` escaped,
+/// anything outside printable ASCII replaced by `_`.
+fn push_sf_escaped(out: &mut String, value: &str) {
+    for c in value.chars() {
         match c {
             '"' | '\\' => {
                 out.push('\\');
@@ -289,12 +309,6 @@ fn sf_item(name: &str, params: [(&str, u64); 2]) -> String {
             _ => out.push('_'),
         }
     }
-    out.push('"');
-    for (key, value) in params {
-        out.push_str(key);
-        push_decimal(&mut out, value);
-    }
-    out
 }
 
 /// Digits of `u64::MAX`.
@@ -320,8 +334,9 @@ fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for &digit in &digits[start..] {
-        out.push(char::from(digit));
+    // ASCII digits: always UTF-8.
+    if let Ok(digits) = std::str::from_utf8(&digits[start..]) {
+        out.push_str(digits);
     }
 }
 
@@ -497,6 +512,21 @@ mod tests {
             sf_item("a\"b\\c é", [(";r=", 0), (";t=", u64::MAX)]),
             format!("\"a\\\"b\\\\c _\";r=0;t={}", u64::MAX)
         );
+    }
+
+    proptest::proptest! {
+        /// As `format!` wrote them, with the sf-string built char by char.
+        #[test]
+        fn sf_items_match_the_formatted_form(name in "[ -~]{0,30}|\\PC{0,30}", a: u64, b: u64) {
+            let mut quoted = String::from('"');
+            push_sf_escaped(&mut quoted, &name);
+            quoted.push('"');
+            proptest::prop_assert_eq!(
+                sf_item(&name, [(";q=", a), (";w=", b)]),
+                format!("{quoted};q={a};w={b}")
+            );
+            proptest::prop_assert_eq!(decimal(a), a.to_string());
+        }
     }
 
     #[test]

@@ -100,7 +100,10 @@ async fn json_carries_the_dynamic_metadata() {
         .as_object_mut()
         .and_then(|d| d.remove("reset_seconds"))
         .and_then(|r| r.as_f64());
-    assert!(reset.is_some_and(|r| (1.0..=60.0).contains(&r)), "{reset:?}");
+    assert!(
+        reset.is_some_and(|r| (1.0..=60.0).contains(&r)),
+        "{reset:?}"
+    );
     // The exact text, so integers written as doubles are checked too.
     assert_eq!(
         metadata.to_string(),

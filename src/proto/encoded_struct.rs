@@ -161,8 +161,13 @@ impl StructWriter {
     #[inline]
     pub fn string(&mut self, key: &str, value: &str) {
         self.entry_head(key, delimited_len(value.len()));
-        self.buf.push(STRING_VALUE_KEY);
-        self.len(value.len());
+        if value.len() < 0x80 {
+            self.buf
+                .extend_from_slice(&[STRING_VALUE_KEY, value.len() as u8]);
+        } else {
+            self.buf.push(STRING_VALUE_KEY);
+            self.len(value.len());
+        }
         self.buf.extend_from_slice(value.as_bytes());
     }
 
@@ -170,8 +175,9 @@ impl StructWriter {
     #[inline]
     pub fn number(&mut self, key: &str, value: f64) {
         self.entry_head(key, 1 + 8);
-        self.buf.push(NUMBER_VALUE_KEY);
-        self.buf.extend_from_slice(&value.to_le_bytes());
+        let mut field = [NUMBER_VALUE_KEY; 9];
+        field[1..].copy_from_slice(&value.to_le_bytes());
+        self.buf.extend_from_slice(&field);
     }
 
     /// `key: true` or `key: false`.
@@ -229,6 +235,17 @@ impl StructWriter {
         } else {
             delimited_len(key.len())
         };
+        let entry_len = key_len + delimited_len(value_len);
+        if entry_len < 0x80 && !key.is_empty() {
+            // Every length one byte (key and value are shorter than the
+            // entry): three copies instead of a push per byte.
+            self.buf
+                .extend_from_slice(&[FIELDS_KEY, entry_len as u8, FIELDS_KEY, key.len() as u8]);
+            self.buf.extend_from_slice(key.as_bytes());
+            self.buf
+                .extend_from_slice(&[ENTRY_VALUE_KEY, value_len as u8]);
+            return;
+        }
         self.buf.push(FIELDS_KEY);
         self.len(key_len + delimited_len(value_len));
         self.key(key);
@@ -281,6 +298,12 @@ impl StructWriter {
     /// Moves the `len` bytes after `at` to make room for `len`'s varint.
     fn widen(&mut self, at: usize, len: usize) {
         let body = at + 1;
+        if len < 1 << 14 {
+            // Two bytes, the common case: one insert, no varint loop.
+            self.buf.insert(body, (len >> 7) as u8);
+            self.buf[at] = (len as u8) | 0x80;
+            return;
+        }
         let width = encoded_len_varint(len as u64);
         let end = self.buf.len();
         self.buf.resize(end + width - 1, 0);
