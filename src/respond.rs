@@ -354,7 +354,7 @@ fn number(value: u64) -> f64 {
 
 /// The dynamic metadata of a decision (field names in the module doc),
 /// written straight into its encoding: one allocation, sized by
-/// [`metadata_capacity`]. Each Struct's keys are written in ascending
+/// `metadata_capacity`. Each Struct's keys are written in ascending
 /// order, as the encoding of a `prost_types::Struct` has them.
 pub fn metadata(decision: &Decision) -> EncodedStruct {
     let mut out = StructWriter::with_capacity(metadata_capacity(decision));

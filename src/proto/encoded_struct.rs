@@ -247,7 +247,7 @@ impl StructWriter {
             return;
         }
         self.buf.push(FIELDS_KEY);
-        self.len(key_len + delimited_len(value_len));
+        self.len(entry_len);
         self.key(key);
         self.buf.push(ENTRY_VALUE_KEY);
         self.len(value_len);
