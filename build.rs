@@ -14,8 +14,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        // prost's codec, with a one-pass encoder for the response's metadata.
-        .codec_path("crate::proto::codec::RlsCodec")
+        // The response's metadata is written straight into its encoding.
+        .extern_path(
+            ".google.protobuf.Struct",
+            "crate::proto::encoded_struct::EncodedStruct",
+        )
         .file_descriptor_set_path(out_dir.join("rls_descriptor.bin"))
         .compile_protos(
             &[std::path::PathBuf::from(

@@ -162,8 +162,15 @@ pub fn render(request: &RateLimitRequest, response: &RateLimitResponse) -> Strin
         );
     }
     if let Some(metadata) = &response.dynamic_metadata {
-        let json = json_of_struct(metadata);
-        let _ = writeln!(out, "dynamic metadata: {json}");
+        match metadata.to_struct() {
+            Ok(metadata) => {
+                let json = json_of_struct(&metadata);
+                let _ = writeln!(out, "dynamic metadata: {json}");
+            }
+            Err(e) => {
+                let _ = writeln!(out, "dynamic metadata: not a valid Struct ({e})");
+            }
+        }
     }
     out
 }

@@ -39,8 +39,9 @@
 //! - [`clock`]: where "now" comes from.
 //! - [`health`]: whether to receive traffic (rules loaded, not shutting
 //!   down, store reachable); imports nothing, so any layer may hold it.
-//! - [`proto`]: the generated Envoy RLS v3 protobuf modules, and their gRPC
-//!   codec ([`proto::codec`]: prost's, with a one-pass metadata encoder).
+//! - [`proto`]: the generated Envoy RLS v3 protobuf modules, and
+//!   [`proto::encoded_struct`]: `google.protobuf.Struct` (the response's
+//!   dynamic metadata) held as its encoded bytes, written in one buffer.
 
 #![forbid(unsafe_code)]
 // Nothing a request, a file or the network influences may panic the server.

@@ -2,10 +2,12 @@
 //!
 //! Package paths mirror the protobuf packages, so generated code that refers
 //! to `super::super::...` resolves exactly as in Envoy's API tree.
+//! `google.protobuf.Struct` is [`encoded_struct::EncodedStruct`] (build.rs's
+//! `extern_path`); the other well-known types are `prost_types`'.
 
 #![allow(clippy::all, missing_docs, rustdoc::all)]
 
-pub mod codec;
+pub mod encoded_struct;
 
 pub mod envoy {
     pub mod service {

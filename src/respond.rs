@@ -55,12 +55,9 @@
 //! In an access log: `%DYNAMIC_METADATA(envoy.filters.http.ratelimit:overall)%`
 //! or `%DYNAMIC_METADATA(envoy.filters.http.ratelimit:descriptors)%`.
 
-use std::collections::BTreeMap;
-
-use prost_types::value::Kind;
-
 use crate::limit::{Algorithm, Limit, NANOS_PER_SECOND, Nanos, Unit};
 use crate::policy::{BodyValues, HeaderStyle, LimitHeaderNames, ResetFormat, ResponsePolicy};
+use crate::proto::encoded_struct::{EncodedStruct, StructWriter};
 use crate::proto::envoy::config::core::v3::HeaderValue;
 use crate::proto::{Code, DescriptorStatus, RateLimit, RateLimitResponse, ResponseUnit};
 use crate::service::{Decision, DescriptorDecision};
@@ -143,15 +140,16 @@ fn reference_headers(decision: &Decision, names: &LimitHeaderNames, out: &mut Ve
             ceil_seconds(descriptor.reset_after.unwrap_or(0))
         }
     };
+    out.reserve_exact(3);
     out.push(header(
         &names.limit,
-        rpu_u32(limit.requests_per_unit).to_string(),
+        decimal(u64::from(rpu_u32(limit.requests_per_unit))),
     ));
     out.push(header(
         &names.remaining,
-        status_remaining(descriptor).to_string(),
+        decimal(u64::from(status_remaining(descriptor))),
     ));
-    out.push(header(&names.reset, reset.to_string()));
+    out.push(header(&names.reset, decimal(reset)));
 }
 
 fn rpu_u32(requests_per_unit: u64) -> u32 {
@@ -200,37 +198,48 @@ fn apply_policy(decision: &Decision, policy: &ResponsePolicy, response: &mut Rat
     };
     let retry_after = delta.max(1);
     let headers = &mut response.response_headers_to_add;
+    let own_headers = policy.headers != HeaderStyle::None;
+    let count = match policy.headers {
+        HeaderStyle::None => 0,
+        HeaderStyle::XRateLimit => 3,
+        HeaderStyle::Ietf => 2,
+    } + if decision.over_limit {
+        usize::from(own_headers) + usize::from(policy.body.is_some())
+    } else {
+        0
+    };
+    headers.reserve_exact(count);
     match policy.headers {
         HeaderStyle::None => {}
         HeaderStyle::XRateLimit => {
             headers.push(header(
                 "X-RateLimit-Limit",
-                limit.requests_per_unit.to_string(),
+                decimal(limit.requests_per_unit),
             ));
             headers.push(header(
                 "X-RateLimit-Remaining",
-                descriptor.remaining.to_string(),
+                decimal(descriptor.remaining),
             ));
-            headers.push(header("X-RateLimit-Reset", reset.to_string()));
+            headers.push(header("X-RateLimit-Reset", decimal(reset)));
         }
         HeaderStyle::Ietf => {
-            let name = sf_string(policy_name(descriptor));
+            let name = policy_name(descriptor);
             let window = ceil_seconds(limit.window()).max(1);
             headers.push(header(
                 "RateLimit-Policy",
-                format!("{name};q={};w={window}", limit.requests_per_unit),
+                sf_item(name, [(";q=", limit.requests_per_unit), (";w=", window)]),
             ));
             headers.push(header(
                 "RateLimit",
-                format!("{name};r={};t={delta}", descriptor.remaining),
+                sf_item(name, [(";r=", descriptor.remaining), (";t=", delta)]),
             ));
         }
     }
     if !decision.over_limit {
         return;
     }
-    if policy.headers != HeaderStyle::None {
-        headers.push(header("Retry-After", retry_after.to_string()));
+    if own_headers {
+        headers.push(header("Retry-After", decimal(retry_after)));
     }
     if let Some(template) = &policy.body {
         let rule = rule_limit
@@ -249,7 +258,7 @@ fn apply_policy(decision: &Decision, policy: &ResponsePolicy, response: &mut Rat
             window: ceil_seconds(limit.window()),
         });
         response.raw_body = body.into_bytes();
-        headers.push(header("content-type", policy.content_type.to_string()));
+        headers.push(header("content-type", String::from(&*policy.content_type)));
     }
 }
 
@@ -264,11 +273,32 @@ fn policy_name(descriptor: &DescriptorDecision) -> &str {
         .unwrap_or("default")
 }
 
-/// A Structured Field String (RFC 9651): printable ASCII, `"` and `\`
-/// escaped; anything else becomes `_`.
-fn sf_string(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
+/// A Structured Field item (RFC 9651): `name` as an sf-string, then each
+/// parameter's `;key=` and integer value. Written straight into one String:
+/// `format!` cost more than the rest of the response together.
+fn sf_item(name: &str, params: [(&str, u64); 2]) -> String {
+    let mut out = String::with_capacity(name.len() + 2 + 2 * (3 + MAX_DECIMAL));
     out.push('"');
+    if name
+        .bytes()
+        .all(|b| matches!(b, b' '..=b'~') && b != b'"' && b != b'\\')
+    {
+        // Nothing to escape or replace: the common case.
+        out.push_str(name);
+    } else {
+        push_sf_escaped(&mut out, name);
+    }
+    out.push('"');
+    for (key, value) in params {
+        out.push_str(key);
+        push_decimal(&mut out, value);
+    }
+    out
+}
+
+/// `value`'s characters inside an sf-string: `"` and `\` escaped,
+/// anything outside printable ASCII replaced by `_`.
+fn push_sf_escaped(out: &mut String, value: &str) {
     for c in value.chars() {
         match c {
             '"' | '\\' => {
@@ -279,28 +309,34 @@ fn sf_string(value: &str) -> String {
             _ => out.push('_'),
         }
     }
-    out.push('"');
+}
+
+/// Digits of `u64::MAX`.
+const MAX_DECIMAL: usize = 20;
+
+/// `n` in decimal, in one allocation (header values are built for every
+/// answer; this skips the formatting machinery).
+fn decimal(n: u64) -> String {
+    let mut out = String::with_capacity(MAX_DECIMAL);
+    push_decimal(&mut out, n);
     out
 }
 
-fn string_value(value: &str) -> prost_types::Value {
-    prost_types::Value {
-        kind: Some(Kind::StringValue(value.to_owned())),
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; MAX_DECIMAL];
+    let mut start = MAX_DECIMAL;
+    loop {
+        start -= 1;
+        // n % 10 < 10: the cast keeps it.
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
-}
-
-fn number_value(value: u64) -> prost_types::Value {
-    // Counts beyond 2^53 lose precision in a protobuf Struct; none are that large.
-    #[allow(clippy::cast_precision_loss)]
-    let number = value as f64;
-    prost_types::Value {
-        kind: Some(Kind::NumberValue(number)),
-    }
-}
-
-fn bool_value(value: bool) -> prost_types::Value {
-    prost_types::Value {
-        kind: Some(Kind::BoolValue(value)),
+    // ASCII digits: always UTF-8.
+    if let Ok(digits) = std::str::from_utf8(&digits[start..]) {
+        out.push_str(digits);
     }
 }
 
@@ -308,63 +344,78 @@ fn code_name(over_limit: bool) -> &'static str {
     if over_limit { "OVER_LIMIT" } else { "OK" }
 }
 
-/// The dynamic metadata of a decision (field names in the module doc).
-pub fn metadata(decision: &Decision) -> prost_types::Struct {
-    let descriptors = decision
+/// A count as a protobuf Struct number (a double).
+fn number(value: u64) -> f64 {
+    // Counts beyond 2^53 lose precision in a protobuf Struct; none are that large.
+    #[allow(clippy::cast_precision_loss)]
+    let number = value as f64;
+    number
+}
+
+/// The dynamic metadata of a decision (field names in the module doc),
+/// written straight into its encoding: one allocation, sized by
+/// `metadata_capacity`. Each Struct's keys are written in ascending
+/// order, as the encoding of a `prost_types::Struct` has them.
+pub fn metadata(decision: &Decision) -> EncodedStruct {
+    let mut out = StructWriter::with_capacity(metadata_capacity(decision));
+    let list = out.begin_list("descriptors");
+    for descriptor in &decision.descriptors {
+        let item = out.begin_list_struct();
+        out.string("code", code_name(descriptor.over_limit));
+        if let Some(group) = &descriptor.skipped_by {
+            out.string("fallback", group);
+        }
+        let rule_limit = descriptor.limit.as_ref();
+        if let Some(rule_limit) = rule_limit {
+            if let Some(name) = &rule_limit.name {
+                out.string("limit", name);
+            }
+            out.number("remaining", number(descriptor.remaining));
+            out.number(
+                "reset_seconds",
+                number(ceil_seconds(descriptor.reset_after.unwrap_or(0))),
+            );
+        }
+        if let Some(rule) = &descriptor.rule {
+            out.string("rule", &rule.id);
+        }
+        if descriptor.shadowed {
+            out.bool("shadowed", true);
+        }
+        if descriptor.rule.as_ref().is_some_and(|rule| rule.unlimited) {
+            out.bool("unlimited", true);
+        }
+        if rule_limit.is_some() {
+            out.number("used", number(descriptor.used));
+        }
+        out.end_list_struct(item);
+    }
+    out.end_list(list);
+    out.string("domain", &decision.context.domain);
+    if decision.global_shadowed {
+        out.bool("global_shadow", true);
+    }
+    out.string("overall", code_name(decision.over_limit));
+    out.finish()
+}
+
+/// An upper bound of [`metadata`]'s size for lengths below 2^21 (3-byte
+/// varints): per string entry its text plus 24 bytes of keys, name and
+/// lengths; per descriptor 200 bytes for everything else (code, numbers,
+/// flags, its item's framing); 100 bytes for the top level.
+fn metadata_capacity(decision: &Decision) -> usize {
+    const STRING_ENTRY: usize = 24;
+    let text = |s: Option<&str>| s.map_or(0, |s| s.len() + STRING_ENTRY);
+    let descriptors: usize = decision
         .descriptors
         .iter()
-        .map(|descriptor| {
-            let mut fields = BTreeMap::new();
-            fields.insert(
-                "code".to_owned(),
-                string_value(code_name(descriptor.over_limit)),
-            );
-            if let Some(rule) = &descriptor.rule {
-                fields.insert("rule".to_owned(), string_value(&rule.id));
-                if rule.unlimited {
-                    fields.insert("unlimited".to_owned(), bool_value(true));
-                }
-            }
-            if let Some(rule_limit) = &descriptor.limit {
-                if let Some(name) = &rule_limit.name {
-                    fields.insert("limit".to_owned(), string_value(name));
-                }
-                fields.insert("remaining".to_owned(), number_value(descriptor.remaining));
-                fields.insert(
-                    "reset_seconds".to_owned(),
-                    number_value(ceil_seconds(descriptor.reset_after.unwrap_or(0))),
-                );
-                fields.insert("used".to_owned(), number_value(descriptor.used));
-            }
-            if descriptor.shadowed {
-                fields.insert("shadowed".to_owned(), bool_value(true));
-            }
-            if let Some(group) = &descriptor.skipped_by {
-                fields.insert("fallback".to_owned(), string_value(group));
-            }
-            prost_types::Value {
-                kind: Some(Kind::StructValue(prost_types::Struct { fields })),
-            }
+        .map(|d| {
+            200 + text(d.skipped_by.as_deref())
+                + text(d.limit.as_ref().and_then(|l| l.name.as_deref()))
+                + text(d.rule.as_ref().map(|r| &*r.id))
         })
-        .collect();
-    let mut fields = BTreeMap::new();
-    fields.insert("domain".to_owned(), string_value(&decision.context.domain));
-    fields.insert(
-        "overall".to_owned(),
-        string_value(code_name(decision.over_limit)),
-    );
-    if decision.global_shadowed {
-        fields.insert("global_shadow".to_owned(), bool_value(true));
-    }
-    fields.insert(
-        "descriptors".to_owned(),
-        prost_types::Value {
-            kind: Some(Kind::ListValue(prost_types::ListValue {
-                values: descriptors,
-            })),
-        },
-    );
-    prost_types::Struct { fields }
+        .sum();
+    100 + decision.context.domain.len() + STRING_ENTRY + descriptors
 }
 
 fn to_status(decision: &DescriptorDecision) -> DescriptorStatus {
@@ -449,6 +500,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn decimals_and_sf_items_are_written_as_format_writes_them() {
+        for n in [0, 7, 10, 99, 100, 4_000_000_000, u64::MAX - 1, u64::MAX] {
+            assert_eq!(decimal(n), n.to_string());
+        }
+        assert_eq!(
+            sf_item("per_user", [(";q=", 3), (";w=", 60)]),
+            "\"per_user\";q=3;w=60"
+        );
+        assert_eq!(
+            sf_item("a\"b\\c é", [(";r=", 0), (";t=", u64::MAX)]),
+            format!("\"a\\\"b\\\\c _\";r=0;t={}", u64::MAX)
+        );
+    }
+
+    proptest::proptest! {
+        /// As `format!` wrote them, with the sf-string built char by char.
+        #[test]
+        fn sf_items_match_the_formatted_form(name in "[ -~]{0,30}|\\PC{0,30}", a: u64, b: u64) {
+            let mut quoted = String::from('"');
+            push_sf_escaped(&mut quoted, &name);
+            quoted.push('"');
+            proptest::prop_assert_eq!(
+                sf_item(&name, [(";q=", a), (";w=", b)]),
+                format!("{quoted};q={a};w={b}")
+            );
+            proptest::prop_assert_eq!(decimal(a), a.to_string());
+        }
+    }
+
+    #[test]
     fn whole_larger_units_are_reported_as_that_unit() {
         let minutes = |n| Limit {
             unit_multiplier: n,
@@ -466,5 +547,279 @@ mod tests {
         assert_eq!((d.seconds, d.nanos), (60, 0));
         let d = duration(1_500_000_000, Algorithm::TokenBucket);
         assert_eq!((d.seconds, d.nanos), (1, 500_000_000));
+    }
+}
+
+/// The metadata's bytes against prost's encoding of the same data built as
+/// a `prost_types::Struct` (how it was built before it was written directly).
+#[cfg(test)]
+mod metadata_tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+    use prost::Message;
+    use prost_types::value::Kind;
+
+    use super::*;
+    use crate::rules::{Rule, RuleLimit};
+    use crate::service::ResponseContext;
+
+    fn string_value(value: &str) -> prost_types::Value {
+        prost_types::Value {
+            kind: Some(Kind::StringValue(value.to_owned())),
+        }
+    }
+
+    fn number_value(value: u64) -> prost_types::Value {
+        prost_types::Value {
+            kind: Some(Kind::NumberValue(number(value))),
+        }
+    }
+
+    fn bool_value(value: bool) -> prost_types::Value {
+        prost_types::Value {
+            kind: Some(Kind::BoolValue(value)),
+        }
+    }
+
+    /// The metadata as a `prost_types::Struct`, field by field as the module
+    /// doc lists them.
+    fn metadata_struct(decision: &Decision) -> prost_types::Struct {
+        let descriptors = decision
+            .descriptors
+            .iter()
+            .map(|descriptor| {
+                let mut fields = BTreeMap::new();
+                fields.insert(
+                    "code".to_owned(),
+                    string_value(code_name(descriptor.over_limit)),
+                );
+                if let Some(rule) = &descriptor.rule {
+                    fields.insert("rule".to_owned(), string_value(&rule.id));
+                    if rule.unlimited {
+                        fields.insert("unlimited".to_owned(), bool_value(true));
+                    }
+                }
+                if let Some(rule_limit) = &descriptor.limit {
+                    if let Some(name) = &rule_limit.name {
+                        fields.insert("limit".to_owned(), string_value(name));
+                    }
+                    fields.insert("remaining".to_owned(), number_value(descriptor.remaining));
+                    fields.insert(
+                        "reset_seconds".to_owned(),
+                        number_value(ceil_seconds(descriptor.reset_after.unwrap_or(0))),
+                    );
+                    fields.insert("used".to_owned(), number_value(descriptor.used));
+                }
+                if descriptor.shadowed {
+                    fields.insert("shadowed".to_owned(), bool_value(true));
+                }
+                if let Some(group) = &descriptor.skipped_by {
+                    fields.insert("fallback".to_owned(), string_value(group));
+                }
+                prost_types::Value {
+                    kind: Some(Kind::StructValue(prost_types::Struct { fields })),
+                }
+            })
+            .collect();
+        let mut fields = BTreeMap::new();
+        fields.insert("domain".to_owned(), string_value(&decision.context.domain));
+        fields.insert(
+            "overall".to_owned(),
+            string_value(code_name(decision.over_limit)),
+        );
+        if decision.global_shadowed {
+            fields.insert("global_shadow".to_owned(), bool_value(true));
+        }
+        fields.insert(
+            "descriptors".to_owned(),
+            prost_types::Value {
+                kind: Some(Kind::ListValue(prost_types::ListValue {
+                    values: descriptors,
+                })),
+            },
+        );
+        prost_types::Struct { fields }
+    }
+
+    fn rule(id: &str, unlimited: bool) -> Arc<Rule> {
+        Arc::new(Rule {
+            id: id.into(),
+            limits: Vec::new(),
+            unlimited,
+            shadow_mode: false,
+            quota_mode: false,
+            replaces: Vec::new(),
+            name: None,
+            reference_form: false,
+            detailed_metric: false,
+            value_to_metric: Vec::new(),
+        })
+    }
+
+    fn descriptor() -> DescriptorDecision {
+        DescriptorDecision {
+            over_limit: false,
+            limit: None,
+            remaining: 0,
+            reset_after: None,
+            rule: None,
+            shadowed: false,
+            used: 0,
+            skipped_by: None,
+        }
+    }
+
+    fn decision(domain: &str, descriptors: Vec<DescriptorDecision>) -> Decision {
+        Decision {
+            over_limit: descriptors.iter().any(|d| d.over_limit),
+            global_shadowed: false,
+            descriptors,
+            context: ResponseContext {
+                domain: domain.to_owned(),
+                ..ResponseContext::default()
+            },
+        }
+    }
+
+    /// Byte-identical to prost, within the capacity estimate, and read back
+    /// as the same Struct (also through an encoded response).
+    fn check(decision: &Decision) {
+        let expected = metadata_struct(decision);
+        let written = metadata(decision);
+        assert_eq!(written.as_bytes(), expected.encode_to_vec().as_slice());
+        assert!(
+            written.as_bytes().len() <= metadata_capacity(decision),
+            "{} bytes, estimated {}",
+            written.as_bytes().len(),
+            metadata_capacity(decision)
+        );
+        let response = RateLimitResponse {
+            dynamic_metadata: Some(written),
+            ..RateLimitResponse::default()
+        };
+        let decoded = RateLimitResponse::decode(response.encode_to_vec().as_slice())
+            .expect("the response decodes");
+        let read = decoded
+            .dynamic_metadata
+            .expect("metadata present")
+            .to_struct()
+            .expect("the metadata decodes");
+        assert_eq!(read, expected);
+    }
+
+    #[test]
+    fn every_field_and_size_class_encodes_as_prost_encodes_it() {
+        let limited = |name: Option<&str>| {
+            Some(RuleLimit {
+                name: name.map(Into::into),
+                limit: Limit::fixed(10, Unit::Minute),
+            })
+        };
+        let full = DescriptorDecision {
+            over_limit: true,
+            limit: limited(Some("user_seller")),
+            remaining: 0,
+            reset_after: Some(295 * NANOS_PER_SECOND + 1),
+            rule: Some(rule("xola.user.seller", false)),
+            shadowed: true,
+            used: 905,
+            skipped_by: Some("identity".into()),
+        };
+        let unlimited = DescriptorDecision {
+            rule: Some(rule("d.unlimited", true)),
+            ..descriptor()
+        };
+        // Every key at once (no real decision has them all).
+        let every = DescriptorDecision {
+            rule: Some(rule("d.every", true)),
+            ..full.clone()
+        };
+        let huge = DescriptorDecision {
+            limit: limited(None),
+            remaining: u64::MAX,
+            used: (1 << 53) + 1,
+            reset_after: Some(u64::MAX),
+            ..descriptor()
+        };
+        let long = |n: usize| DescriptorDecision {
+            rule: Some(rule(&"r".repeat(n), false)),
+            limit: limited(Some(&"é".repeat(n))),
+            ..descriptor()
+        };
+        check(&decision("", Vec::new()));
+        check(&decision(
+            "xola",
+            vec![full.clone(), unlimited, every, descriptor(), huge],
+        ));
+        check(&Decision {
+            global_shadowed: true,
+            ..decision("d", vec![full])
+        });
+        // Descriptor Structs under 128 bytes, over 127 and over 16383.
+        for n in [1, 40, 100, 9000] {
+            check(&decision("d", vec![long(n)]));
+        }
+        let many = decision("many", (0..150).map(|_| long(50)).collect());
+        assert!(metadata(&many).as_bytes().len() > 16_383);
+        check(&many);
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "[a-z_.]{0,20}",
+            1 => "\\PC{0,200}",
+        ]
+    }
+
+    fn arb_descriptor() -> impl Strategy<Value = DescriptorDecision> {
+        let limit = proptest::option::of((proptest::option::of(text()), 1..u64::MAX));
+        let rules = proptest::option::of((text(), any::<bool>()));
+        (
+            (any::<bool>(), limit, any::<u64>(), any::<Option<u64>>()),
+            (
+                rules,
+                any::<bool>(),
+                any::<u64>(),
+                proptest::option::of(text()),
+            ),
+        )
+            .prop_map(
+                |(
+                    (over_limit, limit, remaining, reset_after),
+                    (rule_of, shadowed, used, skipped),
+                )| {
+                    DescriptorDecision {
+                        over_limit,
+                        limit: limit.map(|(name, rpu)| RuleLimit {
+                            name: name.map(Into::into),
+                            limit: Limit::fixed(rpu, Unit::Second),
+                        }),
+                        remaining,
+                        reset_after,
+                        rule: rule_of.map(|(id, unlimited)| rule(&id, unlimited)),
+                        shadowed,
+                        used,
+                        skipped_by: skipped.map(Into::into),
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn decisions_encode_as_prost_encodes_them(
+            domain in text(),
+            descriptors in proptest::collection::vec(arb_descriptor(), 0..120),
+            over_limit in any::<bool>(),
+            global_shadowed in any::<bool>(),
+        ) {
+            check(&Decision {
+                over_limit,
+                global_shadowed,
+                ..decision(&domain, descriptors)
+            });
+        }
     }
 }

@@ -81,6 +81,37 @@ async fn json_over_limit_is_429_with_over_limit_code() {
     s.shutdown().await;
 }
 
+/// The response's `dynamicMetadata`, as the gRPC answer's metadata Struct
+/// reads in protojson: numbers as doubles, keys as the module doc of
+/// `respond` lists them.
+#[tokio::test(flavor = "multi_thread")]
+async fn json_carries_the_dynamic_metadata() {
+    let s = TestServer::start(RULES).await;
+    let body = r#"{"domain":"web","descriptors":[{"entries":[{"key":"client","value":"m"}]},{"entries":[{"key":"other","value":"x"}]}]}"#;
+    for _ in 0..2 {
+        http(s.http_addr, "POST", "/json", Some(body)).await;
+    }
+    let answer = http(s.http_addr, "POST", "/json", Some(body)).await;
+    assert_eq!(answer.status, 429, "{answer:?}");
+    let mut metadata = answer.json()["dynamicMetadata"].take();
+    // Seconds to the end of the current minute: the only value that depends
+    // on the clock.
+    let reset = metadata["descriptors"][0]
+        .as_object_mut()
+        .and_then(|d| d.remove("reset_seconds"))
+        .and_then(|r| r.as_f64());
+    assert!(
+        reset.is_some_and(|r| (1.0..=60.0).contains(&r)),
+        "{reset:?}"
+    );
+    // The exact text, so integers written as doubles are checked too.
+    assert_eq!(
+        metadata.to_string(),
+        r#"{"descriptors":[{"code":"OVER_LIMIT","limit":"per_client","remaining":0.0,"rule":"web.client","used":3.0},{"code":"OK"}],"domain":"web","overall":"OVER_LIMIT"}"#
+    );
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn json_and_grpc_share_one_counter() {
     let mut s = TestServer::start(RULES).await;

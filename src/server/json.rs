@@ -198,7 +198,12 @@ impl JsonResponse {
             request_headers_to_add: headers(&response.request_headers_to_add),
             raw_body: (!response.raw_body.is_empty())
                 .then(|| String::from_utf8_lossy(&response.raw_body).into_owned()),
-            dynamic_metadata: response.dynamic_metadata.as_ref().map(struct_to_json),
+            // The server's own metadata always decodes (tested in `respond`).
+            dynamic_metadata: response
+                .dynamic_metadata
+                .as_ref()
+                .and_then(|metadata| metadata.to_struct().ok())
+                .map(|metadata| struct_to_json(&metadata)),
         }
     }
 }

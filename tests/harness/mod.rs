@@ -175,7 +175,7 @@ pub fn metadata(response: &RateLimitResponse) -> serde_json::Value {
     response
         .dynamic_metadata
         .as_ref()
-        .map(struct_json)
+        .map(|m| struct_json(&m.to_struct().expect("the metadata decodes as a Struct")))
         .unwrap_or(serde_json::Value::Null)
 }
 
