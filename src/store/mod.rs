@@ -14,13 +14,23 @@ pub mod redis;
 
 use std::future::Future;
 
+use smallvec::SmallVec;
+
 use crate::limit::{Limit, Nanos, Outcome};
 
+/// The outcomes of one [`CounterStore::apply`] call, one per check: inline
+/// for requests of up to four checks, so that the common request allocates
+/// nothing for them.
+pub type Outcomes = SmallVec<[Outcome; 4]>;
+
 /// One limit to check for one request descriptor.
+///
+/// The key is borrowed: the service builds every key of a request into one
+/// buffer, and a store copies the bytes only when it keeps a new counter.
 #[derive(Clone, Debug)]
-pub struct Check {
+pub struct Check<'k> {
     /// The counter's key: domain, descriptor entries and the limit's identity.
-    pub key: Box<[u8]>,
+    pub key: &'k [u8],
     /// The limit to evaluate.
     pub limit: Limit,
     /// Hits to add; 0 checks without counting.
@@ -61,9 +71,9 @@ pub trait CounterStore: Send + Sync + 'static {
     /// `out` is cleared and receives one [`Outcome`] per check, in order.
     fn apply<'a>(
         &'a self,
-        checks: &'a [Check],
+        checks: &'a [Check<'a>],
         now: Nanos,
-        out: &'a mut Vec<Outcome>,
+        out: &'a mut Outcomes,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 
     /// Counters currently held (approximate for caches that evict lazily).
@@ -94,9 +104,9 @@ pub enum AnyStore {
 impl CounterStore for AnyStore {
     async fn apply<'a>(
         &'a self,
-        checks: &'a [Check],
+        checks: &'a [Check<'a>],
         now: Nanos,
-        out: &'a mut Vec<Outcome>,
+        out: &'a mut Outcomes,
     ) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(store) => store.apply(checks, now, out).await,
