@@ -76,8 +76,16 @@ pub trait CounterStore: Send + Sync + 'static {
         out: &'a mut Outcomes,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 
-    /// Counters currently held (approximate for caches that evict lazily).
+    /// Counters currently held (approximate for caches that evict lazily);
+    /// 0 for a store that does not track them (see [`CounterStore::held`]).
     fn len(&self) -> u64;
+
+    /// Counters currently held, or `None` when the store cannot tell at a
+    /// cost worth paying (Redis: see [`redis::RedisStore`]). What metrics
+    /// and the dashboard report, so that "not tracked" never reads as 0.
+    fn held(&self) -> Option<u64> {
+        Some(self.len())
+    }
 
     /// Counters dropped to make room for others since the store started
     /// (each one may have forgotten hits); 0 for stores that never evict.
@@ -118,6 +126,13 @@ impl CounterStore for AnyStore {
         match self {
             AnyStore::Memory(store) => store.len(),
             AnyStore::Redis(store) => store.len(),
+        }
+    }
+
+    fn held(&self) -> Option<u64> {
+        match self {
+            AnyStore::Memory(store) => store.held(),
+            AnyStore::Redis(store) => store.held(),
         }
     }
 

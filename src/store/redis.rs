@@ -577,10 +577,21 @@ impl CounterStore for RedisStore {
         Ok(())
     }
 
-    /// Counters live in Redis, which this instance does not count: always 0.
-    /// Use Redis's own `INFO keyspace` (keys under the prefix) instead.
+    /// Not tracked: always 0; [`CounterStore::held`] says `None`.
     fn len(&self) -> u64 {
         0
+    }
+
+    /// Not tracked (`None`), on purpose. The counters live in Redis, shared
+    /// by the fleet, so a count there is not this instance's to report: a
+    /// per-instance gauge would be summed over the fleet N times. And no
+    /// count is both cheap and right: `DBSIZE` counts every key of a shared
+    /// database, and counting the keys under the prefix takes a `SCAN` of
+    /// the whole keyspace, repeated by every instance. Redis's own key
+    /// count (`INFO keyspace`, or redis_exporter's `redis_db_keys`) is the
+    /// number to watch, with a database of its own for floodgate.
+    fn held(&self) -> Option<u64> {
+        None
     }
 }
 
