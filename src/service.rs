@@ -583,11 +583,9 @@ fn write_counter_key<E: EntryLike, P: AsRef<str>>(
     slot: usize,
     multi: bool,
 ) {
-    fn put(buf: &mut KeyBuffer, bytes: &[u8]) {
-        let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-        buf.extend_from_slice(&len.to_le_bytes());
-        buf.extend_from_slice(bytes);
-    }
+    /// Keys up to this size are assembled on the stack and appended in one
+    /// copy: cheaper than growing `buf` piece by piece.
+    const STAGE_BYTES: usize = 128;
     /// Entry `index`'s value, or the shared pattern that replaces it.
     fn value_of<'a, E: EntryLike, P: AsRef<str>>(
         shared: &'a [(usize, P)],
@@ -599,26 +597,70 @@ fn write_counter_key<E: EntryLike, P: AsRef<str>>(
             .find(|(i, _)| *i == index)
             .map_or(entry.value(), |(_, pattern)| pattern.as_ref())
     }
+    /// Passes the key's pieces, in order, to `emit`.
+    fn pieces<E: EntryLike, P: AsRef<str>>(
+        mut emit: impl FnMut(&[u8]),
+        domain: &str,
+        entries: &[E],
+        shared: &[(usize, P)],
+        limit: &Limit,
+        slot: usize,
+        multi: bool,
+    ) {
+        let mut put = |bytes: &[u8]| {
+            emit(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+            emit(bytes);
+        };
+        put(domain.as_bytes());
+        for (index, entry) in entries.iter().enumerate() {
+            put(entry.key().as_bytes());
+            put(value_of(shared, index, entry).as_bytes());
+        }
+        emit(&[match limit.algorithm {
+            Algorithm::FixedWindow => b'f',
+            Algorithm::SlidingWindow => b's',
+            Algorithm::TokenBucket => b't',
+        }]);
+        emit(&limit.window().to_le_bytes());
+        if multi {
+            emit(&u32::try_from(slot).unwrap_or(u32::MAX).to_le_bytes());
+        }
+    }
     // The exact length, so the buffer grows at most once.
     let mut size = 4 + domain.len() + 1 + 8 + if multi { 4 } else { 0 };
     for (index, entry) in entries.iter().enumerate() {
         size += 8 + entry.key().len() + value_of(shared, index, entry).len();
     }
-    buf.reserve(size);
     let start = buf.len();
-    put(buf, domain.as_bytes());
-    for (index, entry) in entries.iter().enumerate() {
-        put(buf, entry.key().as_bytes());
-        put(buf, value_of(shared, index, entry).as_bytes());
-    }
-    buf.push(match limit.algorithm {
-        Algorithm::FixedWindow => b'f',
-        Algorithm::SlidingWindow => b's',
-        Algorithm::TokenBucket => b't',
-    });
-    buf.extend_from_slice(&limit.window().to_le_bytes());
-    if multi {
-        buf.extend_from_slice(&u32::try_from(slot).unwrap_or(u32::MAX).to_le_bytes());
+    if size <= STAGE_BYTES {
+        let mut stage = [0u8; STAGE_BYTES];
+        let mut at = 0;
+        pieces(
+            |bytes| {
+                if let Some(to) = stage.get_mut(at..at + bytes.len()) {
+                    to.copy_from_slice(bytes);
+                }
+                at += bytes.len();
+            },
+            domain,
+            entries,
+            shared,
+            limit,
+            slot,
+            multi,
+        );
+        buf.extend_from_slice(stage.get(..size).unwrap_or_default());
+    } else {
+        buf.reserve(size);
+        pieces(
+            |bytes| buf.extend_from_slice(bytes),
+            domain,
+            entries,
+            shared,
+            limit,
+            slot,
+            multi,
+        );
     }
     debug_assert_eq!(buf.len() - start, size);
 }
@@ -758,6 +800,23 @@ mod tests {
         let a = counter_key("d", &[("ab", "c")], &[], &limit, 0, false);
         let b = counter_key("d", &[("a", "bc")], &[], &limit, 0, false);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn counter_keys_are_the_same_bytes_short_or_long() {
+        let limit = Limit::fixed(10, Unit::Minute);
+        // Staged on the stack (short) or appended piece by piece (long).
+        for value in ["v".to_owned(), "v".repeat(300)] {
+            let key = counter_key("d", &[("k", value.as_str())], &[], &limit, 0, false);
+            let mut expected = Vec::new();
+            for part in ["d", "k", value.as_str()] {
+                expected.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                expected.extend_from_slice(part.as_bytes());
+            }
+            expected.push(b'f');
+            expected.extend_from_slice(&limit.window().to_le_bytes());
+            assert_eq!(*key, *expected, "{} bytes", value.len());
+        }
     }
 
     #[test]
