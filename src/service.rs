@@ -4,6 +4,12 @@
 //! gRPC and the HTTP JSON endpoint both call [`RateLimiter::decide`]; turning
 //! a [`Decision`] into a protobuf response is [`crate::respond`]'s job.
 //!
+//! The decision allocates nothing for a request of up to four descriptors
+//! whose counter keys fit in 256 bytes (a known domain, no limit override):
+//! its scratch lists are inline ([`smallvec`]), every counter key is written
+//! into one request buffer that the [`Check`]s borrow, rules and patterns are
+//! borrowed or shared (`Arc`), and the answer's descriptor list is inline.
+//!
 //! The semantics are the reference server's (envoyproxy/ratelimit):
 //! - a request's `hits_addend` of 0 means 1; a descriptor's own `hits_addend`
 //!   overrides it, and 0 there checks without counting;

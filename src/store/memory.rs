@@ -87,7 +87,7 @@ fn slots_of(key: &[u8]) -> u32 {
     u32::try_from(extra).unwrap_or(u32::MAX - 1) + 1
 }
 
-/// Key bytes held inline in an [`Entry`]: with the tag and the length
+/// Key bytes held inline in a counter's entry: with the tag and the length
 /// byte, the key takes 64 bytes of the entry (see "Memory bound" above).
 pub const INLINE_KEY_BYTES: usize = 62;
 

@@ -1,7 +1,7 @@
 //! Where counter state lives.
 //!
 //! A [`CounterStore`] applies a request's [`Check`]s atomically: it reads each
-//! key's [`CounterState`], evaluates the pure algorithm of [`crate::limit`],
+//! key's [`CounterState`](crate::limit::CounterState), evaluates the pure algorithm of [`crate::limit`],
 //! and commits the new states by the all-or-nothing rule described on
 //! [`CounterStore::apply`]. The memory store ([`memory::MemoryStore`], a
 //! sharded hash table) is the default; the Redis store
