@@ -4,11 +4,13 @@
 //! gRPC and the HTTP JSON endpoint both call [`RateLimiter::decide`]; turning
 //! a [`Decision`] into a protobuf response is [`crate::respond`]'s job.
 //!
-//! The decision allocates nothing for a request of up to four descriptors
-//! whose counter keys fit in 256 bytes (a known domain, no limit override):
-//! its scratch lists are inline ([`smallvec`]), every counter key is written
-//! into one request buffer that the [`Check`]s borrow, rules and patterns are
-//! borrowed or shared (`Arc`), and the answer's descriptor list is inline.
+//! The decision allocates nothing for a request of up to two descriptors
+//! whose counter keys fit in 256 bytes (a known domain, no limit override),
+//! and once (the answer's list) for up to four: its scratch lists are inline
+//! ([`smallvec`]), every counter key is written into one request buffer
+//! that the [`Check`]s borrow, rules and patterns are borrowed or shared
+//! (`Arc`), and the answer's descriptor list is inline for two
+//! ([`DescriptorDecisions`]).
 //!
 //! The semantics are the reference server's (envoyproxy/ratelimit):
 //! - a request's `hits_addend` of 0 means 1; a descriptor's own `hits_addend`
@@ -113,9 +115,13 @@ pub struct DescriptorDecision {
     pub skipped_by: Option<Arc<str>>,
 }
 
-/// The answers for a request's descriptors, in order: inline for up to four
-/// descriptors, so that a decision allocates nothing for them.
-pub type DescriptorDecisions = SmallVec<[DescriptorDecision; 4]>;
+/// The answers for a request's descriptors, in order: inline for up to two
+/// descriptors. Not four: a [`Decision`] is moved several times on its way
+/// out of the decide future, and each move copies the whole inline list.
+/// Measured (callgrind, one descriptor): 2 741 instructions with four inline,
+/// 2 552 with two; with four descriptors, the one allocation two inline then
+/// cost is about what moving the larger list costs (9 034 vs 9 080).
+pub type DescriptorDecisions = SmallVec<[DescriptorDecision; 2]>;
 
 /// The answer for one request.
 #[derive(Clone, Debug, PartialEq)]
