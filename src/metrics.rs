@@ -31,7 +31,7 @@
 //! | `floodgate_config_reloads_total` | counter | `outcome` | config loads, `success` or `failure` |
 //! | `floodgate_config_last_reload_success` | gauge | | 1 if the last load succeeded, else 0 |
 //! | `floodgate_config_last_reload_timestamp_seconds` | gauge | | Unix time of the last load attempt |
-//! | `floodgate_counters` | gauge | | counters held by the store |
+//! | `floodgate_counters` | gauge | | counters held by the store (absent with Redis, which floodgate does not count: see [`crate::store::redis::RedisStore`]) |
 //! | `floodgate_counter_evictions_total` | counter | | counters evicted to make room |
 //!
 //! Per-rule counting follows the reference server's stats exactly (its
@@ -274,7 +274,9 @@ pub struct Metrics {
     reload_failure: Counter,
     last_reload_success: Gauge,
     last_reload_timestamp: Gauge,
-    counters: Gauge,
+    /// Registered on the first render with a count, so that a store that
+    /// does not track its counters (Redis) has no series rather than a 0.
+    counters: std::sync::OnceLock<Gauge>,
     evictions: Counter,
     /// Requests by answer, indexed by `RequestCode`, readable back.
     answers: [AtomicU64; 4],
@@ -347,7 +349,7 @@ impl Metrics {
             reload_failure: counter(CONFIG_RELOADS, outcome("failure")),
             last_reload_success: gauge(CONFIG_LAST_RELOAD_SUCCESS),
             last_reload_timestamp: gauge(CONFIG_LAST_RELOAD_TIMESTAMP),
-            counters: gauge(COUNTERS),
+            counters: std::sync::OnceLock::new(),
             evictions: counter(COUNTER_EVICTIONS, Vec::new()),
             rules: ArcSwap::from_pointee(HashMap::new()),
             answers: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -546,9 +548,18 @@ impl Metrics {
         self.last_reload_timestamp.set(unix_seconds);
     }
 
-    /// The Prometheus text exposition, with the store's gauges as given.
-    pub fn render(&self, counters: u64, evictions: u64) -> String {
-        self.counters.set(counters as f64);
+    /// The Prometheus text exposition, with the store's gauges as given;
+    /// `counters` is `None` for a store that does not track them, and the
+    /// series is then absent (not 0).
+    pub fn render(&self, counters: Option<u64>, evictions: u64) -> String {
+        if let Some(counters) = counters {
+            self.counters
+                .get_or_init(|| {
+                    self.recorder
+                        .register_gauge(&Key::from_name(COUNTERS), &metadata())
+                })
+                .set(counters as f64);
+        }
         self.evictions.absolute(evictions);
         self.handle.render()
     }
@@ -697,13 +708,13 @@ mod tests {
         let a = Metrics::new(DEFAULT_NEAR_LIMIT_RATIO);
         let b = Metrics::new(DEFAULT_NEAR_LIMIT_RATIO);
         a.record_reload(true, 1.0);
-        let text = a.render(3, 0);
+        let text = a.render(Some(3), 0);
         assert!(
             text.contains("floodgate_config_reloads_total{outcome=\"success\"} 1"),
             "{text}"
         );
         assert!(text.contains("floodgate_counters 3"), "{text}");
-        let other = b.render(0, 0);
+        let other = b.render(Some(0), 0);
         assert!(
             other.contains("floodgate_config_reloads_total{outcome=\"success\"} 0"),
             "{other}"

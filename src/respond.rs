@@ -675,9 +675,9 @@ mod metadata_tests {
         Decision {
             over_limit: descriptors.iter().any(|d| d.over_limit),
             global_shadowed: false,
-            descriptors,
+            descriptors: descriptors.into(),
             context: ResponseContext {
-                domain: domain.to_owned(),
+                domain: domain.into(),
                 ..ResponseContext::default()
             },
         }

@@ -25,7 +25,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 /// A server counting in `redis`, whose health requires the store when
-/// `required` (as `serve` sets it for `deny`/`error`).
+/// `required` (as `serve` sets it for `deny`/`error`), with an admin listener.
 async fn serve(redis: &RedisServer, policy: StoreErrorPolicy, required: bool) -> Running {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("rules.yaml");
@@ -57,6 +57,7 @@ async fn serve(redis: &RedisServer, policy: StoreErrorPolicy, required: bool) ->
     };
     let options = ServerOptions {
         health,
+        admin: Some(any_port()),
         ..ServerOptions::default()
     };
     server::start_with(limiter, &listeners, options)
@@ -163,4 +164,45 @@ async fn under_allow_health_stays_serving_while_redis_is_down() {
     })
     .await;
     running.shutdown().await.expect("clean shutdown");
+}
+
+/// With Redis the counters live outside this instance, and floodgate does not
+/// count them (see `RedisStore::held`): `/metrics` has no
+/// `floodgate_counters` series and the dashboard says `null`, never a 0
+/// that reads as "no counters", while the counter really is in Redis.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_the_counters_are_reported_as_not_tracked() {
+    let redis = RedisServer::start();
+    let running = serve(&redis, StoreErrorPolicy::Error, true).await;
+    let mut client =
+        floodgate::proto::RateLimitServiceClient::connect(format!("http://{}", running.grpc_addr))
+            .await
+            .expect("connect over gRPC");
+    let answer = client
+        .should_rate_limit(request_one("h", &[("k", "v")]))
+        .await
+        .expect("a decision")
+        .into_inner();
+    assert_eq!(answer.overall_code, Code::Ok as i32);
+    assert_eq!(
+        redis.cli(&["DBSIZE"]).trim(),
+        "1",
+        "the counter is in Redis"
+    );
+
+    let (code, text) = http_get(running.http_addr, "/metrics").await;
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(
+        harness::ops::metric(&text, "floodgate_counter_evictions_total", ""),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(!text.contains("floodgate_counters "), "{text}");
+
+    let admin = running.admin_addr.expect("an admin listener");
+    let (code, body) = http_get(admin, "/dashboard/data").await;
+    assert_eq!(code, 200, "{body}");
+    let data: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(data["store"]["counters"], serde_json::Value::Null, "{body}");
+    assert_eq!(data["store"]["evictions_total"], 0, "{body}");
 }

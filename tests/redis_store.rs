@@ -19,7 +19,7 @@ use floodgate::server::{self, Listeners, Running};
 use floodgate::service::{RateLimiter, ServiceOptions, StoreErrorPolicy};
 use floodgate::store::memory::MemoryStore;
 use floodgate::store::redis::{RedisOptions, RedisStore, TimeSource};
-use floodgate::store::{Check, CounterStore};
+use floodgate::store::{Check, CounterStore, Outcomes};
 use proptest::prelude::*;
 
 mod harness;
@@ -50,9 +50,17 @@ fn limit(algorithm: Algorithm, rpu: u64, unit: Unit, multiplier: u64, burst: u64
     }
 }
 
-fn check(key: &str, limit: Limit, hits: u64, group: u32, count_when_denied: bool) -> Check {
+/// A check of `key`. Checks borrow their key; the streams below are built
+/// once per test case and live as long as it, so the key is leaked.
+fn check(
+    key: &str,
+    limit: Limit,
+    hits: u64,
+    group: u32,
+    count_when_denied: bool,
+) -> Check<'static> {
     Check {
-        key: key.as_bytes().into(),
+        key: Box::leak(key.as_bytes().into()),
         limit,
         hits,
         group,
@@ -61,18 +69,18 @@ fn check(key: &str, limit: Limit, hits: u64, group: u32, count_when_denied: bool
 }
 
 /// One call of a stream: checks at an instant.
-type Step = (Nanos, Vec<Check>);
+type Step = (Nanos, Vec<Check<'static>>);
 
 /// Runs `steps` against `store`, returning every outcome.
 async fn run(store: &impl CounterStore, steps: &[Step]) -> Vec<Vec<Outcome>> {
     let mut all = Vec::with_capacity(steps.len());
     for (now, checks) in steps {
-        let mut out = Vec::new();
+        let mut out = Outcomes::new();
         store
             .apply(checks, *now, &mut out)
             .await
             .expect("store answers");
-        all.push(out);
+        all.push(out.to_vec());
     }
     all
 }

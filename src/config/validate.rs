@@ -157,6 +157,7 @@ impl Builder {
             Entry::Vacant(entry) => entry.insert(DomainBuild {
                 domain: Domain {
                     name: name.clone(),
+                    shared_name: Arc::from(name.as_str()),
                     ..Domain::default()
                 },
                 first_file: sink.file.to_path_buf(),

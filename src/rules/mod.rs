@@ -50,6 +50,9 @@ pub struct RuleSet {
 pub struct Domain {
     /// The domain's name.
     pub name: String,
+    /// The same name, shared: what each decision of the domain carries
+    /// ([`crate::service::ResponseContext::domain`]) without copying it.
+    pub(crate) shared_name: Arc<str>,
     /// The top level of descriptors.
     pub(crate) root: Level,
     /// The `response:` block: headers and 429 body (`None`: as the reference).
@@ -181,6 +184,11 @@ impl Domain {
     /// How deep the descriptor tree goes (0 for a domain with no descriptors).
     pub fn depth(&self) -> usize {
         self.root.depth()
+    }
+
+    /// The domain's name as a shared string (cloning it never allocates).
+    pub fn shared_name(&self) -> &Arc<str> {
+        &self.shared_name
     }
 
     /// The domain's `response:` block, if it has one.

@@ -20,7 +20,7 @@
 //! | `step_seconds`, `history_seconds` | the resolution of `history` (`?step=1..60`, default 5) and how far back it goes (600) |
 //! | `serving` | the server accepts traffic (rules loaded, store reachable when required, not shutting down) |
 //! | `config` | `version` (hash of the loaded files), `rules` (how many), `loaded_unix_seconds`, `last_outcome` (`success`/`failure`), `last_trigger`, `last_attempt_unix_seconds`, `last_error` (text of the failed load), `successes`, `failures` |
-//! | `store` | `reachable`, `errors_total`, `counters` (held now), `evictions_total` |
+//! | `store` | `reachable`, `errors_total`, `counters` (held now; `null` when the store does not track them: Redis), `evictions_total` |
 //! | `requests` | `totals` and `per_second` of `ok`, `over_limit`, `invalid`, `error` |
 //! | `latency` | `count` of decisions in the window and `p50_seconds`, `p90_seconds`, `p99_seconds` (`null` without decisions; log buckets at most 25% wide, interpolated) |
 //! | `rules[]` | per rule: `domain`, `rule` (its id), `totals` {`hits`, `over_limit`, `near_limit`, `within_limit`, `shadow_mode`}, `per_second` {`hits`, `over_limit`, `near_limit`, `within_limit`}, `over_limit_share` and `near_limit_share` (of the window's hits; `null` without hits), sorted by over-limit share, then hits |
@@ -196,7 +196,7 @@ pub(crate) fn spawn_sampler<S: CounterStore>(
         every.tick().await;
         loop {
             tokio::select! {
-                _ = every.tick() => dashboard.sample(&metrics, limiter.store().len()),
+                _ = every.tick() => dashboard.sample(&metrics, limiter.store().held().unwrap_or(0)),
                 _ = stop.wait_for(|stop| *stop) => break,
             }
         }
@@ -243,7 +243,8 @@ struct ConfigReport {
 struct StoreReport {
     reachable: bool,
     errors_total: u64,
-    counters: u64,
+    /// `None` (JSON `null`): the store does not track its counters (Redis).
+    counters: Option<u64>,
     evictions_total: u64,
 }
 
@@ -489,7 +490,7 @@ fn data<S: CounterStore>(state: &AdminState<S>, step: u64) -> Data {
         store: StoreReport {
             reachable: state.health.store_reachable(),
             errors_total: totals.error,
-            counters: store.len(),
+            counters: store.held(),
             evictions_total: store.evictions(),
         },
         requests: RequestsReport {

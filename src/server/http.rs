@@ -112,7 +112,7 @@ async fn healthcheck<S: CounterStore>(State(state): State<Arc<HttpState<S>>>) ->
 
 async fn metrics<S: CounterStore>(State(state): State<Arc<HttpState<S>>>) -> Response {
     let store = state.limiter.store();
-    let body = state.metrics.render(store.len(), store.evictions());
+    let body = state.metrics.render(store.held(), store.evictions());
     (
         StatusCode::OK,
         [(

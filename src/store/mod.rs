@@ -1,7 +1,7 @@
 //! Where counter state lives.
 //!
 //! A [`CounterStore`] applies a request's [`Check`]s atomically: it reads each
-//! key's [`CounterState`], evaluates the pure algorithm of [`crate::limit`],
+//! key's [`CounterState`](crate::limit::CounterState), evaluates the pure algorithm of [`crate::limit`],
 //! and commits the new states by the all-or-nothing rule described on
 //! [`CounterStore::apply`]. The memory store ([`memory::MemoryStore`], a
 //! sharded hash table) is the default; the Redis store
@@ -14,13 +14,23 @@ pub mod redis;
 
 use std::future::Future;
 
+use smallvec::SmallVec;
+
 use crate::limit::{Limit, Nanos, Outcome};
 
+/// The outcomes of one [`CounterStore::apply`] call, one per check: inline
+/// for requests of up to four checks, so that the common request allocates
+/// nothing for them.
+pub type Outcomes = SmallVec<[Outcome; 4]>;
+
 /// One limit to check for one request descriptor.
+///
+/// The key is borrowed: the service builds every key of a request into one
+/// buffer, and a store copies the bytes only when it keeps a new counter.
 #[derive(Clone, Debug)]
-pub struct Check {
+pub struct Check<'k> {
     /// The counter's key: domain, descriptor entries and the limit's identity.
-    pub key: Box<[u8]>,
+    pub key: &'k [u8],
     /// The limit to evaluate.
     pub limit: Limit,
     /// Hits to add; 0 checks without counting.
@@ -61,13 +71,21 @@ pub trait CounterStore: Send + Sync + 'static {
     /// `out` is cleared and receives one [`Outcome`] per check, in order.
     fn apply<'a>(
         &'a self,
-        checks: &'a [Check],
+        checks: &'a [Check<'a>],
         now: Nanos,
-        out: &'a mut Vec<Outcome>,
+        out: &'a mut Outcomes,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a;
 
-    /// Counters currently held (approximate for caches that evict lazily).
+    /// Counters currently held (approximate for caches that evict lazily);
+    /// 0 for a store that does not track them (see [`CounterStore::held`]).
     fn len(&self) -> u64;
+
+    /// Counters currently held, or `None` when the store cannot tell at a
+    /// cost worth paying (Redis: see [`redis::RedisStore`]). What metrics
+    /// and the dashboard report, so that "not tracked" never reads as 0.
+    fn held(&self) -> Option<u64> {
+        Some(self.len())
+    }
 
     /// Counters dropped to make room for others since the store started
     /// (each one may have forgotten hits); 0 for stores that never evict.
@@ -94,9 +112,9 @@ pub enum AnyStore {
 impl CounterStore for AnyStore {
     async fn apply<'a>(
         &'a self,
-        checks: &'a [Check],
+        checks: &'a [Check<'a>],
         now: Nanos,
-        out: &'a mut Vec<Outcome>,
+        out: &'a mut Outcomes,
     ) -> Result<(), StoreError> {
         match self {
             AnyStore::Memory(store) => store.apply(checks, now, out).await,
@@ -108,6 +126,13 @@ impl CounterStore for AnyStore {
         match self {
             AnyStore::Memory(store) => store.len(),
             AnyStore::Redis(store) => store.len(),
+        }
+    }
+
+    fn held(&self) -> Option<u64> {
+        match self {
+            AnyStore::Memory(store) => store.held(),
+            AnyStore::Redis(store) => store.held(),
         }
     }
 

@@ -87,7 +87,7 @@ use ::redis::{Script, Value};
 use moka::Expiry;
 use moka::sync::Cache;
 
-use super::{Check, CounterStore, StoreError};
+use super::{Check, CounterStore, Outcomes, StoreError};
 use crate::health::Health;
 use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome};
 
@@ -397,12 +397,12 @@ impl RedisStore {
     }
 
     /// The local answer for `check`, if the over-limit cache is certain.
-    fn cached(&self, check: &Check, now: Nanos) -> Option<Outcome> {
+    fn cached(&self, check: &Check<'_>, now: Nanos) -> Option<Outcome> {
         let cache = self.over_limit.as_ref()?;
         if check.limit.algorithm != Algorithm::FixedWindow {
             return None;
         }
-        let entry = cache.get(&check.key)?;
+        let entry = cache.get(check.key)?;
         let used = entry.count.saturating_add(check.hits);
         (now < entry.until && used > check.limit.requests_per_unit).then_some(Outcome {
             admitted: false,
@@ -416,7 +416,7 @@ impl RedisStore {
     /// groups already known to be denied; writes outcomes into `out`.
     async fn run(
         &self,
-        all: &[Check],
+        all: &[Check<'_>],
         part: &[usize],
         denied: &[u32],
         now: Nanos,
@@ -434,8 +434,8 @@ impl RedisStore {
         for &i in part {
             let check = &all[i];
             let next = key_index.len() + 1;
-            let index = *key_index.entry(&check.key).or_insert_with(|| {
-                invocation.key(self.redis_key(&check.key));
+            let index = *key_index.entry(check.key).or_insert_with(|| {
+                invocation.key(self.redis_key(check.key));
                 next
             });
             let algorithm = match check.limit.algorithm {
@@ -515,7 +515,7 @@ impl RedisStore {
                 && outcome.reset_after > 0
             {
                 cache.insert(
-                    check.key.clone(),
+                    Box::from(check.key),
                     OverLimit {
                         until: now.saturating_add(outcome.reset_after),
                         count,
@@ -532,9 +532,9 @@ impl RedisStore {
 impl CounterStore for RedisStore {
     async fn apply<'a>(
         &'a self,
-        checks: &'a [Check],
+        checks: &'a [Check<'a>],
         now: Nanos,
-        out: &'a mut Vec<Outcome>,
+        out: &'a mut Outcomes,
     ) -> Result<(), StoreError> {
         out.clear();
         if checks.is_empty() {
@@ -577,10 +577,21 @@ impl CounterStore for RedisStore {
         Ok(())
     }
 
-    /// Counters live in Redis, which this instance does not count: always 0.
-    /// Use Redis's own `INFO keyspace` (keys under the prefix) instead.
+    /// Not tracked: always 0; [`CounterStore::held`] says `None`.
     fn len(&self) -> u64 {
         0
+    }
+
+    /// Not tracked (`None`), on purpose. The counters live in Redis, shared
+    /// by the fleet, so a count there is not this instance's to report: a
+    /// per-instance gauge would be summed over the fleet N times. And no
+    /// count is both cheap and right: `DBSIZE` counts every key of a shared
+    /// database, and counting the keys under the prefix takes a `SCAN` of
+    /// the whole keyspace, repeated by every instance. Redis's own key
+    /// count (`INFO keyspace`, or redis_exporter's `redis_db_keys`) is the
+    /// number to watch, with a database of its own for floodgate.
+    fn held(&self) -> Option<u64> {
+        None
     }
 }
 
@@ -589,7 +600,7 @@ impl RedisStore {
     /// mode one per hash tag.
     async fn apply_remote(
         &self,
-        checks: &[Check],
+        checks: &[Check<'_>],
         remote: &[usize],
         denied: &[u32],
         now: Nanos,
@@ -604,7 +615,7 @@ impl RedisStore {
                     // One script call per hash tag, all in parallel.
                     let mut parts: Vec<(u64, Vec<usize>)> = Vec::new();
                     for &i in remote {
-                        let tag = fnv1a(descriptor_part(&checks[i].key));
+                        let tag = fnv1a(descriptor_part(checks[i].key));
                         match parts.iter_mut().find(|(t, _)| *t == tag) {
                             Some((_, part)) => part.push(i),
                             None => parts.push((tag, vec![i])),

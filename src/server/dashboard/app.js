@@ -216,8 +216,10 @@
     var l = d.latency;
     $("kpi-latency").textContent = fmtTriple([l.p50_seconds, l.p90_seconds, l.p99_seconds]);
     $("kpi-latency-hint").textContent = fmtCount(l.count) + " decisions in " + d.window_seconds + " s";
-    $("kpi-counters").textContent = fmtCount(d.store.counters);
-    $("kpi-counters-hint").textContent = fmtCount(d.store.evictions_total) + " evicted";
+    // null: the store does not track its counters (Redis; see its key count).
+    var tracked = d.store.counters !== null;
+    $("kpi-counters").textContent = tracked ? fmtCount(d.store.counters) : "not tracked";
+    $("kpi-counters-hint").textContent = tracked ? fmtCount(d.store.evictions_total) + " evicted" : "counters live in Redis";
     $("kpi-errors").textContent = fmtCount(d.store.errors_total);
     $("kpi-errors-hint").textContent = fmtRate(r.error) + "/s now · " + fmtCount(d.requests.totals.invalid) + " invalid requests";
   }
@@ -247,7 +249,8 @@
       { color: COLORS.p99, label: "p99", value: fmtSeconds(last(h.p99_seconds)) }
     ]);
     lineChart($("chart-counters"), h.t, [
-      { name: "counters", color: COLORS.counters, values: h.counters, fill: true }
+      { name: "counters", color: COLORS.counters, fill: true,
+        values: d.store.counters === null ? h.counters.map(function () { return null; }) : h.counters }
     ], { end: end, span: span, step: step, ticks: 2, axis: false, format: function (v) { return fmtCount(Math.round(v)); } });
   }
 
@@ -358,7 +361,7 @@
     }
     fact("Store", s.reachable ? "reachable" : "UNREACHABLE", s.reachable ? "good" : "bad");
     fact("Store errors", fmtCount(s.errors_total), s.errors_total > 0 ? "bad" : null);
-    fact("Counters held", fmtCount(s.counters) + " (" + fmtCount(s.evictions_total) + " evicted)");
+    fact("Counters held", s.counters === null ? "not tracked (Redis)" : fmtCount(s.counters) + " (" + fmtCount(s.evictions_total) + " evicted)");
     fact("Config version", c.version || "–");
     fact("Loaded at", fmtClock(c.loaded_unix_seconds) + " · " + c.rules + " rules");
     fact("Last reload", (c.last_outcome || "–") + (c.last_trigger ? " (" + c.last_trigger + ", " + fmtClock(c.last_attempt_unix_seconds) + ")" : ""),
