@@ -385,17 +385,6 @@ impl RedisStore {
         }
     }
 
-    /// The Redis key of a counter key: `<prefix>{<tag>}<key>`.
-    fn redis_key(&self, key: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.prefix.len() + 18 + key.len());
-        out.extend_from_slice(&self.prefix);
-        out.push(b'{');
-        out.extend_from_slice(format!("{:016x}", fnv1a(descriptor_part(key))).as_bytes());
-        out.push(b'}');
-        out.extend_from_slice(key);
-        out
-    }
-
     /// The local answer for `check`, if the over-limit cache is certain.
     fn cached(&self, check: &Check<'_>, now: Nanos) -> Option<Outcome> {
         let cache = self.over_limit.as_ref()?;
@@ -435,7 +424,7 @@ impl RedisStore {
             let check = &all[i];
             let next = key_index.len() + 1;
             let index = *key_index.entry(check.key).or_insert_with(|| {
-                invocation.key(self.redis_key(check.key));
+                invocation.key(redis_key(&self.prefix, check.key));
                 next
             });
             let algorithm = match check.limit.algorithm {
@@ -465,50 +454,50 @@ impl RedisStore {
                         return Err(StoreError::Unavailable("no Redis connection".into()));
                     };
                     let mut connection = connection.clone();
-                    match invocation.invoke_async::<Vec<Value>>(&mut connection).await {
+                    match invocation.invoke_async::<Vec<u8>>(&mut connection).await {
                         // A connection found broken is being replaced by the
                         // manager: one retry, within the same timeout. If the
                         // connection broke after Redis ran the script (rare),
                         // the retry counts the hits twice: conservative,
                         // never admitting more than the limit.
                         Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-                            invocation.invoke_async::<Vec<Value>>(&mut connection).await
+                            invocation.invoke_async::<Vec<u8>>(&mut connection).await
                         }
                         result => result,
                     }
                 }
                 Backend::Cluster(connection) => {
                     let mut connection = connection.clone();
-                    invocation.invoke_async::<Vec<Value>>(&mut connection).await
+                    invocation.invoke_async::<Vec<u8>>(&mut connection).await
                 }
             }
             .map_err(|e| StoreError::Unavailable(e.to_string()))
         };
-        let values = tokio::time::timeout(self.timeout, call)
+        let answer = tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| StoreError::Timeout)??;
-        if values.len() != part.len() * FIELDS_OUT {
-            return Err(StoreError::Unavailable(format!(
-                "unexpected script answer: {} values for {} checks",
-                values.len(),
-                part.len()
-            )));
-        }
-        for (&i, fields) in part.iter().zip(values.chunks_exact(FIELDS_OUT)) {
-            let field = |n: usize| {
-                int(&fields[n]).ok_or_else(|| {
-                    StoreError::Unavailable(format!("unexpected script value {:?}", fields[n]))
-                })
-            };
-            let reset = field(3)? * i128::from(NANOS_PER_SECOND) + field(4)?;
+        let unexpected = || {
+            StoreError::Unavailable(format!(
+                "unexpected script answer for {} checks: {:?}",
+                part.len(),
+                String::from_utf8_lossy(&answer)
+            ))
+        };
+        let mut values = answer.split(|&b| b == b' ');
+        let mut fields = [0i128; FIELDS_OUT];
+        for &i in part {
+            for field in &mut fields {
+                *field = values.next().and_then(int).ok_or_else(unexpected)?;
+            }
+            let [admitted, remaining, used, reset_s, reset_ns, count] = fields;
             let outcome = Outcome {
-                admitted: field(0)? == 1,
-                remaining: clamp(field(1)?),
-                used: clamp(field(2)?),
-                reset_after: clamp(reset),
+                admitted: admitted == 1,
+                remaining: clamp(remaining),
+                used: clamp(used),
+                reset_after: clamp(reset_s * i128::from(NANOS_PER_SECOND) + reset_ns),
             };
             let check = &all[i];
-            let count = clamp(field(5)?);
+            let count = clamp(count);
             if let Some(cache) = &self.over_limit
                 && check.limit.algorithm == Algorithm::FixedWindow
                 && count > check.limit.requests_per_unit
@@ -524,6 +513,9 @@ impl RedisStore {
                 );
             }
             out[i] = Some(outcome);
+        }
+        if values.next().is_some() {
+            return Err(unexpected());
         }
         Ok(())
     }
@@ -705,15 +697,28 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// An integer from the script's answer (integers, or decimal strings for
-/// values beyond what Redis's integer conversion keeps).
-fn int(value: &Value) -> Option<i128> {
-    match value {
-        Value::Int(n) => Some(i128::from(*n)),
-        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
-        Value::SimpleString(text) => text.parse().ok(),
-        _ => None,
-    }
+/// The Redis key of a counter key: `<prefix>{<tag>}<key>`, the tag in 16
+/// lowercase hex digits.
+fn redis_key(prefix: &[u8], key: &[u8]) -> Vec<u8> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(prefix.len() + 18 + key.len());
+    out.extend_from_slice(prefix);
+    out.push(b'{');
+    // `{:016x}`, without the formatting machinery on the request path.
+    let tag = fnv1a(descriptor_part(key));
+    out.extend(
+        (0..16)
+            .rev()
+            .map(|digit| HEX[(tag >> (digit * 4)) as usize & 0xf]),
+    );
+    out.push(b'}');
+    out.extend_from_slice(key);
+    out
+}
+
+/// One decimal integer of the script's answer.
+fn int(text: &[u8]) -> Option<i128> {
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 /// Narrows to `u64`, clamping negatives to 0 and large values to the maximum.
@@ -781,6 +786,22 @@ mod tests {
         assert_eq!(descriptor_part(&one), &base[..]);
         assert_eq!(descriptor_part(&multi), &base[..]);
         assert_eq!(descriptor_part(b"x"), b"");
+    }
+
+    #[test]
+    fn redis_keys_carry_the_tag_in_hex() {
+        // Enough keys that some tags start with zero digits (1 in 16 each).
+        for n in 0..200 {
+            let mut key = Vec::new();
+            put(&mut key, "domain");
+            put(&mut key, "k");
+            put(&mut key, &n.to_string());
+            key.extend_from_slice(b"f\x00\x01");
+            let tag = fnv1a(descriptor_part(&key));
+            let mut expected = format!("p:{{{tag:016x}}}").into_bytes();
+            expected.extend_from_slice(&key);
+            assert_eq!(redis_key(b"p:", &key), expected);
+        }
     }
 
     #[test]
