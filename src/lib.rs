@@ -9,7 +9,8 @@
 //! Data flows one way, from the wire to the counters and back; each module
 //! imports only the ones listed below it.
 //!
-//! - `main.rs`, [`cli`]: the command line (`serve`, `check`) and environment.
+//! - `main.rs`, [`cli`]: the command line (`serve`, `check`) and environment;
+//!   `main.rs` also sets the binary's global allocator (mimalloc; it says why).
 //! - [`settings`]: the reference server's environment variables (Istio's
 //!   `RUNTIME_ROOT`, `GRPC_PORT`, ...) as defaults of floodgate's flags,
 //!   every one of them listed with what floodgate does with it, and the rule
