@@ -158,7 +158,18 @@ pub struct RateLimiter<S> {
     clock: Arc<dyn Clock>,
     options: ServiceOptions,
     store_errors: AtomicU64,
+    /// When the last store-failure warning was logged (the clock's time; 0:
+    /// never), and the failures not logged since.
+    last_store_warning: AtomicU64,
+    unlogged_store_errors: AtomicU64,
 }
+
+/// Store failures are logged at most once per this interval (the clock's
+/// time), each line saying how many were not logged before it; every failure
+/// is counted ([`RateLimiter::store_errors`], `floodgate_store_errors_total`).
+/// During an outage every request fails, so one line per failure would be
+/// thousands of lines per second.
+pub const STORE_WARNING_INTERVAL: Nanos = crate::limit::NANOS_PER_SECOND;
 
 /// Per-request scratch, inline for requests of up to four descriptors (of
 /// one limit each), so that deciding the common request allocates nothing.
@@ -199,7 +210,35 @@ impl<S: CounterStore> RateLimiter<S> {
             clock,
             options,
             store_errors: AtomicU64::new(0),
+            last_store_warning: AtomicU64::new(0),
+            unlogged_store_errors: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a store failure and logs it, unless one was logged less than
+    /// [`STORE_WARNING_INTERVAL`] ago (either way round: a clock stepped
+    /// back by more than that logs again).
+    fn store_failed(&self, error: &StoreError, now: Nanos) {
+        self.store_errors.fetch_add(1, Ordering::Relaxed);
+        let last = self.last_store_warning.load(Ordering::Relaxed);
+        let due = last == 0 || now.abs_diff(last) >= STORE_WARNING_INTERVAL;
+        // One caller wins the right to log; the others count themselves.
+        if !due
+            || self
+                .last_store_warning
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.unlogged_store_errors.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let unlogged = self.unlogged_store_errors.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            %error,
+            policy = ?self.options.on_store_error,
+            not_logged_since_last = unlogged,
+            "counter store failed (failures are logged at most once a second; all are counted)"
+        );
     }
 
     /// Requests whose counter store call failed since the limiter started.
@@ -343,8 +382,7 @@ impl<S: CounterStore> RateLimiter<S> {
         if !checks.is_empty()
             && let Err(error) = self.store.apply(&checks, now, &mut outcomes).await
         {
-            self.store_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, policy = ?self.options.on_store_error, "counter store failed");
+            self.store_failed(&error, now);
             outcomes.clear();
             match self.options.on_store_error {
                 StoreErrorPolicy::Error => return Err(error.into()),
@@ -805,6 +843,108 @@ impl<S: CounterStore> RateLimiter<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store that always fails, as Redis does during an outage.
+    struct FailingStore;
+
+    impl CounterStore for FailingStore {
+        async fn apply<'a>(
+            &'a self,
+            _checks: &'a [Check<'a>],
+            _now: Nanos,
+            _out: &'a mut Outcomes,
+        ) -> Result<(), StoreError> {
+            Err(StoreError::Timeout)
+        }
+
+        fn len(&self) -> u64 {
+            0
+        }
+    }
+
+    /// What a subscriber writes, shared with the test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn store_failures_are_all_counted_but_logged_at_most_once_a_second() {
+        let rules = crate::config::load_sources(
+            &[(
+                "d.yaml".into(),
+                "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: minute, requests_per_unit: 5}\n"
+                    .to_owned(),
+            )],
+            &crate::config::LoadOptions::default(),
+        )
+        .expect("rules");
+        let clock = crate::clock::ManualClock::new(1_000 * crate::limit::NANOS_PER_SECOND);
+        let limiter = RateLimiter::new(
+            rules,
+            FailingStore,
+            Arc::new(clock.clone()),
+            ServiceOptions::default(),
+        );
+        let request = RateLimitRequest {
+            domain: "d".into(),
+            descriptors: vec![RateLimitDescriptor {
+                entries: vec![crate::proto::Entry {
+                    key: "k".into(),
+                    value: "v".into(),
+                }],
+                ..RateLimitDescriptor::default()
+            }],
+            hits_addend: 0,
+        };
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        tracing::subscriber::with_default(subscriber, || {
+            runtime.block_on(async {
+                let decide = || async {
+                    // Fail open (the default policy): OK, nothing counted.
+                    let decision = limiter.decide(&request).await.expect("decided");
+                    assert!(!decision.over_limit);
+                };
+                for _ in 0..100 {
+                    decide().await;
+                }
+                clock.advance(STORE_WARNING_INTERVAL - 1);
+                decide().await;
+                clock.advance(1);
+                decide().await;
+                // A clock stepped back by more than the interval logs again.
+                clock.set(500 * crate::limit::NANOS_PER_SECOND);
+                decide().await;
+            });
+        });
+        assert_eq!(limiter.store_errors(), 103);
+        let text =
+            String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf-8 log");
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("counter store failed"))
+            .collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[0].contains("not_logged_since_last=0"), "{text}");
+        assert!(lines[1].contains("not_logged_since_last=100"), "{text}");
+        assert!(lines[2].contains("not_logged_since_last=0"), "{text}");
+    }
 
     #[test]
     fn counter_keys_do_not_collide_across_entry_boundaries() {
