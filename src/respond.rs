@@ -659,16 +659,7 @@ mod metadata_tests {
     }
 
     fn descriptor() -> DescriptorDecision {
-        DescriptorDecision {
-            over_limit: false,
-            limit: None,
-            remaining: 0,
-            reset_after: None,
-            rule: None,
-            shadowed: false,
-            used: 0,
-            skipped_by: None,
-        }
+        DescriptorDecision::default()
     }
 
     fn decision(domain: &str, descriptors: Vec<DescriptorDecision>) -> Decision {

@@ -92,8 +92,9 @@ pub enum DecideError {
     Store(#[from] StoreError),
 }
 
-/// The answer for one request descriptor.
-#[derive(Clone, Debug, PartialEq)]
+/// The answer for one request descriptor. The default is a descriptor that
+/// matched no rule: OK, nothing counted.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct DescriptorDecision {
     /// The descriptor is over its limit (and not in shadow mode).
     pub over_limit: bool,
@@ -435,16 +436,7 @@ impl<S: CounterStore> RateLimiter<S> {
         let mut quota_over = 0usize;
         for plan in plans {
             let Some(rule) = plan.rule else {
-                descriptors.push(DescriptorDecision {
-                    over_limit: false,
-                    limit: None,
-                    remaining: 0,
-                    reset_after: None,
-                    rule: None,
-                    shadowed: false,
-                    used: 0,
-                    skipped_by: None,
-                });
+                descriptors.push(DescriptorDecision::default());
                 continue;
             };
             // The most restrictive limit: a denying one that frees up last,
