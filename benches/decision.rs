@@ -40,10 +40,10 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use floodgate::clock::SystemClock;
 use floodgate::config::{self, LoadOptions};
+use floodgate::decide::{RateLimiter, ServiceOptions};
 use floodgate::limit::Algorithm;
 use floodgate::proto::{Entry, RateLimitDescriptor, RateLimitRequest};
 use floodgate::respond;
-use floodgate::service::{RateLimiter, ServiceOptions};
 use floodgate::store::memory::MemoryStore;
 
 /// Distinct counters in the "many keys" cases.
@@ -190,9 +190,10 @@ fn decision(c: &mut Criterion) {
     // what `respond` adds on top of `decide`.
     let hot = limiter(1_000);
     let hot_request = request("fixed_window", 1);
+    let options = respond::ResponseOptions::default();
     group.bench_function("fixed_window/1desc/hot+respond", |b| {
         b.iter(|| match ready(hot.decide(black_box(&hot_request))) {
-            Ok(decision) => respond::to_response(&decision),
+            Ok(decision) => respond::to_response(&decision, &options),
             Err(e) => panic!("bench request is valid: {e}"),
         })
     });

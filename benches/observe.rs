@@ -25,9 +25,9 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use floodgate::clock::SystemClock;
 use floodgate::config::{self, LoadOptions};
-use floodgate::metrics::{DEFAULT_NEAR_LIMIT_RATIO, Metrics, Transport};
+use floodgate::decide::{DecideError, Decision, RateLimiter, ServiceOptions};
+use floodgate::observe::metrics::{DEFAULT_NEAR_LIMIT_RATIO, Metrics, Transport};
 use floodgate::proto::{Entry, RateLimitDescriptor, RateLimitRequest};
-use floodgate::service::{DecideError, Decision, RateLimiter, ServiceOptions};
 use floodgate::store::memory::MemoryStore;
 
 const RULES: &str = "

@@ -4,8 +4,8 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 use clap::{CommandFactory, FromArgMatches};
+use floodgate::cli::reference_env;
 use floodgate::cli::{self, Cli, Command};
-use floodgate::settings;
 
 /// mimalloc instead of glibc's allocator: measured end to end (callgrind,
 /// README "Benchmarks") it cuts a request's instructions by 13 % (70.9k →
@@ -22,7 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() {
     // The reference server's variables (RUNTIME_ROOT, GRPC_PORT, ...) become
     // defaults that floodgate's own flags and variables override.
-    let reference = match settings::resolve_from_env() {
+    let reference = match reference_env::resolve_from_env() {
         Ok(reference) => reference,
         Err(e) => {
             eprintln!("floodgate: {e}");

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use floodgate::clock::SystemClock;
 use floodgate::config::{self, LoadOptions};
+use floodgate::decide::{RateLimiter, ServiceOptions, StoreErrorPolicy};
 use floodgate::limit::{Algorithm, Limit, NANOS_PER_SECOND, Nanos, Outcome, Unit};
 use floodgate::proto::{
     Code, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient,
 };
 use floodgate::rules::RuleSet;
 use floodgate::server::{self, Listeners, Running};
-use floodgate::service::{RateLimiter, ServiceOptions, StoreErrorPolicy};
 use floodgate::store::memory::MemoryStore;
 use floodgate::store::redis::{RedisOptions, RedisStore, TimeSource};
 use floodgate::store::{Check, CounterStore, Outcomes};

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use floodgate::decide::ServiceOptions;
 use floodgate::proto::{
     Code, Entry, RateLimitDescriptor, RateLimitOverride, RateLimitRequest, RateLimitServiceClient,
 };
-use floodgate::service::ServiceOptions;
 use harness::{TestServer, rules, secs};
 
 const CONNECTIONS: usize = 16;

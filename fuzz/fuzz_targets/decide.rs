@@ -14,7 +14,7 @@ use arbitrary::Arbitrary;
 use floodgate::clock::ManualClock;
 use floodgate::config::{self, LoadOptions};
 use floodgate::proto::{Entry, RateLimitDescriptor, RateLimitOverride, RateLimitRequest};
-use floodgate::service::{RateLimiter, ServiceOptions};
+use floodgate::decide::{RateLimiter, ServiceOptions};
 use floodgate::store::memory::MemoryStore;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -153,7 +153,10 @@ fuzz_target!(|input: Input| {
     let decision = fixture.runtime.block_on(fixture.limiter.decide(&request));
     if let Ok(decision) = decision {
         // Building the answer (headers, body, metadata) must not panic.
-        let _ = floodgate::respond::to_response(&decision);
+        let _ = floodgate::respond::to_response(
+            &decision,
+            &floodgate::respond::ResponseOptions::default(),
+        );
     }
 });
 

@@ -898,7 +898,7 @@ descriptors:
 
 #[test]
 fn response_block_loads_with_defaults() {
-    use crate::policy::{HeaderStyle, ResetFormat};
+    use crate::rules::policy::{HeaderStyle, ResetFormat};
     let rules = ok(&format!(
         "{RESPONSE_BASE}response:\n  headers: x-ratelimit\n"
     ));

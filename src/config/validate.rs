@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::limit::{Algorithm, Limit, Unit};
-use crate::policy::{
+use crate::rules::policy::{
     BodyTemplate, FallbackGroup, HeaderStyle, ResetFormat, ResponsePolicy, is_json_content_type,
 };
 use crate::rules::{Domain, KeyNode, Level, Node, Rule, RuleLimit, RuleSet, WildcardPattern};

@@ -7,11 +7,12 @@
 //! the descriptor's last entry.
 
 mod matcher;
+pub mod policy;
 
 use std::sync::Arc;
 
 use crate::limit::Limit;
-use crate::policy::{FallbackGroup, ResponsePolicy};
+use crate::rules::policy::{FallbackGroup, ResponsePolicy};
 
 pub use matcher::WildcardPattern;
 
@@ -51,7 +52,7 @@ pub struct Domain {
     /// The domain's name.
     pub name: String,
     /// The same name, shared: what each decision of the domain carries
-    /// ([`crate::service::ResponseContext::domain`]) without copying it.
+    /// ([`crate::decide::ResponseContext::domain`]) without copying it.
     pub(crate) shared_name: Arc<str>,
     /// The top level of descriptors.
     pub(crate) root: Level,

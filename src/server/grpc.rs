@@ -5,23 +5,26 @@ use std::time::Instant;
 
 use tonic::{Request, Response, Status};
 
-use crate::metrics::{Metrics, Transport};
+use crate::decide::{DecideError, RateLimiter};
+use crate::observe::metrics::{Metrics, Transport};
 use crate::proto::{RateLimitRequest, RateLimitResponse, RateLimitService};
-use crate::respond;
-use crate::service::{DecideError, RateLimiter};
+use crate::respond::{self, ResponseOptions};
 use crate::store::CounterStore;
 
 /// Adapts the [`RateLimiter`] to tonic's generated service trait.
 pub struct GrpcService<S> {
     limiter: Arc<RateLimiter<S>>,
+    response: ResponseOptions,
     metrics: Option<Arc<Metrics>>,
 }
 
 impl<S> GrpcService<S> {
-    /// Serves decisions from `limiter`.
-    pub fn new(limiter: Arc<RateLimiter<S>>) -> GrpcService<S> {
+    /// Serves decisions from `limiter`, answers carrying what `response`
+    /// asks for besides statuses.
+    pub fn new(limiter: Arc<RateLimiter<S>>, response: ResponseOptions) -> GrpcService<S> {
         GrpcService {
             limiter,
+            response,
             metrics: None,
         }
     }
@@ -54,7 +57,10 @@ impl<S: CounterStore> RateLimitService for GrpcService<S> {
             metrics.observe(Transport::Grpc, &request, &result, started.elapsed());
         }
         match result {
-            Ok(decision) => Ok(Response::new(respond::to_response(&decision))),
+            Ok(decision) => Ok(Response::new(respond::to_response(
+                &decision,
+                &self.response,
+            ))),
             Err(error) => Err(status_of(&error)),
         }
     }

@@ -14,15 +14,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::json::{JsonRequest, JsonResponse};
+use crate::decide::{DecideError, RateLimiter};
 use crate::health::Health;
-use crate::metrics::{Metrics, Transport};
+use crate::observe::metrics::{Metrics, Transport};
 use crate::respond;
-use crate::service::{DecideError, RateLimiter};
 use crate::store::CounterStore;
 
 /// What the HTTP handlers share.
 pub struct HttpState<S> {
     pub(crate) limiter: Arc<RateLimiter<S>>,
+    /// What answers carry besides statuses.
+    pub(crate) response: respond::ResponseOptions,
     /// Serving: rules are loaded, the server is not shutting down and the
     /// store is reachable (when that matters).
     pub(crate) health: Health,
@@ -84,7 +86,7 @@ async fn json<S: CounterStore>(
         .observe(Transport::Http, &request, &result, started.elapsed());
     match result {
         Ok(decision) => {
-            let response = respond::to_response(&decision);
+            let response = respond::to_response(&decision, &state.response);
             let status = if decision.over_limit {
                 StatusCode::TOO_MANY_REQUESTS
             } else {

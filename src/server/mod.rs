@@ -9,7 +9,6 @@
 //! near-limit ratio, and a shared [`Health`].
 
 mod admin;
-mod dashboard;
 mod grpc;
 mod http;
 pub(crate) mod json;
@@ -31,10 +30,11 @@ pub use reload::{ConfigSource, ReloadOutcome, ReloadStatus, Reloader};
 pub use shutdown::ShutdownError;
 pub use tls::{LoadedTls, TlsError, TlsFiles};
 
+use crate::decide::RateLimiter;
 use crate::health::Health;
-use crate::metrics::{DEFAULT_NEAR_LIMIT_RATIO, Metrics};
+use crate::observe::metrics::{DEFAULT_NEAR_LIMIT_RATIO, Metrics};
 use crate::proto::{FILE_DESCRIPTOR_SET, RateLimitServiceServer};
-use crate::service::RateLimiter;
+use crate::respond::ResponseOptions;
 use crate::store::CounterStore;
 
 /// The health service name the reference registers, which Istio's and
@@ -71,6 +71,9 @@ pub struct ServerOptions {
     /// TLS (and, with a client CA, mutual TLS) on the gRPC port; plaintext
     /// when `None`. The HTTP port stays plaintext, as in the reference.
     pub tls: Option<LoadedTls>,
+    /// What answers carry besides statuses (the reference's limit headers,
+    /// dynamic metadata), on gRPC and `/json` alike.
+    pub response: ResponseOptions,
 }
 
 impl Default for ServerOptions {
@@ -82,6 +85,7 @@ impl Default for ServerOptions {
             health: Health::new(),
             rules_loaded: true,
             tls: None,
+            response: ResponseOptions::default(),
         }
     }
 }
@@ -199,7 +203,8 @@ pub async fn start_with<S: CounterStore>(
 
     let grpc_service = malformed::Malformed(
         RateLimitServiceServer::new(
-            GrpcService::new(Arc::clone(&limiter)).with_metrics(Arc::clone(&metrics)),
+            GrpcService::new(Arc::clone(&limiter), options.response.clone())
+                .with_metrics(Arc::clone(&metrics)),
         )
         .max_decoding_message_size(limiter.request_limits().max_message_bytes),
     );
@@ -224,8 +229,8 @@ pub async fn start_with<S: CounterStore>(
     });
 
     if let Some(admin_listener) = admin_listener {
-        let dashboard = Arc::new(dashboard::Dashboard::new());
-        tasks.push(dashboard::spawn_sampler(
+        let dashboard = Arc::new(admin::dashboard::Dashboard::new());
+        tasks.push(admin::dashboard::spawn_sampler(
             Arc::clone(&dashboard),
             Arc::clone(&metrics),
             Arc::clone(&limiter),
@@ -251,6 +256,7 @@ pub async fn start_with<S: CounterStore>(
 
     let http_state = Arc::new(http::HttpState {
         limiter,
+        response: options.response,
         health: health.clone(),
         metrics: Arc::clone(&metrics),
     });

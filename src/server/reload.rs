@@ -30,9 +30,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{self, ConfigErrors, LoadOptions};
+use crate::decide::RateLimiter;
 use crate::health::Health;
-use crate::metrics::Metrics;
-use crate::service::RateLimiter;
+use crate::observe::metrics::Metrics;
 use crate::store::CounterStore;
 
 /// Quiet time after the last file event before reloading.

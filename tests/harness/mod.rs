@@ -1,4 +1,4 @@
-//! The one harness of the integration tests. Each test crate declares
+//! The one harness of the integration tests. Each test binary declares
 //! `mod harness;` and takes what it needs:
 //!
 //! - this module: request builders and readers of answers;
@@ -26,7 +26,7 @@ use floodgate::proto::{
 
 pub use http::{HttpResponse, http, http_get, http_post};
 pub use server::{
-    HOUR_START, START, START_SECS, TestServer, load_yaml, rules, secs, shipped_rules,
+    HOUR_START, Options, START, START_SECS, TestServer, load_yaml, rules, secs, shipped_rules,
 };
 
 /// A descriptor of key/value pairs.

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use floodgate::clock::ManualClock;
 use floodgate::config::{self, LoadOptions};
+use floodgate::decide::{RateLimiter, ServiceOptions};
 use floodgate::health::Health;
 use floodgate::limit::NANOS_PER_SECOND;
 use floodgate::proto::{RateLimitRequest, RateLimitServiceClient};
 use floodgate::rules::RuleSet;
 use floodgate::server::{self, ConfigSource, Listeners, Running, ServerOptions};
-use floodgate::service::{RateLimiter, ServiceOptions};
 use floodgate::store::memory::MemoryStore;
 use tonic::transport::Channel;
 

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use floodgate::clock::ManualClock;
 use floodgate::config::{self, LoadOptions};
+use floodgate::decide::{RateLimiter, ServiceOptions};
 use floodgate::limit::{NANOS_PER_SECOND, Nanos};
 use floodgate::proto::{RateLimitRequest, RateLimitResponse, RateLimitServiceClient};
+use floodgate::respond::ResponseOptions;
 use floodgate::rules::RuleSet;
-use floodgate::server::{self, Listeners, Running};
-use floodgate::service::{RateLimiter, ServiceOptions};
+use floodgate::server::{self, Listeners, Running, ServerOptions};
 use floodgate::store::memory::MemoryStore;
 use tonic::transport::Channel;
 
@@ -44,6 +45,22 @@ pub struct TestServer {
     running: Running,
 }
 
+/// The decision path's options and what the transports put in answers.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub service: ServiceOptions,
+    pub response: ResponseOptions,
+}
+
+impl From<ServiceOptions> for Options {
+    fn from(service: ServiceOptions) -> Options {
+        Options {
+            service,
+            ..Options::default()
+        }
+    }
+}
+
 impl TestServer {
     /// Serves one YAML text with default options, the clock at [`START`].
     pub async fn start(yaml: &str) -> TestServer {
@@ -51,7 +68,11 @@ impl TestServer {
     }
 
     /// Serves one YAML text with `options`, the clock at [`START`].
-    pub async fn start_with(yaml: &str, options: ServiceOptions, load: LoadOptions) -> TestServer {
+    pub async fn start_with(
+        yaml: &str,
+        options: impl Into<Options>,
+        load: LoadOptions,
+    ) -> TestServer {
         TestServer::serve(load_yaml(yaml, &load), options).await
     }
 
@@ -67,26 +88,31 @@ impl TestServer {
     }
 
     /// Serves a rule set, the clock at [`START`].
-    pub async fn serve(rules: RuleSet, options: ServiceOptions) -> TestServer {
+    pub async fn serve(rules: RuleSet, options: impl Into<Options>) -> TestServer {
         TestServer::serve_at(rules, options, START).await
     }
 
     /// Serves a rule set with `options`, the clock at `now`; the store holds
     /// [`MAX_COUNTERS`] counters.
-    pub async fn serve_at(rules: RuleSet, options: ServiceOptions, now: Nanos) -> TestServer {
+    pub async fn serve_at(rules: RuleSet, options: impl Into<Options>, now: Nanos) -> TestServer {
+        let Options { service, response } = options.into();
         let clock = ManualClock::new(now);
         let limiter = Arc::new(RateLimiter::new(
             rules,
             MemoryStore::new(MAX_COUNTERS),
             Arc::new(clock.clone()),
-            options,
+            service,
         ));
         let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
-        let running = server::start(
+        let running = server::start_with(
             Arc::clone(&limiter),
             &Listeners {
                 grpc: any,
                 http: any,
+            },
+            ServerOptions {
+                response,
+                ..ServerOptions::default()
             },
         )
         .await

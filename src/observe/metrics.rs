@@ -1,0 +1,723 @@
+//! Metric names and recording, rendered as Prometheus text on `GET /metrics`.
+//!
+//! Each server owns one [`Metrics`]: a `metrics-exporter-prometheus`
+//! recorder that is never installed globally, so several servers in one
+//! process (tests) keep separate numbers. Handles are registered on it
+//! directly and cached: the per-rule counters live in a map from rule id to
+//! handles, rebuilt on every reload ([`Metrics::set_rules`]). The recorder
+//! keeps one series per name and label set, so a rule that survives a reload
+//! gets the same series back and its counters never reset.
+//!
+//! The transports call [`Metrics::observe`] once per request with the
+//! [`Decision`]; nothing on that path formats a label.
+//!
+//! Beside the exporter's handles, which cannot be read back, `observe` also
+//! keeps what the dashboard reads (see [`crate::live`]): per-rule totals
+//! and requests by answer in plain atomics ([`Metrics::rule_totals`],
+//! [`Metrics::request_totals`]), decision latencies in an atomic histogram
+//! ([`Metrics::latency_counts`]), and the top-K descriptors closest to
+//! their limits ([`Metrics::top`]).
+//!
+//! | name | type | labels | meaning |
+//! | --- | --- | --- | --- |
+//! | `floodgate_rule_hits_total` | counter | `domain`, `rule` | hits on a rule's limit (the reference's `total_hits`) |
+//! | `floodgate_rule_over_limit_total` | counter | `domain`, `rule` | hits over the limit (`over_limit`) |
+//! | `floodgate_rule_near_limit_total` | counter | `domain`, `rule` | hits between `near-limit-ratio × limit` and the limit (`near_limit`) |
+//! | `floodgate_rule_within_limit_total` | counter | `domain`, `rule` | hits of descriptors answered OK (`within_limit`) |
+//! | `floodgate_rule_shadow_mode_total` | counter | `domain`, `rule` | over-limit hits reported OK by the rule's shadow mode (`shadow_mode`) |
+//! | `floodgate_decision_duration_seconds` | histogram | `transport` | time to decide one request |
+//! | `floodgate_requests_total` | counter | `transport`, `code` | requests by answer: `ok`, `over_limit`, `invalid`, `error` |
+//! | `floodgate_store_errors_total` | counter | | requests the counter store could not answer |
+//! | `floodgate_config_reloads_total` | counter | `outcome` | config loads, `success` or `failure` |
+//! | `floodgate_config_last_reload_success` | gauge | | 1 if the last load succeeded, else 0 |
+//! | `floodgate_config_last_reload_timestamp_seconds` | gauge | | Unix time of the last load attempt |
+//! | `floodgate_counters` | gauge | | counters held by the store (absent with Redis, which floodgate does not count: see [`crate::store::redis::RedisStore`]) |
+//! | `floodgate_counter_evictions_total` | counter | | counters evicted to make room |
+//!
+//! Per-rule counting follows the reference server's stats exactly (its
+//! `GetResponseDescriptorStatus`): with `before`/`after` the counter before
+//! and after a request's `hits`, `limit` the limit and `near` =
+//! `floor(limit × ratio)`, every descriptor with a limit adds `hits` to
+//! hits; an over-limit descriptor adds `hits` to over-limit if `before >=
+//! limit`, else `after - limit` to over-limit and `limit - max(near,
+//! before)` to near-limit; an OK descriptor adds to near-limit what lies
+//! above `near` and `hits` to within-limit. Unlimited, replaced and
+//! unmatched descriptors record nothing. The `rule` label is the rule's id
+//! (its config path, never a request value), so label cardinality is bounded
+//! by the rules.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::decide::{DecideError, Decision, DescriptorDecision, OVERRIDE_RULE_ID, hits_of};
+use crate::limit::Algorithm;
+use crate::observe::live::{LATENCY_BUCKETS, LatencyHistogram, Offer, TopK};
+use crate::proto::RateLimitRequest;
+use crate::rules::RuleSet;
+
+/// Hits on a rule's limit.
+pub const RULE_HITS: &str = "floodgate_rule_hits_total";
+/// Hits over a rule's limit.
+pub const RULE_OVER_LIMIT: &str = "floodgate_rule_over_limit_total";
+/// Hits near a rule's limit.
+pub const RULE_NEAR_LIMIT: &str = "floodgate_rule_near_limit_total";
+/// Hits of descriptors answered OK.
+pub const RULE_WITHIN_LIMIT: &str = "floodgate_rule_within_limit_total";
+/// Over-limit hits reported OK by a rule's shadow mode.
+pub const RULE_SHADOW_MODE: &str = "floodgate_rule_shadow_mode_total";
+/// Time to decide one request.
+pub const DECISION_DURATION: &str = "floodgate_decision_duration_seconds";
+/// Requests by transport and answer.
+pub const REQUESTS: &str = "floodgate_requests_total";
+/// Requests the counter store could not answer.
+pub const STORE_ERRORS: &str = "floodgate_store_errors_total";
+/// Config loads by outcome.
+pub const CONFIG_RELOADS: &str = "floodgate_config_reloads_total";
+/// 1 if the last config load succeeded.
+pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "floodgate_config_last_reload_success";
+/// Unix time of the last config load attempt.
+pub const CONFIG_LAST_RELOAD_TIMESTAMP: &str = "floodgate_config_last_reload_timestamp_seconds";
+/// Counters held by the store.
+pub const COUNTERS: &str = "floodgate_counters";
+/// Counters evicted to make room.
+pub const COUNTER_EVICTIONS: &str = "floodgate_counter_evictions_total";
+
+/// Descriptors kept in the top-K closest to their limits.
+pub const TOP_K: usize = 10;
+
+/// The reference's `NEAR_LIMIT_RATIO` default.
+pub const DEFAULT_NEAR_LIMIT_RATIO: f32 = 0.8;
+
+/// Decision latency buckets in seconds: a memory-store decision takes
+/// microseconds, a Redis one a millisecond or more.
+const DURATION_BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 1.0,
+];
+
+/// Where a request came in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// gRPC `ShouldRateLimit`.
+    Grpc,
+    /// HTTP `POST /json`.
+    Http,
+}
+
+impl Transport {
+    const ALL: [Transport; 2] = [Transport::Grpc, Transport::Http];
+
+    /// The `transport` label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// How a request was answered, the `code` label of [`REQUESTS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RequestCode {
+    Ok,
+    OverLimit,
+    Invalid,
+    Error,
+}
+
+impl RequestCode {
+    const ALL: [RequestCode; 4] = [
+        RequestCode::Ok,
+        RequestCode::OverLimit,
+        RequestCode::Invalid,
+        RequestCode::Error,
+    ];
+
+    const fn as_str(self) -> &'static str {
+        match self {
+            RequestCode::Ok => "ok",
+            RequestCode::OverLimit => "over_limit",
+            RequestCode::Invalid => "invalid",
+            RequestCode::Error => "error",
+        }
+    }
+}
+
+/// One rule's counters.
+struct RuleCounters {
+    domain: Arc<str>,
+    id: Arc<str>,
+    hits: Counter,
+    over_limit: Counter,
+    near_limit: Counter,
+    within_limit: Counter,
+    shadow_mode: Counter,
+    /// The same counts, readable back.
+    tally: RuleTally,
+}
+
+/// A rule's counts in atomics that can be read back.
+#[derive(Default)]
+struct RuleTally {
+    hits: AtomicU64,
+    over_limit: AtomicU64,
+    near_limit: AtomicU64,
+    within_limit: AtomicU64,
+    shadow_mode: AtomicU64,
+}
+
+impl RuleTally {
+    fn read(&self) -> RuleCounts {
+        RuleCounts {
+            hits: self.hits.load(Ordering::Relaxed),
+            over_limit: self.over_limit.load(Ordering::Relaxed),
+            near_limit: self.near_limit.load(Ordering::Relaxed),
+            within_limit: self.within_limit.load(Ordering::Relaxed),
+            shadow_mode: self.shadow_mode.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// One rule's counts since the server started (or since the rule first
+/// appeared in a reload).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleTotals {
+    /// The rule's domain.
+    pub domain: Arc<str>,
+    /// The rule's id.
+    pub rule: Arc<str>,
+    /// Its counts.
+    pub counts: RuleCounts,
+}
+
+/// Requests by answer since the server started, over both transports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestTotals {
+    /// Answered OK.
+    pub ok: u64,
+    /// Answered OVER_LIMIT.
+    pub over_limit: u64,
+    /// Rejected as invalid.
+    pub invalid: u64,
+    /// Failed (the counter store could not answer).
+    pub error: u64,
+}
+
+/// What one descriptor adds to its rule's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleCounts {
+    /// Added to hits.
+    pub hits: u64,
+    /// Added to over-limit.
+    pub over_limit: u64,
+    /// Added to near-limit.
+    pub near_limit: u64,
+    /// Added to within-limit.
+    pub within_limit: u64,
+    /// Added to shadow-mode.
+    pub shadow_mode: u64,
+}
+
+impl RuleCounts {
+    /// The reference's stats for one descriptor: `limit` and `near` its
+    /// thresholds, `after` the counter after this request's `hits`, `over`
+    /// whether the limit said no (before any shadow rewrite) and `shadowed`
+    /// whether the rule's shadow mode reported OK instead.
+    pub fn of(limit: u64, near: u64, after: u64, hits: u64, over: bool, shadowed: bool) -> Self {
+        let before = after.saturating_sub(hits);
+        let mut counts = RuleCounts {
+            hits,
+            ..RuleCounts::default()
+        };
+        if over {
+            // Algorithms other than the fixed window can deny with `after`
+            // not above the limit; all their hits are then over.
+            let over_part = if before >= limit || after <= limit {
+                hits
+            } else {
+                counts.near_limit = limit.saturating_sub(near.max(before));
+                after - limit
+            };
+            counts.over_limit = over_part;
+            if shadowed {
+                counts.shadow_mode = over_part;
+            }
+        } else {
+            if after > near {
+                counts.near_limit = if before >= near { hits } else { after - near };
+            }
+            counts.within_limit = hits;
+        }
+        counts
+    }
+}
+
+/// A server's metrics. See the module docs for the names.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    near_limit_ratio: f32,
+    rules: ArcSwap<HashMap<Arc<str>, Arc<RuleCounters>>>,
+    /// Indexed by `[Transport][RequestCode]`.
+    requests: [[Counter; 4]; 2],
+    durations: [Histogram; 2],
+    store_errors: Counter,
+    reload_success: Counter,
+    reload_failure: Counter,
+    last_reload_success: Gauge,
+    last_reload_timestamp: Gauge,
+    /// Registered on the first render with a count, so that a store that
+    /// does not track its counters (Redis) has no series rather than a 0.
+    counters: std::sync::OnceLock<Gauge>,
+    evictions: Counter,
+    /// Requests by answer, indexed by `RequestCode`, readable back.
+    answers: [AtomicU64; 4],
+    latency: LatencyHistogram,
+    top: TopK,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("near_limit_ratio", &self.near_limit_ratio)
+            .field("rules", &self.rules.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn metadata() -> Metadata<'static> {
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()))
+}
+
+impl Metrics {
+    /// Fresh metrics with no rules; `near_limit_ratio` is the reference's
+    /// `NEAR_LIMIT_RATIO` (clamped to 0..=1).
+    pub fn new(near_limit_ratio: f32) -> Metrics {
+        // Buckets make the duration a real Prometheus histogram rather than
+        // a summary, so it aggregates across instances. Setting them fails
+        // only for an empty list, and ours is a non-empty constant; even
+        // then a summary would still be a correct rendering.
+        let recorder = match PrometheusBuilder::new().set_buckets_for_metric(
+            Matcher::Full(DECISION_DURATION.to_owned()),
+            DURATION_BUCKETS,
+        ) {
+            Ok(builder) => builder.build_recorder(),
+            Err(_) => PrometheusBuilder::new().build_recorder(),
+        };
+        let handle = recorder.handle();
+        describe(&recorder);
+
+        let counter = |name: &'static str, labels: Vec<Label>| {
+            recorder.register_counter(&Key::from_parts(name, labels), &metadata())
+        };
+        let gauge =
+            |name: &'static str| recorder.register_gauge(&Key::from_name(name), &metadata());
+        let requests = Transport::ALL.map(|transport| {
+            RequestCode::ALL.map(|code| {
+                counter(
+                    REQUESTS,
+                    vec![
+                        Label::from_static_parts("transport", transport.as_str()),
+                        Label::from_static_parts("code", code.as_str()),
+                    ],
+                )
+            })
+        });
+        let durations = Transport::ALL.map(|transport| {
+            recorder.register_histogram(
+                &Key::from_parts(
+                    DECISION_DURATION,
+                    vec![Label::from_static_parts("transport", transport.as_str())],
+                ),
+                &metadata(),
+            )
+        });
+        let outcome = |value: &'static str| vec![Label::from_static_parts("outcome", value)];
+        Metrics {
+            requests,
+            durations,
+            store_errors: counter(STORE_ERRORS, Vec::new()),
+            reload_success: counter(CONFIG_RELOADS, outcome("success")),
+            reload_failure: counter(CONFIG_RELOADS, outcome("failure")),
+            last_reload_success: gauge(CONFIG_LAST_RELOAD_SUCCESS),
+            last_reload_timestamp: gauge(CONFIG_LAST_RELOAD_TIMESTAMP),
+            counters: std::sync::OnceLock::new(),
+            evictions: counter(COUNTER_EVICTIONS, Vec::new()),
+            rules: ArcSwap::from_pointee(HashMap::new()),
+            answers: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: LatencyHistogram::default(),
+            top: TopK::new(TOP_K),
+            near_limit_ratio: if near_limit_ratio.is_finite() {
+                near_limit_ratio.clamp(0.0, 1.0)
+            } else {
+                DEFAULT_NEAR_LIMIT_RATIO
+            },
+            recorder,
+            handle,
+        }
+    }
+
+    /// Registers the counters of every rule of `rules` (and of each
+    /// domain's request overrides), replacing the previous map. Rules that
+    /// were there before keep their counters (and so their series and
+    /// dashboard totals).
+    pub fn set_rules(&self, rules: &RuleSet) {
+        let old = self.rules.load();
+        let mut map = HashMap::new();
+        let mut keep = |domain: &str, id: Arc<str>| {
+            let counters = match old.get(&id) {
+                Some(counters) if &*counters.domain == domain => Arc::clone(counters),
+                _ => Arc::new(self.rule_counters(domain, &id)),
+            };
+            map.insert(id, counters);
+        };
+        for domain in rules.domains() {
+            for (rule, _) in domain.rules() {
+                keep(&domain.name, Arc::clone(&rule.id));
+            }
+            keep(
+                &domain.name,
+                Arc::from(format!("{}.{OVERRIDE_RULE_ID}", domain.name)),
+            );
+        }
+        self.rules.store(Arc::new(map));
+    }
+
+    /// Every current rule's totals, sorted by rule id.
+    pub fn rule_totals(&self) -> Vec<RuleTotals> {
+        let mut totals: Vec<RuleTotals> = self
+            .rules
+            .load()
+            .values()
+            .map(|counters| RuleTotals {
+                domain: Arc::clone(&counters.domain),
+                rule: Arc::clone(&counters.id),
+                counts: counters.tally.read(),
+            })
+            .collect();
+        totals.sort_by(|a, b| a.rule.cmp(&b.rule));
+        totals
+    }
+
+    /// Requests by answer since the start.
+    pub fn request_totals(&self) -> RequestTotals {
+        let count = |code: RequestCode| self.answers[code as usize].load(Ordering::Relaxed);
+        RequestTotals {
+            ok: count(RequestCode::Ok),
+            over_limit: count(RequestCode::OverLimit),
+            invalid: count(RequestCode::Invalid),
+            error: count(RequestCode::Error),
+        }
+    }
+
+    /// Decisions by latency bucket since the start (see
+    /// [`crate::observe::live::bucket_bounds`]).
+    pub fn latency_counts(&self) -> [u64; LATENCY_BUCKETS] {
+        self.latency.counts()
+    }
+
+    /// The descriptors closest to their limits.
+    pub fn top(&self) -> &TopK {
+        &self.top
+    }
+
+    fn rule_counters(&self, domain: &str, rule: &str) -> RuleCounters {
+        let labels = || {
+            vec![
+                Label::new("domain", domain.to_owned()),
+                Label::new("rule", rule.to_owned()),
+            ]
+        };
+        let counter = |name: &'static str| {
+            self.recorder
+                .register_counter(&Key::from_parts(name, labels()), &metadata())
+        };
+        RuleCounters {
+            domain: Arc::from(domain),
+            id: Arc::from(rule),
+            hits: counter(RULE_HITS),
+            over_limit: counter(RULE_OVER_LIMIT),
+            near_limit: counter(RULE_NEAR_LIMIT),
+            within_limit: counter(RULE_WITHIN_LIMIT),
+            shadow_mode: counter(RULE_SHADOW_MODE),
+            tally: RuleTally::default(),
+        }
+    }
+
+    /// Records one request: its latency, its answer and, per descriptor
+    /// that a limit applied to, the rule's counters.
+    pub fn observe(
+        &self,
+        transport: Transport,
+        request: &RateLimitRequest,
+        result: &Result<Decision, DecideError>,
+        elapsed: Duration,
+    ) {
+        let t = transport as usize;
+        self.durations[t].record(elapsed.as_secs_f64());
+        self.latency
+            .record(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+        let code = match result {
+            Ok(decision) => {
+                self.record_rules(request, decision);
+                if decision.over_limit {
+                    RequestCode::OverLimit
+                } else {
+                    RequestCode::Ok
+                }
+            }
+            Err(DecideError::InvalidRequest(_)) => RequestCode::Invalid,
+            Err(DecideError::Store(_)) => {
+                self.store_errors.increment(1);
+                RequestCode::Error
+            }
+        };
+        self.requests[t][code as usize].increment(1);
+        self.answers[code as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn record_rules(&self, request: &RateLimitRequest, decision: &Decision) {
+        let rules = self.rules.load();
+        for (descriptor, answer) in request.descriptors.iter().zip(&decision.descriptors) {
+            // Unmatched (no rule), unlimited and replaced (no limit) record
+            // nothing, as in the reference.
+            let (Some(rule), Some(rule_limit)) = (&answer.rule, &answer.limit) else {
+                continue;
+            };
+            let (threshold, counts) =
+                self.counts_of(answer, rule_limit, hits_of(request, descriptor));
+            match rules.get(&rule.id) {
+                Some(counters) => add(counters, counts),
+                // A decision made with rules swapped out meanwhile: register
+                // the series on the spot (rare, so the allocation is fine).
+                None => add(&self.rule_counters(&request.domain, &rule.id), counts),
+            }
+            // Cheap unless this descriptor is among the closest to a limit.
+            self.top.offer(&Offer {
+                domain: &request.domain,
+                rule: &rule.id,
+                entries: &descriptor.entries,
+                used: answer.used,
+                limit: threshold,
+                remaining: answer.remaining,
+                over_limit: answer.over_limit || answer.shadowed,
+                now: decision.context.now,
+                reset_after: answer.reset_after.unwrap_or(0),
+            });
+        }
+    }
+
+    fn counts_of(
+        &self,
+        answer: &DescriptorDecision,
+        rule_limit: &crate::rules::RuleLimit,
+        hits: u64,
+    ) -> (u64, RuleCounts) {
+        let limit = &rule_limit.limit;
+        // A token bucket's `used` counts tokens out of its capacity.
+        let threshold = match limit.algorithm {
+            Algorithm::TokenBucket => limit.burst,
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => limit.requests_per_unit,
+        };
+        // In f32 as the reference computes it, so thresholds agree exactly.
+        let near = (threshold as f32 * self.near_limit_ratio).floor() as u64;
+        let over = answer.over_limit || answer.shadowed;
+        (
+            threshold,
+            RuleCounts::of(threshold, near, answer.used, hits, over, answer.shadowed),
+        )
+    }
+
+    /// Records a config load attempt at `unix_seconds`.
+    pub fn record_reload(&self, success: bool, unix_seconds: f64) {
+        if success {
+            self.reload_success.increment(1);
+        } else {
+            self.reload_failure.increment(1);
+        }
+        self.last_reload_success
+            .set(if success { 1.0 } else { 0.0 });
+        self.last_reload_timestamp.set(unix_seconds);
+    }
+
+    /// The Prometheus text exposition, with the store's gauges as given;
+    /// `counters` is `None` for a store that does not track them, and the
+    /// series is then absent (not 0).
+    pub fn render(&self, counters: Option<u64>, evictions: u64) -> String {
+        if let Some(counters) = counters {
+            self.counters
+                .get_or_init(|| {
+                    self.recorder
+                        .register_gauge(&Key::from_name(COUNTERS), &metadata())
+                })
+                .set(counters as f64);
+        }
+        self.evictions.absolute(evictions);
+        self.handle.render()
+    }
+
+    /// Folds recorded latencies into the histogram. Rendering does this
+    /// too; calling it periodically bounds memory when nobody scrapes.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+}
+
+fn add(counters: &RuleCounters, counts: RuleCounts) {
+    let tally = &counters.tally;
+    counters.hits.increment(counts.hits);
+    tally.hits.fetch_add(counts.hits, Ordering::Relaxed);
+    if counts.over_limit > 0 {
+        counters.over_limit.increment(counts.over_limit);
+        tally
+            .over_limit
+            .fetch_add(counts.over_limit, Ordering::Relaxed);
+    }
+    if counts.near_limit > 0 {
+        counters.near_limit.increment(counts.near_limit);
+        tally
+            .near_limit
+            .fetch_add(counts.near_limit, Ordering::Relaxed);
+    }
+    if counts.within_limit > 0 {
+        counters.within_limit.increment(counts.within_limit);
+        tally
+            .within_limit
+            .fetch_add(counts.within_limit, Ordering::Relaxed);
+    }
+    if counts.shadow_mode > 0 {
+        counters.shadow_mode.increment(counts.shadow_mode);
+        tally
+            .shadow_mode
+            .fetch_add(counts.shadow_mode, Ordering::Relaxed);
+    }
+}
+
+fn describe(recorder: &PrometheusRecorder) {
+    let help: [(&'static str, &'static str); 13] = [
+        (RULE_HITS, "Hits on a rule's limit."),
+        (RULE_OVER_LIMIT, "Hits over a rule's limit."),
+        (
+            RULE_NEAR_LIMIT,
+            "Hits above the near-limit ratio of a rule's limit.",
+        ),
+        (
+            RULE_WITHIN_LIMIT,
+            "Hits of descriptors answered OK under a rule's limit.",
+        ),
+        (
+            RULE_SHADOW_MODE,
+            "Over-limit hits reported OK by the rule's shadow mode.",
+        ),
+        (
+            DECISION_DURATION,
+            "Time to decide one rate-limit request, in seconds.",
+        ),
+        (REQUESTS, "Rate-limit requests by transport and answer."),
+        (STORE_ERRORS, "Requests the counter store could not answer."),
+        (CONFIG_RELOADS, "Config loads by outcome."),
+        (
+            CONFIG_LAST_RELOAD_SUCCESS,
+            "1 if the last config load succeeded, else 0.",
+        ),
+        (
+            CONFIG_LAST_RELOAD_TIMESTAMP,
+            "Unix time of the last config load attempt.",
+        ),
+        (COUNTERS, "Counters held by the counter store."),
+        (
+            COUNTER_EVICTIONS,
+            "Counters evicted from the store to make room.",
+        ),
+    ];
+    for (name, text) in help {
+        let name = KeyName::from_const_str(name);
+        let text = SharedString::const_str(text);
+        match name.as_str() {
+            DECISION_DURATION => recorder.describe_histogram(name, None, text),
+            CONFIG_LAST_RELOAD_SUCCESS | CONFIG_LAST_RELOAD_TIMESTAMP | COUNTERS => {
+                recorder.describe_gauge(name, None, text)
+            }
+            _ => recorder.describe_counter(name, None, text),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_and_near_limit_as_the_reference_counts() {
+        // limit 10, near 8: the 9th hit alone is near.
+        assert_eq!(
+            RuleCounts::of(10, 8, 9, 1, false, false),
+            RuleCounts {
+                hits: 1,
+                near_limit: 1,
+                within_limit: 1,
+                ..RuleCounts::default()
+            }
+        );
+        // 3 hits taking the count from 6 to 9 cross near (8) by one.
+        assert_eq!(
+            RuleCounts::of(10, 8, 9, 3, false, false),
+            RuleCounts {
+                hits: 3,
+                near_limit: 1,
+                within_limit: 3,
+                ..RuleCounts::default()
+            }
+        );
+    }
+
+    #[test]
+    fn crossing_the_limit_splits_hits_into_near_and_over() {
+        // 7 -> 12 with limit 10, near 8: 2 over, 10 - max(8, 7) = 2 near.
+        assert_eq!(
+            RuleCounts::of(10, 8, 12, 5, true, false),
+            RuleCounts {
+                hits: 5,
+                over_limit: 2,
+                near_limit: 2,
+                ..RuleCounts::default()
+            }
+        );
+        // Already over: every hit is over.
+        assert_eq!(
+            RuleCounts::of(10, 8, 14, 2, true, true),
+            RuleCounts {
+                hits: 2,
+                over_limit: 2,
+                shadow_mode: 2,
+                ..RuleCounts::default()
+            }
+        );
+    }
+
+    #[test]
+    fn render_shows_registered_series_and_separate_recorders_stay_separate() {
+        let a = Metrics::new(DEFAULT_NEAR_LIMIT_RATIO);
+        let b = Metrics::new(DEFAULT_NEAR_LIMIT_RATIO);
+        a.record_reload(true, 1.0);
+        let text = a.render(Some(3), 0);
+        assert!(
+            text.contains("floodgate_config_reloads_total{outcome=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("floodgate_counters 3"), "{text}");
+        let other = b.render(Some(0), 0);
+        assert!(
+            other.contains("floodgate_config_reloads_total{outcome=\"success\"} 0"),
+            "{other}"
+        );
+    }
+}

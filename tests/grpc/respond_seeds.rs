@@ -1,0 +1,301 @@
+//! The shipped config/ files against the seed documents they were written
+//! from: each domain's answers carry exactly the headers and 429 body its
+//! provider's documentation promises. Also the courses plans and the
+//! negotiated per-key override.
+
+use crate::harness;
+
+use floodgate::proto::{Code, RateLimitRequest, RateLimitResponse};
+use harness::*;
+use serde_json::json;
+
+fn with_hits(mut request: RateLimitRequest, hits: u32) -> RateLimitRequest {
+    request.hits_addend = hits;
+    request
+}
+
+fn limit_name(r: &RateLimitResponse, index: usize) -> Option<&str> {
+    r.statuses
+        .get(index)?
+        .current_limit
+        .as_ref()
+        .map(|l| l.name.as_str())
+}
+
+/// Seed "API Reference — Rate Limits": X-RateLimit-* with a Unix-timestamp
+/// reset on every answer, Retry-After only when limited, and the JSON error
+/// with `retry_after`.
+#[tokio::test]
+async fn courses_headers_and_429_body_match_the_seed() {
+    let mut h = TestServer::shipped_at(secs(HOUR_START)).await;
+    let key: &[(&str, &str)] = &[("plan", "professional"), ("api_key", "key-acme")];
+    // 1000 requests in the first ten minutes of the hour, 100 a minute
+    // (the burst allowance refills 100 a minute).
+    for minute in 0..10 {
+        let r = h.send(with_hits(request("courses", &[key]), 100)).await;
+        assert!(!is_over(&r), "minute {minute}");
+        assert_eq!(header(&r, "Retry-After"), None);
+        assert!(r.raw_body.is_empty());
+        h.clock.advance(secs(60));
+    }
+    let r = h.should("courses", &[key]).await;
+    assert!(is_over(&r), "the hourly quota of 1000 is used up");
+    let status = &r.statuses[0];
+    assert_eq!(limit_name(&r, 0), Some("professional_hourly"));
+    // The sliding hour admits one more once the full previous hour weighs
+    // less than 999/1000: 3.6 s into the next hour, 3003.6 s from now.
+    let duration = status.duration_until_reset.expect("a reset");
+    assert_eq!((duration.seconds, duration.nanos), (3003, 600_000_000));
+    let wait: u64 = 3004;
+    let now = HOUR_START + 600;
+    assert_eq!(
+        headers(&r),
+        pairs(&[
+            ("X-RateLimit-Limit", "1000"),
+            ("X-RateLimit-Remaining", "0"),
+            ("X-RateLimit-Reset", &(now + wait).to_string()),
+            ("Retry-After", &wait.to_string()),
+            ("content-type", "application/json"),
+        ])
+    );
+    assert_eq!(
+        body_json(&r),
+        json!({"error": {
+            "code": "rate_limit_exceeded",
+            "message": format!("API rate limit exceeded. Please retry after {wait} seconds."),
+            "retry_after": wait,
+        }})
+    );
+    h.shutdown().await;
+
+    // A fresh key: every answer carries the headers; the burst limit is the
+    // one reported while it is the tighter one.
+    let mut h = TestServer::shipped_at(secs(HOUR_START)).await;
+    let r = h.should("courses", &[key]).await;
+    assert_eq!(
+        headers(&r),
+        pairs(&[
+            ("X-RateLimit-Limit", "100"),
+            ("X-RateLimit-Remaining", "99"),
+            // The bucket is full again 0.6 s later: rounded up.
+            ("X-RateLimit-Reset", &(HOUR_START + 1).to_string()),
+        ])
+    );
+    h.shutdown().await;
+}
+
+/// Plans pick the limit, the API key is what is counted, and the negotiated
+/// contract's key gets its own limits.
+#[tokio::test]
+async fn courses_plans_and_negotiated_override() {
+    let mut h = TestServer::shipped_at(secs(HOUR_START)).await;
+    let plan = |plan: &'static str, key: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![("plan", plan), ("api_key", key)]
+    };
+    let cases = [
+        ("professional", "key-a", 100, "professional_burst"),
+        ("enterprise", "key-b", 500, "enterprise_burst"),
+        ("custom", "key-northwind-trading", 2000, "northwind_burst"),
+        // A custom-plan key without a contract gets the professional limits.
+        ("custom", "key-unlisted", 100, "custom_default_burst"),
+    ];
+    for (tier, key, burst, name) in cases {
+        let descriptor = plan(tier, key);
+        let r = h
+            .send(with_hits(request("courses", &[&descriptor]), burst))
+            .await;
+        assert!(!is_over(&r), "{tier}/{key}: the whole burst is allowed");
+        assert_eq!(remaining(&r), [0]);
+        assert_eq!(limit_name(&r, 0), Some(name));
+        assert_eq!(
+            header(&r, "X-RateLimit-Limit"),
+            Some(burst.to_string().as_str())
+        );
+        let r = h.should("courses", &[&descriptor]).await;
+        assert!(is_over(&r), "{tier}/{key}: one more is too many");
+        assert_eq!(header(&r, "Retry-After"), Some("1"));
+    }
+    // Counted per key: another professional key is untouched.
+    let other = plan("professional", "key-c");
+    let r = h.should("courses", &[&other]).await;
+    assert_eq!(remaining(&r), [99]);
+    // The per-key endpoint limits apply alongside the plan.
+    let export: &[(&str, &str)] = &[("api_key", "key-c"), ("endpoint", "course_export")];
+    for _ in 0..10 {
+        let r = h.should("courses", &[&other, export]).await;
+        assert!(!is_over(&r));
+    }
+    let r = h.should("courses", &[&other, export]).await;
+    assert_eq!(codes(&r), [Code::Ok, Code::OverLimit]);
+    assert_eq!(header(&r, "X-RateLimit-Limit"), Some("10"));
+    assert_eq!(header(&r, "Retry-After"), Some("3600"));
+    // An override from Envoy's route config replaces the configured limit.
+    let mut overridden = request("courses", &[&plan("professional", "key-d")]);
+    overridden.descriptors[0].limit = Some(floodgate::proto::RateLimitOverride {
+        requests_per_unit: 1,
+        unit: floodgate::proto::envoy::r#type::v3::RateLimitUnit::Minute as i32,
+    });
+    let r = h.send(overridden.clone()).await;
+    assert!(!is_over(&r));
+    assert_eq!(header(&r, "X-RateLimit-Limit"), Some("1"));
+    let r = h.send(overridden).await;
+    assert!(is_over(&r));
+    h.shutdown().await;
+}
+
+/// Seed "Overview — rate limits": X-RateLimit-* with the reset in Unix
+/// milliseconds on 2xx and 429, Retry-After in seconds on 429.
+#[tokio::test]
+async fn campaigns_headers_match_the_seed() {
+    let now = secs(HOUR_START + 30);
+    let mut h = TestServer::shipped_at(now).await;
+    let route: &[(&str, &str)] = &[
+        ("api_key", "k1"),
+        ("route", "POST /v1/leads/add_to_campaign"),
+    ];
+    let r = h.should("campaigns", &[route]).await;
+    let status = &r.statuses[0];
+    let reset_ns = status
+        .duration_until_reset
+        .map(|d| d.seconds as u64 * 1_000_000_000 + d.nanos as u64)
+        .unwrap_or_default();
+    assert_eq!(
+        headers(&r),
+        pairs(&[
+            ("X-RateLimit-Limit", "20"),
+            ("X-RateLimit-Remaining", "19"),
+            (
+                "X-RateLimit-Reset",
+                &(now + reset_ns).div_ceil(1_000_000).to_string()
+            ),
+        ])
+    );
+    let r = h.send(with_hits(request("campaigns", &[route]), 19)).await;
+    assert!(!is_over(&r));
+    let r = h.should("campaigns", &[route]).await;
+    assert!(is_over(&r));
+    let wait_ns = r.statuses[0]
+        .duration_until_reset
+        .map(|d| d.seconds as u64 * 1_000_000_000 + d.nanos as u64)
+        .unwrap_or_default();
+    assert_eq!(
+        headers(&r),
+        pairs(&[
+            ("X-RateLimit-Limit", "20"),
+            ("X-RateLimit-Remaining", "0"),
+            (
+                "X-RateLimit-Reset",
+                &(now + wait_ns).div_ceil(1_000_000).to_string()
+            ),
+            ("Retry-After", &wait_ns.div_ceil(1_000_000_000).to_string()),
+        ])
+    );
+    // No body is promised: Envoy sends its own.
+    assert!(r.raw_body.is_empty());
+    h.shutdown().await;
+}
+
+/// Seed "Xola — Rate Limiting": the example 429 (Retry-After: 296) with its
+/// JSON body, and the user/seller/IP comparison order.
+#[tokio::test]
+async fn xola_headers_body_and_identity_order_match_the_seed() {
+    // 1504 s into a 30-minute window: 296 s left, as in the seed's example.
+    let mut h = TestServer::shipped_at(secs(HOUR_START + 1504)).await;
+    let all: [&[(&str, &str)]; 3] = [
+        &[("user", "u1"), ("seller", "s1")],
+        &[("user", "u1")],
+        &[("remote_address", "203.0.113.7")],
+    ];
+    let r = h.send(with_hits(request("xola", &all), 900)).await;
+    assert!(!is_over(&r));
+    assert_eq!(remaining(&r), [0, 0, 0]);
+    let r = h.should("xola", &all).await;
+    assert!(is_over(&r));
+    assert_eq!(codes(&r), [Code::OverLimit, Code::Ok, Code::Ok]);
+    let reset = HOUR_START + 1800;
+    assert_eq!(
+        headers(&r),
+        pairs(&[
+            ("X-RateLimit-Limit", "900"),
+            ("X-RateLimit-Remaining", "0"),
+            ("X-RateLimit-Reset", &reset.to_string()),
+            ("Retry-After", "296"),
+            ("content-type", "application/json"),
+        ])
+    );
+    assert_eq!(
+        body_json(&r),
+        json!({
+            "message": "Too many requests, please try again later.",
+            "rateLimit": {"limit": 900, "current": 901, "remaining": 0,
+                          "resetTime": reset, "retryInSeconds": 296}
+        })
+    );
+    // Without a seller the user is limited on their own counter, which the
+    // requests above did not touch; without a user, the IP.
+    let r = h.should("xola", &[all[1], all[2]]).await;
+    assert_eq!(remaining(&r), [899, 0]);
+    assert_eq!(header(&r, "X-RateLimit-Remaining"), Some("899"));
+    let r = h.should("xola", &[all[2]]).await;
+    assert_eq!(remaining(&r), [899]);
+    h.shutdown().await;
+}
+
+/// Seed "Do Explo's API endpoints have a rate limit?": a 429 "with a
+/// descriptive message"; no rate-limit headers are promised.
+#[tokio::test]
+async fn explo_429_body_is_descriptive() {
+    let now = secs(HOUR_START + 20);
+    let mut h = TestServer::shipped_at(now).await;
+    let ip: &[(&str, &str)] = &[("remote_address", "198.51.100.4")];
+    let r = h.send(with_hits(request("explo", &[ip]), 180)).await;
+    assert!(!is_over(&r));
+    assert!(headers(&r).is_empty());
+    let r = h.should("explo", &[ip]).await;
+    assert!(is_over(&r));
+    assert_eq!(headers(&r), pairs(&[("content-type", "application/json")]));
+    assert_eq!(
+        body_json(&r),
+        json!({
+            "error": "rate_limit_exceeded",
+            "message": "Rate limit exceeded: at most 180 requests per 60 seconds per requestor IP. Retry after 40 seconds.",
+            "limit": 180, "window_seconds": 60, "retry_after": 40
+        })
+    );
+    // The PDF export: 20 per 10 minutes.
+    let pdf: &[(&str, &str)] = &[
+        ("remote_address", "198.51.100.5"),
+        ("path", "/embed/export/dashboard/pdf"),
+    ];
+    h.send(with_hits(request("explo", &[pdf]), 20)).await;
+    let r = h.should("explo", &[pdf]).await;
+    assert!(is_over(&r));
+    let body = body_json(&r);
+    assert_eq!(
+        body["message"],
+        "Rate limit exceeded: at most 20 requests per 600 seconds per requestor IP. Retry after 580 seconds."
+    );
+    h.shutdown().await;
+}
+
+/// Seed "Legs API — Rate Limits": 100 rpm per account, then the sample
+/// 429 JSON error; no rate-limit headers are promised.
+#[tokio::test]
+async fn exotel_429_body_matches_the_seed() {
+    let mut h = TestServer::shipped_at(secs(HOUR_START)).await;
+    let account: &[(&str, &str)] = &[("account", "acme")];
+    let r = h.send(with_hits(request("exotel", &[account]), 100)).await;
+    assert!(!is_over(&r));
+    assert!(headers(&r).is_empty());
+    let r = h.should("exotel", &[account]).await;
+    assert!(is_over(&r));
+    assert_eq!(headers(&r), pairs(&[("content-type", "application/json")]));
+    assert_eq!(
+        body_json(&r),
+        json!({"http_code": 429, "response": {"error": {
+            "code": "rate_limit_exceeded",
+            "message": "Rate limit exceeded, please retry after some time."
+        }}})
+    );
+    h.shutdown().await;
+}

@@ -1,0 +1,288 @@
+//! The `floodgate` binary: `check` summarises a valid config and names the
+//! file, line and reason of an invalid one; `serve` refuses a bad config,
+//! serves a good one over gRPC and stops cleanly on SIGTERM.
+
+#![cfg(unix)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::harness;
+
+use floodgate::proto::{
+    Code, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn check(config: &Path) -> Output {
+    Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(config)
+        .env_remove("FLOODGATE_CONFIG")
+        .env_remove("MERGE_DOMAIN_CONFIG")
+        .output()
+        .expect("run floodgate check")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const GOOD_A: &str = "\
+domain: alpha
+descriptors:
+  - key: user
+    rate_limit: { unit: minute, requests_per_unit: 10 }
+  - key: path
+    value: /api/*
+    descriptors:
+      - key: method
+        value: GET
+        rate_limit: { unit: second, requests_per_unit: 5 }
+";
+
+const GOOD_B: &str = "\
+domain: beta
+descriptors:
+  - key: tenant
+    rate_limit: { unlimited: true }
+";
+
+#[test]
+fn check_a_valid_directory_exits_0_with_one_line_per_domain() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(dir.path(), "a.yaml", GOOD_A);
+    write(dir.path(), "b.yml", GOOD_B);
+    let out = check(dir.path());
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].contains("alpha"), "{stdout}");
+    assert!(lines[1].contains("beta"), "{stdout}");
+    // alpha has two rules (user, and path/method) two levels deep.
+    assert!(lines[0].contains("2 rules"), "{stdout}");
+}
+
+/// `check` on one bad file: non-zero, and stderr names `file:line` and the reason.
+fn assert_rejected(yaml: &str, line: usize, reason: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write(dir.path(), "bad.yaml", yaml);
+    let out = check(&path);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "expected failure: {out:?}");
+    let place = format!("bad.yaml:{line}");
+    assert!(
+        stderr.contains(&place),
+        "stderr should name {place}:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(reason),
+        "stderr should say {reason:?}:\n{stderr}"
+    );
+    // The whole directory is refused too.
+    let out = check(dir.path());
+    assert!(!out.status.success(), "directory with a bad file: {out:?}");
+    assert!(text(&out.stderr).contains(&place), "{out:?}");
+}
+
+#[test]
+fn check_rejects_an_unknown_key() {
+    assert_rejected(
+        "\
+domain: d
+descriptors:
+  - key: k
+    rate_limt:
+      unit: minute
+      requests_per_unit: 1
+",
+        4,
+        "unknown key 'rate_limt'",
+    );
+}
+
+#[test]
+fn check_rejects_a_bad_unit() {
+    assert_rejected(
+        "\
+domain: d
+descriptors:
+  - key: k
+    rate_limit:
+      unit: fortnight
+      requests_per_unit: 1
+",
+        5,
+        "invalid rate limit unit 'fortnight'",
+    );
+}
+
+#[test]
+fn check_rejects_a_duplicate_key_value() {
+    assert_rejected(
+        "\
+domain: d
+descriptors:
+  - key: k
+    value: v
+    rate_limit: { unit: minute, requests_per_unit: 1 }
+  - key: k
+    value: v
+    rate_limit: { unit: hour, requests_per_unit: 2 }
+",
+        6,
+        "duplicate descriptor composite key",
+    );
+}
+
+#[test]
+fn check_rejects_an_empty_domain() {
+    assert_rejected(
+        "\
+domain: \"\"
+descriptors:
+  - key: k
+    rate_limit: { unit: minute, requests_per_unit: 1 }
+",
+        1,
+        "empty domain",
+    );
+}
+
+#[test]
+fn serve_refuses_a_bad_config_with_the_same_message() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = write(
+        dir.path(),
+        "bad.yaml",
+        "domain: d\ndescriptors:\n  - key: k\n    rate_limit: { unit: fortnight, requests_per_unit: 1 }\n",
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&path)
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run floodgate serve");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr.contains("bad.yaml:4"), "{stderr}");
+    assert!(
+        stderr.contains("invalid rate limit unit 'fortnight'"),
+        "{stderr}"
+    );
+}
+
+/// `GET /healthcheck` status, or `None` when the connection fails.
+fn healthcheck(addr: SocketAddr) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .write_all(b"GET /healthcheck HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    answer.split(' ').nth(1)?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_answers_grpc_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    write(
+        dir.path(),
+        "rules.yaml",
+        "domain: live\ndescriptors:\n  - key: k\n    rate_limit: { unit: day, requests_per_unit: 1 }\n",
+    );
+    let process = harness::process::spawn_serve(&[
+        "--config",
+        dir.path().to_str().expect("a UTF-8 path"),
+        "--config-watch",
+        "false",
+        "--log-level",
+        "info",
+    ]);
+    let (grpc, http) = (process.grpc, process.http);
+
+    // Readiness: a bounded number of polls of the health endpoint.
+    let mut healthy = false;
+    for _ in 0..100 {
+        if healthcheck(http) == Some(200) {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(healthy, "/healthcheck never answered 200");
+
+    let mut client = RateLimitServiceClient::connect(format!("http://{grpc}"))
+        .await
+        .expect("connect");
+    let ask = || RateLimitRequest {
+        domain: "live".to_owned(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: "k".to_owned(),
+                value: "v".to_owned(),
+            }],
+            ..RateLimitDescriptor::default()
+        }],
+        hits_addend: 0,
+    };
+    let first = client
+        .should_rate_limit(ask())
+        .await
+        .expect("answer")
+        .into_inner();
+    assert_eq!(first.overall_code, Code::Ok as i32);
+    assert_eq!(
+        first.statuses[0]
+            .current_limit
+            .as_ref()
+            .map(|l| l.requests_per_unit),
+        Some(1)
+    );
+    let second = client
+        .should_rate_limit(ask())
+        .await
+        .expect("answer")
+        .into_inner();
+    assert_eq!(second.overall_code, Code::OverLimit as i32);
+    drop(client);
+
+    process.signal("TERM");
+    let mut process = process;
+    // Bounded wait for the exit (a deadline, not a timing assertion).
+    let status = process.exit_status(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn check_help_lists_both_subcommands() {
+    let out = Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("serve") && stdout.contains("check"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,18 @@
+//! Operations: the binary and its command line, reference environment,
+//! admin server, dashboard, metrics, reload, shutdown and store health.
+//! One binary of modules, for the link time (see tests/grpc/main.rs).
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+mod admin;
+mod binary;
+mod cli;
+mod dashboard;
+mod dashboard_browser;
+mod metrics;
+mod monitoring;
+mod reference_env;
+mod reload;
+mod shutdown;
+mod store_health;
