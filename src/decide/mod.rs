@@ -42,10 +42,11 @@ use smallvec::SmallVec;
 
 use crate::clock::Clock;
 pub use crate::decide::validate::RequestLimits;
-use crate::limit::{Algorithm, Limit, Nanos, Outcome, Unit};
+use crate::limit::{Limit, Nanos, Outcome, Unit};
 use crate::proto::{RateLimitDescriptor, RateLimitRequest};
 use crate::rules::policy::{ResponsePolicy, fallback_skips};
 use crate::rules::{Domain, EntryLike, Rule, RuleLimit, RuleSet};
+use crate::store::key::{KeyBuffer, write_counter_key};
 use crate::store::{Check, CounterStore, Outcomes, StoreError};
 
 /// Behaviour switches of the decision path (the reference's environment
@@ -172,12 +173,6 @@ pub const STORE_WARNING_INTERVAL: Nanos = crate::limit::NANOS_PER_SECOND;
 /// Per-request scratch, inline for requests of up to four descriptors (of
 /// one limit each), so that deciding the common request allocates nothing.
 type PerRequest<T> = SmallVec<[T; 4]>;
-
-/// Every counter key of one request, back to back: inline up to 256 bytes
-/// (a one-entry descriptor's key is typically 40–70 bytes), one allocation
-/// beyond. Larger inline buffers make the decision's future, which is moved
-/// as a whole, costlier to move than the allocation they save.
-type KeyBuffer = SmallVec<[u8; 256]>;
 
 /// The rule that applies to one descriptor, and the entries (by index) whose
 /// value the counter key replaces by a shared wildcard pattern (borrowed
@@ -606,118 +601,6 @@ pub fn unit_from_proto(unit: i32) -> Option<Unit> {
     }
 }
 
-/// Appends to `buf` the counter key of one limit of one descriptor: the
-/// domain, each entry's key and value (or shared pattern), and the limit's
-/// identity (algorithm, window, and its slot when a rule has several limits).
-/// Strings are length prefixed so no two descriptors share a key by
-/// accident. Changing a limit's `requests_per_unit` keeps its key, so a
-/// reload keeps its count, as the reference's keys do.
-fn write_counter_key<E: EntryLike, P: AsRef<str>>(
-    buf: &mut KeyBuffer,
-    domain: &str,
-    entries: &[E],
-    shared: &[(usize, P)],
-    limit: &Limit,
-    slot: usize,
-    multi: bool,
-) {
-    /// Keys up to this size are assembled on the stack and appended in one
-    /// copy: cheaper than growing `buf` piece by piece.
-    const STAGE_BYTES: usize = 128;
-    /// Entry `index`'s value, or the shared pattern that replaces it.
-    fn value_of<'a, E: EntryLike, P: AsRef<str>>(
-        shared: &'a [(usize, P)],
-        index: usize,
-        entry: &'a E,
-    ) -> &'a str {
-        shared
-            .iter()
-            .find(|(i, _)| *i == index)
-            .map_or(entry.value(), |(_, pattern)| pattern.as_ref())
-    }
-    /// Passes the key's pieces, in order, to `emit`.
-    fn pieces<E: EntryLike, P: AsRef<str>>(
-        mut emit: impl FnMut(&[u8]),
-        domain: &str,
-        entries: &[E],
-        shared: &[(usize, P)],
-        limit: &Limit,
-        slot: usize,
-        multi: bool,
-    ) {
-        let mut put = |bytes: &[u8]| {
-            emit(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
-            emit(bytes);
-        };
-        put(domain.as_bytes());
-        for (index, entry) in entries.iter().enumerate() {
-            put(entry.key().as_bytes());
-            put(value_of(shared, index, entry).as_bytes());
-        }
-        emit(&[match limit.algorithm {
-            Algorithm::FixedWindow => b'f',
-            Algorithm::SlidingWindow => b's',
-            Algorithm::TokenBucket => b't',
-        }]);
-        emit(&limit.window().to_le_bytes());
-        if multi {
-            emit(&u32::try_from(slot).unwrap_or(u32::MAX).to_le_bytes());
-        }
-    }
-    // The exact length, so the buffer grows at most once.
-    let mut size = 4 + domain.len() + 1 + 8 + if multi { 4 } else { 0 };
-    for (index, entry) in entries.iter().enumerate() {
-        size += 8 + entry.key().len() + value_of(shared, index, entry).len();
-    }
-    let start = buf.len();
-    if size <= STAGE_BYTES {
-        let mut stage = [0u8; STAGE_BYTES];
-        let mut at = 0;
-        pieces(
-            |bytes| {
-                if let Some(to) = stage.get_mut(at..at + bytes.len()) {
-                    to.copy_from_slice(bytes);
-                }
-                at += bytes.len();
-            },
-            domain,
-            entries,
-            shared,
-            limit,
-            slot,
-            multi,
-        );
-        buf.extend_from_slice(stage.get(..size).unwrap_or_default());
-    } else {
-        buf.reserve(size);
-        pieces(
-            |bytes| buf.extend_from_slice(bytes),
-            domain,
-            entries,
-            shared,
-            limit,
-            slot,
-            multi,
-        );
-    }
-    debug_assert_eq!(buf.len() - start, size);
-}
-
-/// One counter key on its own (the tests' view of [`write_counter_key`]).
-#[cfg(test)]
-fn counter_key<E: EntryLike>(
-    domain: &str,
-    entries: &[E],
-    shared: &[(usize, String)],
-    limit: &Limit,
-    slot: usize,
-    multi: bool,
-) -> Box<[u8]> {
-    let mut buf = KeyBuffer::new();
-    write_counter_key(&mut buf, domain, entries, shared, limit, slot, multi);
-    buf.as_slice().into()
-}
-
 impl EntryLike for crate::proto::Entry {
     fn key(&self) -> &str {
         &self.key
@@ -932,69 +815,5 @@ mod tests {
         assert!(lines[0].contains("not_logged_since_last=0"), "{text}");
         assert!(lines[1].contains("not_logged_since_last=100"), "{text}");
         assert!(lines[2].contains("not_logged_since_last=0"), "{text}");
-    }
-
-    #[test]
-    fn counter_keys_do_not_collide_across_entry_boundaries() {
-        let limit = Limit::fixed(10, Unit::Minute);
-        let a = counter_key("d", &[("ab", "c")], &[], &limit, 0, false);
-        let b = counter_key("d", &[("a", "bc")], &[], &limit, 0, false);
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn counter_keys_are_the_same_bytes_short_or_long() {
-        let limit = Limit::fixed(10, Unit::Minute);
-        // Staged on the stack (short) or appended piece by piece (long).
-        for value in ["v".to_owned(), "v".repeat(300)] {
-            let key = counter_key("d", &[("k", value.as_str())], &[], &limit, 0, false);
-            let mut expected = Vec::new();
-            for part in ["d", "k", value.as_str()] {
-                expected.extend_from_slice(&(part.len() as u32).to_le_bytes());
-                expected.extend_from_slice(part.as_bytes());
-            }
-            expected.push(b'f');
-            expected.extend_from_slice(&limit.window().to_le_bytes());
-            assert_eq!(*key, *expected, "{} bytes", value.len());
-        }
-    }
-
-    #[test]
-    fn counter_key_uses_shared_pattern() {
-        let limit = Limit::fixed(10, Unit::Minute);
-        let shared = vec![(0, "foo*".to_owned())];
-        let a = counter_key("d", &[("k", "foo1")], &shared, &limit, 0, false);
-        let b = counter_key("d", &[("k", "foo2")], &shared, &limit, 0, false);
-        assert_eq!(a, b);
-    }
-
-    #[test]
-    fn counter_key_depends_on_window_not_on_count() {
-        let a = counter_key(
-            "d",
-            &[("k", "v")],
-            &[],
-            &Limit::fixed(10, Unit::Minute),
-            0,
-            false,
-        );
-        let b = counter_key(
-            "d",
-            &[("k", "v")],
-            &[],
-            &Limit::fixed(99, Unit::Minute),
-            0,
-            false,
-        );
-        let c = counter_key(
-            "d",
-            &[("k", "v")],
-            &[],
-            &Limit::fixed(10, Unit::Hour),
-            0,
-            false,
-        );
-        assert_eq!(a, b);
-        assert_ne!(a, c);
     }
 }

@@ -9,6 +9,7 @@
 //! for counters shared by a fleet.
 //! [`AnyStore`] is whichever of the two the command line chose.
 
+pub mod key;
 pub mod memory;
 pub mod redis;
 

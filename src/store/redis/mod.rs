@@ -19,7 +19,7 @@
 //! # Keys
 //!
 //! A counter's Redis key is `<prefix>{<tag>}<counter key bytes>`. The tag is
-//! a stable hash of the key's descriptor part (see [`descriptor_part`]), so
+//! a stable hash of the key's descriptor part ([`key::hash_tag`]), so
 //! every limit of one descriptor (one group, unless
 //! `STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT` puts all descriptors in group 0)
 //! lives in one cluster slot. Groups spanning several tags are all-or-nothing
@@ -87,7 +87,7 @@ use ::redis::{Script, Value};
 use moka::Expiry;
 use moka::sync::Cache;
 
-use super::{Check, CounterStore, Outcomes, StoreError};
+use super::{Check, CounterStore, Outcomes, StoreError, key};
 use crate::health::Health;
 use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome};
 
@@ -607,7 +607,7 @@ impl RedisStore {
                     // One script call per hash tag, all in parallel.
                     let mut parts: Vec<(u64, Vec<usize>)> = Vec::new();
                     for &i in remote {
-                        let tag = fnv1a(descriptor_part(checks[i].key));
+                        let tag = key::hash_tag(checks[i].key);
                         match parts.iter_mut().find(|(t, _)| *t == tag) {
                             Some((_, part)) => part.push(i),
                             None => parts.push((tag, vec![i])),
@@ -705,7 +705,7 @@ fn redis_key(prefix: &[u8], key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(prefix);
     out.push(b'{');
     // `{:016x}`, without the formatting machinery on the request path.
-    let tag = fnv1a(descriptor_part(key));
+    let tag = key::hash_tag(key);
     out.extend(
         (0..16)
             .rev()
@@ -726,41 +726,6 @@ fn clamp(value: i128) -> u64 {
     u64::try_from(value.max(0)).unwrap_or(u64::MAX)
 }
 
-/// 64-bit FNV-1a: a hash that never changes between builds or processes, so
-/// every instance puts a key under the same tag.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
-}
-
-/// The descriptor part of a counter key as the service builds it: the run of
-/// length-prefixed strings (domain, entry keys and values) before the
-/// limit's identity (algorithm byte, window, optional slot: at least 9
-/// bytes). Every limit of one descriptor shares it. For keys of another
-/// shape this is still a deterministic function of the key, so only the
-/// co-location of a descriptor's limits depends on it, never correctness.
-pub fn descriptor_part(key: &[u8]) -> &[u8] {
-    const IDENTITY: usize = 9;
-    let mut at = 0;
-    while let Some(len_bytes) = key.get(at..at + 4) {
-        let mut len = [0u8; 4];
-        len.copy_from_slice(len_bytes);
-        let Ok(len) = usize::try_from(u32::from_le_bytes(len)) else {
-            break;
-        };
-        let end = at.saturating_add(4).saturating_add(len);
-        if end.saturating_add(IDENTITY) > key.len() {
-            break;
-        }
-        at = end;
-    }
-    &key[..at]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -768,24 +733,6 @@ mod tests {
     fn put(buf: &mut Vec<u8>, s: &str) {
         buf.extend_from_slice(&u32::try_from(s.len()).unwrap_or(0).to_le_bytes());
         buf.extend_from_slice(s.as_bytes());
-    }
-
-    #[test]
-    fn descriptor_part_stops_at_the_limit_identity() {
-        let mut base = Vec::new();
-        put(&mut base, "domain");
-        put(&mut base, "key");
-        put(&mut base, "");
-        let mut one = base.clone();
-        one.push(b'f');
-        one.extend_from_slice(&60_000_000_000u64.to_le_bytes());
-        let mut multi = base.clone();
-        multi.push(b't');
-        multi.extend_from_slice(&1_000_000_000u64.to_le_bytes());
-        multi.extend_from_slice(&0u32.to_le_bytes());
-        assert_eq!(descriptor_part(&one), &base[..]);
-        assert_eq!(descriptor_part(&multi), &base[..]);
-        assert_eq!(descriptor_part(b"x"), b"");
     }
 
     #[test]
@@ -797,7 +744,7 @@ mod tests {
             put(&mut key, "k");
             put(&mut key, &n.to_string());
             key.extend_from_slice(b"f\x00\x01");
-            let tag = fnv1a(descriptor_part(&key));
+            let tag = key::hash_tag(&key);
             let mut expected = format!("p:{{{tag:016x}}}").into_bytes();
             expected.extend_from_slice(&key);
             assert_eq!(redis_key(b"p:", &key), expected);
