@@ -19,13 +19,10 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use clap::Args;
-
+use super::parse::{parse_duration, parse_go_bool, redact_url};
 use crate::config::{self, ConfigErrors, LoadOptions};
 use crate::rules::RuleSet;
-use crate::server::{LoadedTls, TlsFiles};
 
 /// The `--config` value that selects the embedded rule set.
 pub const EMBEDDED_CONFIG: &str = "embedded:";
@@ -176,10 +173,13 @@ pub enum Handling {
 
 const NO_STATSD: &str =
     "floodgate sends no statsd metrics; scrape GET /metrics on the HTTP address";
+
 const NO_XDS: &str = "only read with CONFIG_TYPE=GRPC_XDS_SOTW, which floodgate refuses";
 const NO_MEMCACHE: &str = "only read with BACKEND_TYPE=memcache, which floodgate refuses";
+
 const NO_PERSECOND: &str =
     "only read with REDIS_PERSECOND=true; floodgate keeps every counter in REDIS_URL's Redis";
+
 const NO_TRACING: &str = "floodgate exports no traces; it logs with tracing to stdout";
 const REDIS_TLS_FILES: &str = "with REDIS_TLS floodgate verifies Redis against the public \
      web PKI roots and sends no client certificate; terminate TLS with a sidecar for a private CA";
@@ -774,111 +774,6 @@ pub fn resolve_from_env() -> Result<Resolved, SettingsError> {
     ReferenceEnv::from_env().resolve(Path::new("config").exists())
 }
 
-/// TLS on the gRPC port: `serve`'s flags.
-#[derive(Clone, Debug, Default, Args)]
-pub struct TlsArgs {
-    /// Serve gRPC over TLS with this certificate chain (PEM). Needs
-    /// `--tls-key`. Also `GRPC_SERVER_TLS_CERT` with `GRPC_SERVER_USE_TLS=true`.
-    #[arg(long, env = "FLOODGATE_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// The private key of `--tls-cert` (PEM). Also `GRPC_SERVER_TLS_KEY`.
-    #[arg(long, env = "FLOODGATE_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-
-    /// Require client certificates signed by this CA (PEM): mutual TLS.
-    /// Also `GRPC_CLIENT_TLS_CACERT`.
-    #[arg(long, env = "FLOODGATE_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<PathBuf>,
-}
-
-impl TlsArgs {
-    /// The files to load: `None` for plaintext; an error when only part of
-    /// a TLS setup is given (a key without a certificate, a client CA
-    /// without a server certificate), rather than silently serving
-    /// plaintext.
-    pub fn files(&self) -> Result<Option<TlsFiles>, String> {
-        match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: self.tls_client_ca.clone(),
-            })),
-            (Some(_), None) => Err("--tls-cert needs --tls-key".to_owned()),
-            (None, Some(_)) => Err("--tls-key needs --tls-cert".to_owned()),
-            (None, None) if self.tls_client_ca.is_some() => {
-                Err("--tls-client-ca needs --tls-cert and --tls-key".to_owned())
-            }
-            (None, None) => Ok(None),
-        }
-    }
-
-    /// [`TlsArgs::files`], read and checked: the message names the file
-    /// and what is wrong with it.
-    pub fn load(&self) -> Result<Option<LoadedTls>, String> {
-        match self.files()? {
-            Some(files) => files.load().map(Some).map_err(|e| e.to_string()),
-            None => Ok(None),
-        }
-    }
-}
-
-/// `url` with any password replaced, for logs (`REDIS_URL` may carry one).
-fn redact_url(url: &str) -> String {
-    match url.rsplit_once('@') {
-        Some((_, host)) => format!("***@{host}"),
-        None => url.to_owned(),
-    }
-}
-
-/// Go's `strconv.ParseBool`, which envconfig uses.
-fn parse_go_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
-}
-
-/// The `tracing` filter for a log level: the reference's logrus names in
-/// any case (`WARN`, `warning`, `FATAL`, ...) map to tracing levels;
-/// anything else is taken as a `tracing` filter directive as is.
-pub fn tracing_filter(level: &str) -> String {
-    match level.trim().to_ascii_lowercase().as_str() {
-        "trace" => "trace".to_owned(),
-        "debug" => "debug".to_owned(),
-        "info" => "info".to_owned(),
-        "warn" | "warning" => "warn".to_owned(),
-        "error" | "fatal" | "panic" => "error".to_owned(),
-        _ => level.to_owned(),
-    }
-}
-
-/// Parses a duration: `10s`, `500ms`, `2m`, `1h`, or a bare number of
-/// seconds (`10`, `0.5`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let scale = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" => 60.0,
-        "h" => 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit '{other}' in '{text}' (use ms, s, m or h)"
-            ));
-        }
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("expected a duration like 10s or 500ms, got '{text}'"))?;
-    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("'{text}': {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1184,25 +1079,5 @@ mod tests {
             .resolve(true)
             .unwrap();
         assert!(resolved.notes.iter().any(|n| n.level == NoteLevel::Warn));
-    }
-
-    #[test]
-    fn log_levels_map_to_tracing() {
-        assert_eq!(tracing_filter("WARN"), "warn");
-        assert_eq!(tracing_filter("Warning"), "warn");
-        assert_eq!(tracing_filter("DEBUG"), "debug");
-        assert_eq!(tracing_filter("FATAL"), "error");
-        assert_eq!(tracing_filter("floodgate=debug"), "floodgate=debug");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").is_err());
-        assert!(parse_duration("-1s").is_err());
     }
 }

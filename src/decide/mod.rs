@@ -31,23 +31,36 @@
 //! nothing, or panics), and malformed requests get `INVALID_ARGUMENT` where the
 //! reference answers `UNKNOWN`.
 
+mod combine;
+
+mod decision;
+
+mod plan;
+
+mod usage;
+
 pub mod validate;
 
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use smallvec::SmallVec;
+
+pub use decision::{Decision, DescriptorDecision, DescriptorDecisions, ResponseContext};
+
+pub use plan::{OVERRIDE_RULE_ID, hits_of};
+
+pub use usage::{LimitUsage, Usage};
+
+pub use validate::RequestLimits;
 
 use crate::clock::Clock;
-pub use crate::decide::validate::RequestLimits;
-use crate::limit::{Limit, Nanos, Outcome, Unit};
-use crate::proto::{RateLimitDescriptor, RateLimitRequest};
-use crate::rules::policy::{ResponsePolicy, fallback_skips};
-use crate::rules::{Domain, EntryLike, Rule, RuleLimit, RuleSet};
-use crate::store::key::{KeyBuffer, write_counter_key};
-use crate::store::{Check, CounterStore, Outcomes, StoreError};
+use crate::limit::Nanos;
+use crate::proto::RateLimitRequest;
+use crate::rules::RuleSet;
+use crate::store::{CounterStore, Outcomes, StoreError};
+use plan::Counting;
+use validate::validate;
 
 /// Behaviour switches of the decision path (the reference's environment
 /// variables of the same meaning).
@@ -92,64 +105,6 @@ pub enum DecideError {
     Store(#[from] StoreError),
 }
 
-/// The answer for one request descriptor. The default is a descriptor that
-/// matched no rule: OK, nothing counted.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DescriptorDecision {
-    /// The descriptor is over its limit (and not in shadow mode).
-    pub over_limit: bool,
-    /// The most restrictive limit that applied, if any.
-    pub limit: Option<RuleLimit>,
-    /// Requests of size one still admissible under that limit.
-    pub remaining: u64,
-    /// Time until the limit resets (OK) or until the request could be
-    /// admitted (over limit); `None` when no limit applied.
-    pub reset_after: Option<Nanos>,
-    /// The rule that matched, if any (also set for unlimited rules).
-    pub rule: Option<Arc<Rule>>,
-    /// The limit was over but the rule's shadow mode reported OK.
-    pub shadowed: bool,
-    /// Usage after this request under the reported limit.
-    pub used: u64,
-    /// The fallback group that answered this descriptor OK without counting
-    /// it, because a more preferred shape of the group is in the request.
-    pub skipped_by: Option<Arc<str>>,
-}
-
-/// The answers for a request's descriptors, in order: inline for up to two
-/// descriptors. Not four: a [`Decision`] is moved several times on its way
-/// out of the decide future, and each move copies the whole inline list.
-/// Measured (callgrind, one descriptor): 2 741 instructions with four inline,
-/// 2 552 with two; with four descriptors, the one allocation two inline then
-/// cost is about what moving the larger list costs (9 034 vs 9 080).
-pub type DescriptorDecisions = SmallVec<[DescriptorDecision; 2]>;
-
-/// The answer for one request.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Decision {
-    /// The request must be denied.
-    pub over_limit: bool,
-    /// The request would have been denied, but global shadow mode is on.
-    pub global_shadowed: bool,
-    /// One entry per request descriptor, in order.
-    pub descriptors: DescriptorDecisions,
-    /// What [`crate::respond`] needs besides the statuses.
-    pub context: ResponseContext,
-}
-
-/// The request's domain, the decision's time and the response settings
-/// that apply to it.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct ResponseContext {
-    /// The request's domain (the rule set's copy when the domain is known,
-    /// so that cloning it never allocates).
-    pub domain: Arc<str>,
-    /// The time the limits were evaluated at.
-    pub now: Nanos,
-    /// The domain's `response:` block, if any.
-    pub policy: Option<Arc<ResponsePolicy>>,
-}
-
 /// The rate limiter: current rules, a counter store and a clock.
 pub struct RateLimiter<S> {
     rules: ArcSwap<RuleSet>,
@@ -169,25 +124,6 @@ pub struct RateLimiter<S> {
 /// During an outage every request fails, so one line per failure would be
 /// thousands of lines per second.
 pub const STORE_WARNING_INTERVAL: Nanos = crate::limit::NANOS_PER_SECOND;
-
-/// Per-request scratch, inline for requests of up to four descriptors (of
-/// one limit each), so that deciding the common request allocates nothing.
-type PerRequest<T> = SmallVec<[T; 4]>;
-
-/// The rule that applies to one descriptor, and the entries (by index) whose
-/// value the counter key replaces by a shared wildcard pattern (borrowed
-/// from the rule set).
-struct Applied<'r> {
-    rule: Arc<Rule>,
-    shared: Vec<(usize, &'r str)>,
-}
-
-/// Per descriptor: the rule, and the checks (a range of `checks`) of its
-/// limits that survived `replaces`.
-struct Plan {
-    rule: Option<Arc<Rule>>,
-    checks: Range<usize>,
-}
 
 impl<S: CounterStore> RateLimiter<S> {
     /// A limiter serving `rules` with counters in `store`.
@@ -266,141 +202,45 @@ impl<S: CounterStore> RateLimiter<S> {
         &self.options.request_limits
     }
 
-    /// Decides one request.
+    /// Decides one request: plan its checks, apply them in the store,
+    /// combine the outcomes into an answer.
     pub async fn decide(&self, request: &RateLimitRequest) -> Result<Decision, DecideError> {
         validate(request, &self.options.request_limits)?;
         let rules = self.rules.load();
         let domain = request.domain.as_str();
         let known = rules.domain(domain);
-
-        // Every key is written into `keys`; each check's key is set to its
-        // range of it once all are written, and `slots` says which of its
-        // rule's limits each check is. Only these outlive the block below
-        // (the future holds what lives across its await).
-        let mut keys = KeyBuffer::new();
-        let mut slots: PerRequest<usize> = PerRequest::new();
-        let mut checks: PerRequest<Check<'_>> = PerRequest::new();
-        let mut plans: PerRequest<Plan> = PerRequest::with_capacity(request.descriptors.len());
-        let fallbacks = known.map_or(&[][..], |d| d.fallbacks());
-        // Identity fallbacks: descriptors of a less preferred shape are
-        // answered as if they matched nothing. Most domains have none.
-        let skips = (!fallbacks.is_empty()).then(|| {
-            fallback_skips(
-                fallbacks,
-                request
-                    .descriptors
-                    .iter()
-                    .map(|d| d.entries.iter().map(|e| e.key.as_str())),
-            )
-        });
-        {
-            // Match every descriptor first: `replaces` works across descriptors.
-            let mut matched: PerRequest<Option<Applied<'_>>> = request
-                .descriptors
-                .iter()
-                .map(|descriptor| match_descriptor(known, domain, descriptor))
-                .collect();
-            for (found, skip) in matched.iter_mut().zip(skips.iter().flatten()) {
-                if skip.is_some() {
-                    *found = None;
-                }
-            }
-            // Few rules replace others: a list beats a hash set here.
-            let replaced: PerRequest<&str> = matched
-                .iter()
-                .flatten()
-                .flat_map(|applied| applied.rule.replaces.iter().map(String::as_str))
-                .collect();
-
-            // Where each check's key is in `keys`, in check order.
-            let mut key_ranges: PerRequest<Range<usize>> = PerRequest::new();
-            for (index, (descriptor, found)) in request.descriptors.iter().zip(&matched).enumerate()
-            {
-                let first = checks.len();
-                let Some(Applied { rule, shared }) = found else {
-                    plans.push(Plan {
-                        rule: None,
-                        checks: first..first,
-                    });
-                    continue;
-                };
-                let hits = hits_of(request, descriptor);
-                let group = if self.options.stop_increment_when_over_limit {
-                    0
-                } else {
-                    u32::try_from(index).unwrap_or(u32::MAX)
-                };
-                let multi = rule.limits.len() > 1;
-                for (slot, rule_limit) in rule.limits.iter().enumerate() {
-                    let is_replaced = rule_limit
-                        .name
-                        .as_deref()
-                        .is_some_and(|name| replaced.contains(&name));
-                    if is_replaced || rule.unlimited {
-                        continue;
-                    }
-                    let start = keys.len();
-                    write_counter_key(
-                        &mut keys,
-                        domain,
-                        &descriptor.entries,
-                        shared,
-                        &rule_limit.limit,
-                        slot,
-                        multi,
-                    );
-                    key_ranges.push(start..keys.len());
-                    slots.push(slot);
-                    checks.push(Check {
-                        key: &[],
-                        limit: rule_limit.limit,
-                        hits,
-                        group,
-                        count_when_denied: rule.reference_form,
-                    });
-                }
-                plans.push(Plan {
-                    rule: Some(Arc::clone(rule)),
-                    checks: first..checks.len(),
-                });
-            }
-            for (check, range) in checks.iter_mut().zip(key_ranges) {
-                check.key = keys.get(range).unwrap_or_default();
-            }
-        }
+        let planned = plan::plan(
+            known,
+            domain,
+            &request.descriptors,
+            Counting::Decide {
+                request,
+                one_group: self.options.stop_increment_when_over_limit,
+            },
+        );
 
         let now = self.clock.now();
         let mut outcomes = Outcomes::new();
-        let mut fail_closed = None;
-        if !checks.is_empty()
-            && let Err(error) = self.store.apply(&checks, now, &mut outcomes).await
+        let mut fail_closed = false;
         {
-            self.store_failed(&error, now);
-            outcomes.clear();
-            match self.options.on_store_error {
-                StoreErrorPolicy::Error => return Err(error.into()),
-                StoreErrorPolicy::Allow => {}
-                StoreErrorPolicy::Deny => {
-                    fail_closed = Some(
-                        plans
-                            .iter()
-                            .map(|p| !p.checks.is_empty())
-                            .collect::<PerRequest<_>>(),
-                    );
+            let checks = planned.checks();
+            if !checks.is_empty()
+                && let Err(error) = self.store.apply(&checks, now, &mut outcomes).await
+            {
+                self.store_failed(&error, now);
+                outcomes.clear();
+                match self.options.on_store_error {
+                    StoreErrorPolicy::Error => return Err(error.into()),
+                    StoreErrorPolicy::Allow => {}
+                    StoreErrorPolicy::Deny => fail_closed = true,
                 }
             }
+            combine::report_uncounted(&checks, &mut outcomes);
         }
-        let mut decision = self.combine(plans, &slots, &outcomes);
-        if let Some(limited) = fail_closed {
-            for (descriptor, limited) in decision.descriptors.iter_mut().zip(limited) {
-                descriptor.over_limit |= limited;
-            }
+        let mut decision =
+            combine::combine(planned, &outcomes, self.options.shadow_mode, fail_closed);
+        if fail_closed {
             decision.over_limit = !self.options.shadow_mode;
-        }
-        if let Some(skips) = skips {
-            for (descriptor, skip) in decision.descriptors.iter_mut().zip(skips) {
-                descriptor.skipped_by = skip;
-            }
         }
         decision.context = ResponseContext {
             // A known domain's name is shared; an unknown one is copied.
@@ -410,310 +250,13 @@ impl<S: CounterStore> RateLimiter<S> {
         };
         Ok(decision)
     }
-
-    /// Turns per-limit outcomes into per-descriptor and overall answers.
-    /// `slots[i]` is the index, in its rule's limits, of check `i`.
-    fn combine(&self, plans: PerRequest<Plan>, slots: &[usize], outcomes: &[Outcome]) -> Decision {
-        // Built in place: a decision is large enough that each move costs.
-        let mut decision = Decision {
-            over_limit: false,
-            global_shadowed: false,
-            descriptors: DescriptorDecisions::new(),
-            context: ResponseContext::default(),
-        };
-        let descriptors = &mut decision.descriptors;
-        let mut any_over = false;
-        let mut quota_total = 0usize;
-        let mut quota_over = 0usize;
-        for plan in plans {
-            let Some(rule) = plan.rule else {
-                descriptors.push(DescriptorDecision::default());
-                continue;
-            };
-            // The most restrictive limit: a denying one that frees up last,
-            // else the one with the least remaining.
-            let mut chosen: Option<(&RuleLimit, &Outcome)> = None;
-            for index in plan.checks {
-                let (Some(outcome), Some(rule_limit)) = (
-                    outcomes.get(index),
-                    slots.get(index).and_then(|&slot| rule.limits.get(slot)),
-                ) else {
-                    continue;
-                };
-                let better = match chosen {
-                    None => true,
-                    Some((_, best)) => more_restrictive(outcome, best),
-                };
-                if better {
-                    chosen = Some((rule_limit, outcome));
-                }
-            }
-            let over = chosen.is_some_and(|(_, outcome)| !outcome.admitted);
-            // Per-rule shadow mode rewrites the status to OK (remaining 0,
-            // limit kept), as the reference does.
-            let shadowed = over && rule.shadow_mode;
-            let over_limit = over && !shadowed;
-            if rule.quota_mode {
-                quota_total += 1;
-                quota_over += usize::from(over_limit);
-            } else if over_limit {
-                any_over = true;
-            }
-            let limit = chosen.map(|(limit, _)| limit.clone());
-            let remaining = chosen.map_or(0, |(_, outcome)| outcome.remaining);
-            let reset_after = chosen.map(|(_, outcome)| outcome.reset_after);
-            let used = chosen.map_or(0, |(_, outcome)| outcome.used);
-            descriptors.push(DescriptorDecision {
-                over_limit,
-                limit,
-                remaining,
-                reset_after,
-                used,
-                rule: Some(rule),
-                shadowed,
-                skipped_by: None,
-            });
-        }
-        // A quota-mode descriptor keeps its OVER_LIMIT status, but denies the
-        // request only together with every other quota-mode descriptor.
-        let quota_denies = quota_total > 0 && quota_over == quota_total;
-        let over_limit = any_over || quota_denies;
-        // Global shadow mode rewrites only the overall code, as the
-        // reference does: statuses still say which descriptor was over.
-        let global_shadowed = over_limit && self.options.shadow_mode;
-        decision.over_limit = over_limit && !global_shadowed;
-        decision.global_shadowed = global_shadowed;
-        decision
-    }
-}
-
-/// The hits a descriptor adds: its own `hits_addend` if set (0 checks
-/// without counting), else the request's, where 0 means 1. Public so that
-/// metrics count exactly what the decision counted.
-pub fn hits_of(request: &RateLimitRequest, descriptor: &RateLimitDescriptor) -> u64 {
-    descriptor.hits_addend.unwrap_or(match request.hits_addend {
-        0 => 1,
-        n => u64::from(n),
-    })
-}
-
-/// `a` is more restrictive than `b`.
-fn more_restrictive(a: &Outcome, b: &Outcome) -> bool {
-    match (a.admitted, b.admitted) {
-        (false, true) => true,
-        (true, false) => false,
-        (false, false) => a.reset_after > b.reset_after,
-        (true, true) => a.remaining < b.remaining,
-    }
-}
-
-/// Rejects what the reference rejects, what would make a counter key
-/// ambiguous, and what is larger than `limits` allow.
-fn validate(request: &RateLimitRequest, limits: &RequestLimits) -> Result<(), DecideError> {
-    if request.domain.is_empty() {
-        return Err(DecideError::InvalidRequest(
-            "rate limit domain must not be empty".into(),
-        ));
-    }
-    if request.descriptors.is_empty() {
-        return Err(DecideError::InvalidRequest(
-            "rate limit descriptor list must not be empty".into(),
-        ));
-    }
-    limits.check(request).map_err(DecideError::InvalidRequest)?;
-    for (index, descriptor) in request.descriptors.iter().enumerate() {
-        if let Some(limit) = &descriptor.limit
-            && unit_from_proto(limit.unit).is_none()
-        {
-            return Err(DecideError::InvalidRequest(format!(
-                "descriptor {index} has a limit override with unit {} (expected SECOND to YEAR)",
-                limit.unit
-            )));
-        }
-        if let Some(entry) = descriptor.entries.iter().position(|e| e.key.is_empty()) {
-            return Err(DecideError::InvalidRequest(format!(
-                "descriptor {index} entry {entry} has an empty key"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The rule for one descriptor: the request's override if it has one, else
-/// the configured rule. Returns the rule and the entries whose value the
-/// counter key replaces by a shared wildcard pattern.
-fn match_descriptor<'r>(
-    known: Option<&'r Domain>,
-    domain: &str,
-    descriptor: &RateLimitDescriptor,
-) -> Option<Applied<'r>> {
-    // As in the reference, an override applies only in a known domain, and
-    // replaces the config tree's answer without consulting it.
-    let known = known?;
-    if let Some(limit) = descriptor.limit.as_ref() {
-        let unit = unit_from_proto(limit.unit)?;
-        let rule = Rule {
-            // Not the request's values: ids label metrics, whose cardinality
-            // must stay bounded by the rules.
-            id: Arc::from(format!("{domain}.{OVERRIDE_RULE_ID}")),
-            limits: vec![RuleLimit {
-                name: None,
-                limit: Limit::fixed(u64::from(limit.requests_per_unit), unit),
-            }],
-            unlimited: false,
-            // An override from Envoy's route config is always enforced.
-            shadow_mode: false,
-            quota_mode: false,
-            replaces: Vec::new(),
-            name: None,
-            reference_form: true,
-            detailed_metric: false,
-            value_to_metric: Vec::new(),
-        };
-        return Some(Applied {
-            rule: Arc::new(rule),
-            shared: Vec::new(),
-        });
-    }
-    let matched = known.lookup(&descriptor.entries)?;
-    Some(Applied {
-        rule: Arc::clone(matched.rule),
-        shared: matched.shared,
-    })
-}
-
-/// The rule id suffix of a request's limit override on a descriptor that
-/// matches no configured rule.
-pub const OVERRIDE_RULE_ID: &str = "(override)";
-
-/// Maps Envoy's `envoy.type.v3.RateLimitUnit` to a unit; `None` for UNKNOWN.
-pub fn unit_from_proto(unit: i32) -> Option<Unit> {
-    use crate::proto::envoy::r#type::v3::RateLimitUnit as P;
-    match P::try_from(unit).ok()? {
-        P::Unknown => None,
-        P::Second => Some(Unit::Second),
-        P::Minute => Some(Unit::Minute),
-        P::Hour => Some(Unit::Hour),
-        P::Day => Some(Unit::Day),
-        P::Week => Some(Unit::Week),
-        P::Month => Some(Unit::Month),
-        P::Year => Some(Unit::Year),
-    }
-}
-
-impl EntryLike for crate::proto::Entry {
-    fn key(&self) -> &str {
-        &self.key
-    }
-    fn value(&self) -> &str {
-        &self.value
-    }
-}
-
-/// What a descriptor's counters say now, without counting anything: the
-/// answer of [`RateLimiter::peek`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct Usage {
-    /// The rule the descriptor matches.
-    pub rule: Arc<Rule>,
-    /// Each limit of the rule with its counter's current state, in the
-    /// rule's order; empty for an unlimited rule.
-    pub limits: Vec<LimitUsage>,
-}
-
-/// One limit's current state.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LimitUsage {
-    /// The limit.
-    pub limit: RuleLimit,
-    /// Its outcome for a request of zero hits: `used` is the current count,
-    /// `remaining` what is left, `reset_after` the time until it resets.
-    pub outcome: Outcome,
-}
-
-impl<S: CounterStore> RateLimiter<S> {
-    /// Reports what the counters of one descriptor of `domain` hold now,
-    /// without consuming anything: the same rule matching and counter keys
-    /// as [`RateLimiter::decide`], evaluated with zero hits (which stores
-    /// never write). `None` when no rule matches. `replaces` is not applied:
-    /// it depends on the other descriptors of a request.
-    pub async fn peek(
-        &self,
-        domain: &str,
-        entries: &[crate::proto::Entry],
-    ) -> Result<Option<Usage>, DecideError> {
-        let descriptor = RateLimitDescriptor {
-            entries: entries.to_vec(),
-            ..RateLimitDescriptor::default()
-        };
-        validate(
-            &RateLimitRequest {
-                domain: domain.to_owned(),
-                descriptors: vec![descriptor.clone()],
-                hits_addend: 0,
-            },
-            &self.options.request_limits,
-        )?;
-        let rules = self.rules.load();
-        let Some(Applied { rule, shared }) =
-            match_descriptor(rules.domain(domain), domain, &descriptor)
-        else {
-            return Ok(None);
-        };
-        let multi = rule.limits.len() > 1;
-        let limits = if rule.unlimited {
-            &[][..]
-        } else {
-            &rule.limits[..]
-        };
-        let mut keys = KeyBuffer::new();
-        let mut ranges: Vec<Range<usize>> = Vec::with_capacity(limits.len());
-        for (slot, rule_limit) in limits.iter().enumerate() {
-            let start = keys.len();
-            write_counter_key(
-                &mut keys,
-                domain,
-                entries,
-                &shared,
-                &rule_limit.limit,
-                slot,
-                multi,
-            );
-            ranges.push(start..keys.len());
-        }
-        let checks: Vec<Check<'_>> = limits
-            .iter()
-            .zip(ranges)
-            .map(|(rule_limit, range)| Check {
-                key: keys.get(range).unwrap_or_default(),
-                limit: rule_limit.limit,
-                hits: 0,
-                group: 0,
-                count_when_denied: false,
-            })
-            .collect();
-        let mut outcomes = Outcomes::new();
-        if !checks.is_empty() {
-            self.store
-                .apply(&checks, self.clock.now(), &mut outcomes)
-                .await?;
-        }
-        let limits = checks
-            .iter()
-            .zip(outcomes)
-            .zip(&rule.limits)
-            .map(|((_, outcome), limit)| LimitUsage {
-                limit: limit.clone(),
-                outcome,
-            })
-            .collect();
-        Ok(Some(Usage { rule, limits }))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::{RateLimitDescriptor, RateLimitRequest};
+    use crate::store::Check;
 
     /// A store that always fails, as Redis does during an outage.
     struct FailingStore;

@@ -18,46 +18,46 @@
 //! weighs long keys so that they cannot multiply its memory (see
 //! [`crate::store::memory`]).
 //!
-//! The fields double as `floodgate serve`'s flags (and environment variables).
+//! `floodgate serve` sets each field with a flag (`--max-descriptors`, ...;
+//! [`crate::cli`]).
 
-use clap::Args;
-
+use super::DecideError;
 use crate::proto::RateLimitRequest;
+use crate::proto::convert::unit_from_proto;
 
 /// Default [`RequestLimits::max_descriptors`].
 pub const DEFAULT_MAX_DESCRIPTORS: usize = 64;
+
 /// Default [`RequestLimits::max_descriptor_entries`].
 pub const DEFAULT_MAX_DESCRIPTOR_ENTRIES: usize = 32;
+
 /// Default [`RequestLimits::max_key_bytes`].
 pub const DEFAULT_MAX_KEY_BYTES: usize = 1024;
+
 /// Default [`RequestLimits::max_value_bytes`].
 pub const DEFAULT_MAX_VALUE_BYTES: usize = 64 * 1024;
+
 /// Default [`RequestLimits::max_message_bytes`].
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// The largest request floodgate accepts. `Default` is the safe defaults
 /// (the `DEFAULT_*` constants of this module).
-#[derive(Args, Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestLimits {
     /// Most descriptors in one request.
-    #[arg(long, env = "FLOODGATE_MAX_DESCRIPTORS", default_value_t = DEFAULT_MAX_DESCRIPTORS)]
     pub max_descriptors: usize,
 
     /// Most entries in one descriptor.
-    #[arg(long, env = "FLOODGATE_MAX_DESCRIPTOR_ENTRIES", default_value_t = DEFAULT_MAX_DESCRIPTOR_ENTRIES)]
     pub max_descriptor_entries: usize,
 
     /// Longest entry key, and longest domain, in bytes.
-    #[arg(long, env = "FLOODGATE_MAX_KEY_BYTES", default_value_t = DEFAULT_MAX_KEY_BYTES)]
     pub max_key_bytes: usize,
 
     /// Longest entry value in bytes.
-    #[arg(long, env = "FLOODGATE_MAX_VALUE_BYTES", default_value_t = DEFAULT_MAX_VALUE_BYTES)]
     pub max_value_bytes: usize,
 
     /// Largest request message in bytes: a gRPC message (after
     /// decompression) or a `POST /json` body.
-    #[arg(long, env = "FLOODGATE_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
 }
 
@@ -134,6 +134,41 @@ fn truncated(text: &str) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+/// Rejects what the reference rejects, what would make a counter key
+/// ambiguous, and what is larger than `limits` allow.
+pub(super) fn validate(
+    request: &RateLimitRequest,
+    limits: &RequestLimits,
+) -> Result<(), DecideError> {
+    if request.domain.is_empty() {
+        return Err(DecideError::InvalidRequest(
+            "rate limit domain must not be empty".into(),
+        ));
+    }
+    if request.descriptors.is_empty() {
+        return Err(DecideError::InvalidRequest(
+            "rate limit descriptor list must not be empty".into(),
+        ));
+    }
+    limits.check(request).map_err(DecideError::InvalidRequest)?;
+    for (index, descriptor) in request.descriptors.iter().enumerate() {
+        if let Some(limit) = &descriptor.limit
+            && unit_from_proto(limit.unit).is_none()
+        {
+            return Err(DecideError::InvalidRequest(format!(
+                "descriptor {index} has a limit override with unit {} (expected SECOND to YEAR)",
+                limit.unit
+            )));
+        }
+        if let Some(entry) = descriptor.entries.iter().position(|e| e.key.is_empty()) {
+            return Err(DecideError::InvalidRequest(format!(
+                "descriptor {index} entry {entry} has an empty key"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

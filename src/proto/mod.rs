@@ -7,6 +7,7 @@
 
 #![allow(clippy::all, missing_docs, rustdoc::all)]
 
+pub mod convert;
 pub mod encoded_struct;
 
 pub mod envoy {

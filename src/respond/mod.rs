@@ -67,7 +67,8 @@ use headers::{apply_policy, reference_headers};
 
 use crate::decide::{Decision, DescriptorDecision};
 use crate::limit::{Algorithm, Limit, NANOS_PER_SECOND, Nanos, Unit};
-use crate::proto::{Code, DescriptorStatus, RateLimit, RateLimitResponse, ResponseUnit};
+use crate::proto::convert::unit_to_proto;
+use crate::proto::{Code, DescriptorStatus, RateLimit, RateLimitResponse};
 use crate::rules::policy::HeaderStyle;
 
 /// The protobuf response for a decision.
@@ -160,19 +161,6 @@ pub fn reported_unit(limit: &Limit) -> Unit {
         .into_iter()
         .find(|unit| unit.seconds() == window)
         .unwrap_or(limit.unit)
-}
-
-/// The response's unit for a limit's unit.
-pub fn unit_to_proto(unit: Unit) -> ResponseUnit {
-    match unit {
-        Unit::Second => ResponseUnit::Second,
-        Unit::Minute => ResponseUnit::Minute,
-        Unit::Hour => ResponseUnit::Hour,
-        Unit::Day => ResponseUnit::Day,
-        Unit::Week => ResponseUnit::Week,
-        Unit::Month => ResponseUnit::Month,
-        Unit::Year => ResponseUnit::Year,
-    }
 }
 
 #[cfg(test)]

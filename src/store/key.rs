@@ -138,6 +138,7 @@ pub(crate) fn counter_key<E: EntryLike>(
     write_counter_key(&mut buf, domain, entries, shared, limit, slot, multi);
     buf.as_slice().into()
 }
+
 /// The hash of a key's descriptor part ([`descriptor_part`]): the same for
 /// every limit of one descriptor, and the same in every process and build,
 /// so every instance of a fleet puts a descriptor's counters under one

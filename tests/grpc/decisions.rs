@@ -1061,6 +1061,36 @@ async fn stop_increment_when_over_limit_spares_the_other_descriptors() {
     s.shutdown().await;
 }
 
+/// The reference's integration case: `key2` 5/hour, `key3` 2/hour. The
+/// third request is denied by `key3` and, with the stop-increment switch,
+/// counts nothing: `key2` reports its untouched counter (2 used, 3 left),
+/// not the 2 left it would have after a hit that was never counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_increment_reports_the_untouched_counters_remaining() {
+    let options = ServiceOptions {
+        stop_increment_when_over_limit: true,
+        ..ServiceOptions::default()
+    };
+    let yaml = r"
+domain: d
+descriptors:
+  - { key: key2, rate_limit: { unit: hour, requests_per_unit: 5 } }
+  - { key: key3, rate_limit: { unit: hour, requests_per_unit: 2 } }
+";
+    let mut s = TestServer::start_with(yaml, options, LoadOptions::default()).await;
+    let both: &[&[(&str, &str)]] = &[&[("key2", "v")], &[("key3", "v")]];
+    let r = s.should("d", both).await;
+    assert_eq!((codes(&r), remaining(&r)), (vec![OK, OK], vec![4, 1]));
+    let r = s.should("d", both).await;
+    assert_eq!((codes(&r), remaining(&r)), (vec![OK, OK], vec![3, 0]));
+    let r = s.should("d", both).await;
+    assert_eq!((codes(&r), remaining(&r)), (vec![OK, OVER], vec![3, 0]));
+    // And the counter really is untouched.
+    let r = s.should("d", &[&[("key2", "v")]]).await;
+    assert_eq!(remaining(&r), [2]);
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn without_stop_increment_a_denied_request_counts_every_descriptor() {
     let mut s = TestServer::start(TWO_LIMITS).await;
