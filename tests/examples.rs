@@ -466,7 +466,7 @@ fn grpc_request(domain: &str, descriptors: &[Descriptor]) -> RateLimitRequest {
 async fn envoy_route_actions_produce_descriptors_the_shipped_rules_match() {
     let server = harness::ops::start(&repo("config"), Setup::default()).await;
     let listeners = envoy_listeners();
-    let shipped: Vec<String> = floodgate::cli::reference_env::EMBEDDED_RULES
+    let shipped: Vec<String> = floodgate::config::source::EMBEDDED_RULES
         .iter()
         .map(|(file, _)| file.trim_end_matches(".yaml").to_owned())
         .collect();
@@ -619,11 +619,8 @@ fn kubernetes_objects_reference_each_other() {
 
     // The ConfigMap holds config/ verbatim.
     let data = configmap["data"].as_object().expect("ConfigMap data");
-    assert_eq!(
-        data.len(),
-        floodgate::cli::reference_env::EMBEDDED_RULES.len()
-    );
-    for (file, text) in floodgate::cli::reference_env::EMBEDDED_RULES {
+    assert_eq!(data.len(), floodgate::config::source::EMBEDDED_RULES.len());
+    for (file, text) in floodgate::config::source::EMBEDDED_RULES {
         assert_eq!(
             data.get(*file).and_then(Value::as_str),
             Some(*text),

@@ -66,6 +66,11 @@ impl ConfigArgs {
 pub struct CheckArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+
+    /// Fail (exit 1) when the config has warnings (a duplicate YAML key, a
+    /// domain named twice, a key with no meaning where it is written).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// Log line format.
@@ -176,6 +181,14 @@ pub struct ServeArgs {
     /// succeeds, instead of exiting.
     #[arg(long, env = "FORCE_START_WITHOUT_INITIAL_CONFIG")]
     pub force_start_without_initial_config: bool,
+
+    /// Refuse a reload whose config has no rules at all while rules are
+    /// serving (an emptied directory, every file deleted): the previous
+    /// rules keep serving and the reload counts as failed. Without it such
+    /// a reload removes every limit, with an error line in the log and in
+    /// `floodgate_config_empty_loads_total`.
+    #[arg(long, env = "FLOODGATE_REFUSE_EMPTY_CONFIG")]
+    pub refuse_empty_config: bool,
 
     /// The largest request accepted (`--max-descriptors`, ...).
     #[command(flatten)]

@@ -4,7 +4,6 @@
 //! `--help`). Where the reference server has a variable of the same meaning
 //! (`SHADOW_MODE`, `MERGE_DOMAIN_CONFIG`, ...), floodgate reads that name.
 
-use std::path::Path;
 use std::sync::Arc;
 
 mod args;
@@ -20,7 +19,7 @@ pub use args::{
 pub use parse::parse_duration;
 
 use crate::clock::SystemClock;
-use crate::config::{self, LoadOptions};
+use crate::config::{self, ConfigErrors, LoadOptions, Loaded, Source};
 use crate::decide::{RateLimiter, ServiceOptions, StoreErrorPolicy};
 use crate::health::Health;
 use crate::respond::{LimitHeaderNames, ResponseOptions};
@@ -28,24 +27,40 @@ use crate::rules::RuleSet;
 use crate::server::{self, ConfigSource, Listeners, ServerOptions};
 
 /// Loads rules, printing every error (file, line, reason) to stderr.
-fn load_rules(path: &Path, options: &LoadOptions) -> Result<RuleSet, ()> {
-    reference_env::load_config(path, options).map_err(|errors| {
-        eprintln!("floodgate: invalid config {}:", path.display());
+fn load_rules(source: &Source, options: &LoadOptions) -> Result<Loaded, ConfigErrors> {
+    source.load(options).inspect_err(|errors| {
+        eprintln!("floodgate: invalid config {}:", source.display().display());
         eprintln!("{errors}");
     })
 }
 
-/// `floodgate check`: 0 when valid (one summary line per domain), 1 when not.
+/// `floodgate check`: 0 when valid (one summary line per domain, warnings
+/// on stderr), 1 when not, or with `--strict` when there are warnings.
 pub fn check(args: &CheckArgs) -> i32 {
-    match load_rules(&args.config.config, &args.config.load_options()) {
-        Ok(rules) => {
-            for line in config::summary(&rules) {
-                println!("{line}");
-            }
-            0
-        }
-        Err(()) => 1,
+    let source = Source::from_arg(&args.config.config);
+    if source == Source::BuiltIn {
+        eprintln!(
+            "floodgate: checking the rules built into the binary (no ./config here; \
+             name a file or directory with --config)"
+        );
     }
+    let Ok(loaded) = load_rules(&source, &args.config.load_options()) else {
+        return 1;
+    };
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    for line in config::summary(&loaded.rules) {
+        println!("{line}");
+    }
+    if args.strict && !loaded.warnings.is_empty() {
+        eprintln!(
+            "floodgate: {} warning(s), and --strict fails on warnings",
+            loaded.warnings.len()
+        );
+        return 1;
+    }
+    0
 }
 
 /// Sets up `tracing` as asked.
@@ -70,20 +85,20 @@ pub async fn serve(args: ServeArgs) -> i32 {
             return 1;
         }
     };
-    let (rules, rules_loaded) = match load_rules(&args.config.config, &args.config.load_options()) {
-        Ok(rules) => (rules, true),
-        Err(()) if args.force_start_without_initial_config => {
+    let source = Source::from_arg(&args.config.config);
+    // Loaded once: the server records this load as the reloader's first.
+    let initial = match load_rules(&source, &args.config.load_options()) {
+        Ok(loaded) => Ok(loaded),
+        Err(errors) if args.force_start_without_initial_config => {
             eprintln!(
                 "floodgate: starting without rules (--force-start-without-initial-config): \
                      NOT_SERVING until the config loads"
             );
-            (RuleSet::empty(), false)
+            Err(errors)
         }
-        Err(()) => return 1,
+        Err(_) => return 1,
     };
-    // The server loads the path again at start (its reloader logs the
-    // summary and records the version); this load only refuses to start on
-    // a bad config.
+    let rules_loaded = initial.is_ok();
     let health = Health::new();
     health.set_store_required(args.store.outage_makes_unhealthy());
     let store = match args.store.open(args.max_counters, &health).await {
@@ -93,8 +108,9 @@ pub async fn serve(args: ServeArgs) -> i32 {
             return 1;
         }
     };
+    // The rules go in with the initial load, before any listener serves.
     let limiter = Arc::new(RateLimiter::new(
-        rules,
+        RuleSet::empty(),
         store,
         Arc::new(SystemClock),
         ServiceOptions {
@@ -116,7 +132,8 @@ pub async fn serve(args: ServeArgs) -> i32 {
     let options = ServerOptions {
         admin: Some(args.admin_addr),
         config: Some(ConfigSource {
-            path: args.config.config.clone(),
+            source,
+            refuse_empty: args.refuse_empty_config,
             load_options: args.config.load_options(),
             watch: args.config_watch,
             reload_on_sighup: true,
@@ -126,6 +143,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
         tls,
         health,
         rules_loaded,
+        initial_load: Some(initial),
         response: ResponseOptions {
             limit_headers: args.limit_response_headers_enabled.then(|| {
                 Arc::new(LimitHeaderNames {

@@ -10,52 +10,16 @@
 //! and what floodgate does with it (the README's table is checked against
 //! it). Variables that floodgate accepts but does not act on are logged once
 //! at start ([`Resolved::notes`]), so nobody believes they took effect;
-//! values floodgate cannot serve with are refused.
-//!
-//! It also owns the *embedded* rule set: the files of the repository's
-//! `config/` directory compiled into the binary, served when no config is
-//! named anywhere and `./config` does not exist (a bare `floodgate serve`).
+//! values floodgate cannot serve with are refused. With no config named
+//! anywhere and no `./config`, `--config` defaults to the built-in rules
+//! ([`crate::config::Source::BuiltIn`]).
 
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use super::parse::{parse_duration, parse_go_bool, redact_url};
-use crate::config::{self, ConfigErrors, LoadOptions};
-use crate::rules::RuleSet;
-
-/// The `--config` value that selects the embedded rule set.
-pub const EMBEDDED_CONFIG: &str = "embedded:";
-
-/// The repository's `config/*.yaml`, compiled in: (file name, text).
-pub const EMBEDDED_RULES: &[(&str, &str)] = &[
-    (
-        "campaigns.yaml",
-        include_str!("../../config/campaigns.yaml"),
-    ),
-    ("courses.yaml", include_str!("../../config/courses.yaml")),
-    ("exotel.yaml", include_str!("../../config/exotel.yaml")),
-    ("explo.yaml", include_str!("../../config/explo.yaml")),
-    ("xola.yaml", include_str!("../../config/xola.yaml")),
-];
-
-/// Whether `path` names the embedded rule set rather than a file.
-pub fn is_embedded(path: &Path) -> bool {
-    path.as_os_str() == EMBEDDED_CONFIG
-}
-
-/// Loads `path`, or the embedded rules when `path` is [`EMBEDDED_CONFIG`].
-pub fn load_config(path: &Path, options: &LoadOptions) -> Result<RuleSet, ConfigErrors> {
-    if is_embedded(path) {
-        let sources: Vec<(PathBuf, String)> = EMBEDDED_RULES
-            .iter()
-            .map(|(name, text)| (Path::new("embedded").join(name), (*text).to_owned()))
-            .collect();
-        config::load_sources(&sources, options)
-    } else {
-        config::load_path(path, options)
-    }
-}
+use crate::config::source::EMBEDDED_CONFIG;
 
 /// A reference variable with a value floodgate cannot use. The reference
 /// panics at start on these too.
@@ -797,38 +761,6 @@ mod tests {
             .iter()
             .find(|(k, _)| *k == id)
             .map(|(_, v)| v.as_str())
-    }
-
-    #[test]
-    fn embedded_rules_are_the_config_directory() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-        let mut on_disk: Vec<(String, String)> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| path.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-            .map(|path| {
-                let name = path.file_name().unwrap().to_string_lossy().into_owned();
-                (name, std::fs::read_to_string(&path).unwrap())
-            })
-            .collect();
-        on_disk.sort();
-        let embedded: Vec<(String, String)> = EMBEDDED_RULES
-            .iter()
-            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
-            .collect();
-        let names = |v: &[(String, String)]| v.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-        assert_eq!(
-            names(&embedded),
-            names(&on_disk),
-            "EMBEDDED_RULES must list every file of config/"
-        );
-        assert_eq!(embedded, on_disk);
-    }
-
-    #[test]
-    fn embedded_rules_load() {
-        let rules = load_config(Path::new(EMBEDDED_CONFIG), &LoadOptions::default()).unwrap();
-        assert_eq!(config::summary(&rules).len(), EMBEDDED_RULES.len());
     }
 
     #[test]

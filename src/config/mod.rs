@@ -23,6 +23,7 @@
 
 mod error;
 mod schema;
+pub mod source;
 mod validate;
 
 use std::fmt::Write as _;
@@ -35,6 +36,7 @@ use crate::rules::{Rule, RuleSet};
 
 use error::Pos;
 pub use error::{ConfigError, ConfigErrors};
+pub use source::{EMBEDDED_CONFIG, Source};
 
 /// How files are combined.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

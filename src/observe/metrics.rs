@@ -87,6 +87,9 @@ pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "floodgate_config_last_reload_succe
 pub const CONFIG_LAST_RELOAD_TIMESTAMP: &str = "floodgate_config_last_reload_timestamp_seconds";
 /// Counters held by the store.
 pub const COUNTERS: &str = "floodgate_counters";
+/// Config loads that found no rules at all (applied, or refused with
+/// `--refuse-empty-config`).
+pub const CONFIG_EMPTY_LOADS: &str = "floodgate_config_empty_loads_total";
 /// Counters evicted to make room.
 pub const COUNTER_EVICTIONS: &str = "floodgate_counter_evictions_total";
 
@@ -274,6 +277,7 @@ pub struct Metrics {
     reload_failure: Counter,
     last_reload_success: Gauge,
     last_reload_timestamp: Gauge,
+    empty_loads: Counter,
     /// Registered on the first render with a count, so that a store that
     /// does not track its counters (Redis) has no series rather than a 0.
     counters: std::sync::OnceLock<Gauge>,
@@ -349,6 +353,7 @@ impl Metrics {
             reload_failure: counter(CONFIG_RELOADS, outcome("failure")),
             last_reload_success: gauge(CONFIG_LAST_RELOAD_SUCCESS),
             last_reload_timestamp: gauge(CONFIG_LAST_RELOAD_TIMESTAMP),
+            empty_loads: counter(CONFIG_EMPTY_LOADS, Vec::new()),
             counters: std::sync::OnceLock::new(),
             evictions: counter(COUNTER_EVICTIONS, Vec::new()),
             rules: ArcSwap::from_pointee(HashMap::new()),
@@ -548,6 +553,11 @@ impl Metrics {
         self.last_reload_timestamp.set(unix_seconds);
     }
 
+    /// Counts a config load that found no rules at all.
+    pub fn record_empty_config(&self) {
+        self.empty_loads.increment(1);
+    }
+
     /// The Prometheus text exposition, with the store's gauges as given;
     /// `counters` is `None` for a store that does not track them, and the
     /// series is then absent (not 0).
@@ -602,7 +612,7 @@ fn add(counters: &RuleCounters, counts: RuleCounts) {
 }
 
 fn describe(recorder: &PrometheusRecorder) {
-    let help: [(&'static str, &'static str); 13] = [
+    let help: [(&'static str, &'static str); 14] = [
         (RULE_HITS, "Hits on a rule's limit."),
         (RULE_OVER_LIMIT, "Hits over a rule's limit."),
         (
@@ -631,6 +641,10 @@ fn describe(recorder: &PrometheusRecorder) {
         (
             CONFIG_LAST_RELOAD_TIMESTAMP,
             "Unix time of the last config load attempt.",
+        ),
+        (
+            CONFIG_EMPTY_LOADS,
+            "Config loads that found no rules at all.",
         ),
         (COUNTERS, "Counters held by the counter store."),
         (

@@ -150,6 +150,11 @@ impl RuleSet {
         RuleSet::default()
     }
 
+    /// No domain has rules.
+    pub fn is_empty(&self) -> bool {
+        self.domains.is_empty()
+    }
+
     /// The domain named `name`.
     pub fn domain(&self, name: &str) -> Option<&Domain> {
         self.domains.get(name)

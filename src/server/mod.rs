@@ -30,6 +30,7 @@ pub use reload::{ConfigSource, ReloadOutcome, ReloadStatus, Reloader};
 pub use shutdown::ShutdownError;
 pub use tls::{LoadedTls, TlsError, TlsFiles};
 
+use crate::config::{ConfigErrors, Loaded};
 use crate::decide::RateLimiter;
 use crate::health::Health;
 use crate::observe::metrics::{DEFAULT_NEAR_LIMIT_RATIO, Metrics};
@@ -51,7 +52,7 @@ pub struct Listeners {
 }
 
 /// What [`start_with`] adds to [`start`].
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ServerOptions {
     /// Where the admin server listens; `None`: no admin server.
     pub admin: Option<SocketAddr>,
@@ -59,6 +60,10 @@ pub struct ServerOptions {
     /// `None`: the limiter's rules never change. When set, the server loads
     /// it once at start, so the reload status has a version from the outset.
     pub config: Option<ConfigSource>,
+    /// A load of `config` already made (by `floodgate serve`, to refuse a
+    /// bad config before listening): recorded as the first load instead of
+    /// loading again. `None`: the server loads `config` at start.
+    pub initial_load: Option<Result<Loaded, ConfigErrors>>,
     /// Hits above this share of a limit count as near the limit.
     pub near_limit_ratio: f32,
     /// The health state to report; a store may hold a clone to report
@@ -81,6 +86,7 @@ impl Default for ServerOptions {
         ServerOptions {
             admin: None,
             config: None,
+            initial_load: None,
             near_limit_ratio: DEFAULT_NEAR_LIMIT_RATIO,
             health: Health::new(),
             rules_loaded: true,
@@ -179,7 +185,14 @@ pub async fn start_with<S: CounterStore>(
     if let Some(reloader) = &reloader {
         // A failure is logged, counted and kept in the status; the server
         // still starts (not serving, if it had no rules before).
-        let _ = reload::reload_blocking(reloader, "start").await;
+        match options.initial_load {
+            Some(loaded) => {
+                let _ = reloader.record(loaded, "start");
+            }
+            None => {
+                let _ = reload::reload_blocking(reloader, "start").await;
+            }
+        }
         tasks.push(reload::spawn(Arc::clone(reloader), signal.clone()));
     }
 

@@ -29,7 +29,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{self, ConfigErrors, LoadOptions};
+use crate::config::{self, ConfigErrors, LoadOptions, Loaded, Source};
 use crate::decide::RateLimiter;
 use crate::health::Health;
 use crate::observe::metrics::Metrics;
@@ -44,8 +44,11 @@ const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
 /// Where rules are reloaded from, and what triggers a reload.
 #[derive(Clone, Debug)]
 pub struct ConfigSource {
-    /// The config file or directory, as given to `--config`.
-    pub path: PathBuf,
+    /// The rules' source: a file or directory, or the built-in rules (which
+    /// are never watched).
+    pub source: Source,
+    /// Refuse a load with no rules at all while rules are serving.
+    pub refuse_empty: bool,
     /// How files are combined.
     pub load_options: LoadOptions,
     /// Reload when something under `path` changes.
@@ -74,7 +77,7 @@ pub enum ReloadOutcome {
 /// dashboards.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ReloadStatus {
-    /// The config path.
+    /// The config path (`embedded:` for the built-in rules).
     pub path: PathBuf,
     /// The last load's outcome; `None` before the first.
     pub last_outcome: Option<ReloadOutcome>,
@@ -118,7 +121,7 @@ impl<S: CounterStore> Reloader<S> {
         health: Health,
     ) -> Reloader<S> {
         let status = ReloadStatus {
-            path: source.path.clone(),
+            path: source.source.display(),
             ..ReloadStatus::default()
         };
         Reloader {
@@ -142,14 +145,38 @@ impl<S: CounterStore> Reloader<S> {
         self.status.lock().clone()
     }
 
-    /// Loads the config path whole; on success swaps the rules in (unless
-    /// they are byte-for-byte the ones serving), on failure keeps the old
-    /// ones. Blocking file I/O: call it from a blocking context.
+    /// Loads the config whole and [records](Reloader::record) the load.
+    /// Blocking file I/O: call it from a blocking context.
     pub fn reload(&self, trigger: &str) -> Result<(), ConfigErrors> {
         let _one_at_a_time = self.loading.lock();
-        let path = &self.source.path;
+        let result = self.source.source.load(&self.source.load_options);
+        self.apply(result, trigger)
+    }
+
+    /// Records a load made elsewhere (`floodgate serve` loads once at
+    /// start, to refuse a bad config before listening) as a reload would:
+    /// on success the rules are swapped in, on failure the old ones serve.
+    pub fn record(
+        &self,
+        result: Result<Loaded, ConfigErrors>,
+        trigger: &str,
+    ) -> Result<(), ConfigErrors> {
+        let _one_at_a_time = self.loading.lock();
+        self.apply(result, trigger)
+    }
+
+    /// On success swaps the rules in (unless they are byte-for-byte the
+    /// ones serving), on failure keeps the old ones; logs, counts and keeps
+    /// the outcome in the status either way.
+    fn apply(
+        &self,
+        result: Result<Loaded, ConfigErrors>,
+        trigger: &str,
+    ) -> Result<(), ConfigErrors> {
+        let path = self.source.source.display();
+        let path = path.display();
         let now = unix_seconds();
-        let result = config::load_path_with_warnings(path, &self.source.load_options);
+        let result = result.and_then(|loaded| self.refuse_if_empty(loaded));
         let mut status = self.status.lock();
         status.last_trigger = Some(trigger.to_owned());
         status.last_attempt_unix_seconds = Some(now);
@@ -180,7 +207,7 @@ impl<S: CounterStore> Reloader<S> {
                 drop(serving);
                 self.health.set_rules_loaded(true);
                 self.metrics.record_reload(true, now);
-                tracing::info!(path = %path.display(), %version, trigger, "config loaded");
+                tracing::info!(path = %path, %version, trigger, "config loaded");
                 status.last_outcome = Some(ReloadOutcome::Success);
                 status.last_success_unix_seconds = Some(now);
                 status.version = Some(version);
@@ -200,7 +227,7 @@ impl<S: CounterStore> Reloader<S> {
                     );
                 }
                 tracing::error!(
-                    path = %path.display(),
+                    path = %path,
                     errors = errors.len(),
                     trigger,
                     "config reload failed; the previous rules keep serving"
@@ -212,6 +239,36 @@ impl<S: CounterStore> Reloader<S> {
                 Err(errors)
             }
         }
+    }
+
+    /// A load with no rules at all while rules are serving is almost always
+    /// a deploy gone wrong (an emptied directory, every file deleted): it
+    /// is counted and logged as an error, and refused with
+    /// [`ConfigSource::refuse_empty`].
+    fn refuse_if_empty(&self, loaded: Loaded) -> Result<Loaded, ConfigErrors> {
+        let serving_some = !self.limiter.rules().is_empty();
+        if !loaded.rules.is_empty() || !serving_some {
+            return Ok(loaded);
+        }
+        self.metrics.record_empty_config();
+        let path = self.source.source.display();
+        if self.source.refuse_empty {
+            return Err(ConfigErrors(vec![config::ConfigError {
+                file: path,
+                line: None,
+                column: None,
+                rule_path: String::new(),
+                reason: "the config has no rules at all; refusing to remove every limit \
+                         (--refuse-empty-config)"
+                    .to_owned(),
+            }]));
+        }
+        tracing::error!(
+            path = %path.display(),
+            "the new config has no rules at all: EVERY LIMIT IS REMOVED and every request \
+             is allowed (start with --refuse-empty-config to keep the previous rules instead)"
+        );
+        Ok(loaded)
     }
 }
 
@@ -318,9 +375,15 @@ pub(crate) fn spawn<S: CounterStore>(
 ) -> JoinHandle<Result<(), String>> {
     let (events, mut changes) = mpsc::unbounded_channel::<()>();
     let source = reloader.source().clone();
-    let target = watch_target(&source.path);
-    let mut watcher = if source.watch {
-        match watcher_of(&target, events.clone()) {
+    // The built-in rules never change: nothing to watch.
+    let watched = source
+        .source
+        .path()
+        .filter(|_| source.watch)
+        .map(Path::to_path_buf);
+    let target = watched.as_deref().map(watch_target);
+    let mut watcher = match &target {
+        Some(target) => match watcher_of(target, events.clone()) {
             Ok(watcher) => {
                 tracing::info!(dir = %target.dir.display(), "watching the config for changes");
                 Some(watcher)
@@ -330,26 +393,42 @@ pub(crate) fn spawn<S: CounterStore>(
                 tracing::error!(dir = %target.dir.display(), error = %e, "cannot watch the config; reload with SIGHUP");
                 None
             }
-        }
-    } else {
-        None
+        },
+        None => None,
     };
-    let root_watcher = match (&source.watch_root, source.watch) {
-        (Some(root), true) => {
-            let root = entry_target(root);
-            match watcher_of(&root, events) {
+    // Entries whose replacement means new rules, watched through their
+    // parent: the runtime root symlink, and a config directory itself, which
+    // deploy scripts delete and create again (`rm -rf config && cp -r new
+    // config`); the watch inside it is renewed after each such event.
+    let mut entries: Vec<(&str, PathBuf)> = Vec::new();
+    if let (Some(root), Some(_)) = (&source.watch_root, &watched) {
+        entries.push(("the runtime root symlink", root.clone()));
+    }
+    if let (
+        Some(path),
+        Some(WatchTarget {
+            file_name: None, ..
+        }),
+    ) = (&watched, &target)
+    {
+        entries.push(("the config directory's parent", path.clone()));
+    }
+    let entry_watchers: Vec<notify::RecommendedWatcher> = entries
+        .into_iter()
+        .filter_map(|(what, entry)| {
+            let target = entry_target(&entry);
+            match watcher_of(&target, events.clone()) {
                 Ok(watcher) => {
-                    tracing::info!(dir = %root.dir.display(), "watching the runtime root symlink");
+                    tracing::info!(dir = %target.dir.display(), "watching {what}");
                     Some(watcher)
                 }
                 Err(e) => {
-                    tracing::error!(dir = %root.dir.display(), error = %e, "cannot watch the runtime root; reload with SIGHUP");
+                    tracing::error!(dir = %target.dir.display(), error = %e, "cannot watch {what}; reload with SIGHUP");
                     None
                 }
             }
-        }
-        _ => None,
-    };
+        })
+        .collect();
     let mut hangup = if source.reload_on_sighup {
         hangup_signal()
     } else {
@@ -358,7 +437,7 @@ pub(crate) fn spawn<S: CounterStore>(
 
     tokio::spawn(async move {
         // Dropping a watcher stops it; keep them for the task's life.
-        let _root_watcher = root_watcher;
+        let _entry_watchers = entry_watchers;
         loop {
             // The branches only pick a trigger: awaiting inside one would
             // hold the shutdown receiver's (non-Send) guard across it.
@@ -372,21 +451,35 @@ pub(crate) fn spawn<S: CounterStore>(
                 debounce(&mut changes).await;
             }
             tracing::info!(trigger, "reloading the config");
-            if source.watch_root.is_some() {
-                // The root may now point elsewhere: watch what `path` is now.
-                // (The old watch may already be gone with its directory.)
-                if let Some(watcher) = watcher.as_mut() {
-                    let _ = watcher.unwatch(&target.dir);
-                    if let Err(e) = watcher.watch(&target.dir, target.mode) {
-                        tracing::warn!(dir = %target.dir.display(), error = %e, "cannot renew the config watch");
-                    }
-                }
+            // What `path` is now may be a new directory (deleted and created
+            // again) or, through the root symlink, another target: watch it
+            // afresh. (The old watch may already be gone with its directory.)
+            if let Some(target) = &target {
+                renew(&mut watcher, target, &events);
             }
             // Failures are logged, counted and kept in the status.
             let _ = reload_blocking(&reloader, trigger).await;
         }
         Ok(())
     })
+}
+
+/// Watches `target` again, or for the first time when it could not be
+/// watched before (a directory that did not exist then).
+fn renew(
+    watcher: &mut Option<notify::RecommendedWatcher>,
+    target: &WatchTarget,
+    events: &mpsc::UnboundedSender<()>,
+) {
+    match watcher {
+        Some(watcher) => {
+            let _ = watcher.unwatch(&target.dir);
+            if let Err(e) = watcher.watch(&target.dir, target.mode) {
+                tracing::warn!(dir = %target.dir.display(), error = %e, "cannot renew the config watch");
+            }
+        }
+        None => *watcher = watcher_of(target, events.clone()).ok(),
+    }
 }
 
 /// Waits until no event has come for [`DEBOUNCE`] (at most [`MAX_DEBOUNCE`]).

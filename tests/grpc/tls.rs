@@ -5,13 +5,12 @@
 use crate::harness;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use floodgate::cli::reference_env::{self, EMBEDDED_CONFIG};
 use floodgate::clock::SystemClock;
 use floodgate::config::LoadOptions;
+use floodgate::config::{EMBEDDED_CONFIG, Source};
 use floodgate::decide::{RateLimiter, ServiceOptions};
 use floodgate::proto::{Code, RateLimitServiceClient};
 use floodgate::server::{self, Listeners, Running, ServerOptions, TlsFiles};
@@ -26,8 +25,7 @@ use harness::tls::{Pem, TestCa, write_server_files};
 const LIMIT: Duration = Duration::from_secs(20);
 
 async fn start(tls: TlsFiles) -> Running {
-    let rules =
-        reference_env::load_config(Path::new(EMBEDDED_CONFIG), &LoadOptions::default()).unwrap();
+    let rules = Source::BuiltIn.load(&LoadOptions::default()).unwrap().rules;
     let limiter = Arc::new(RateLimiter::new(
         rules,
         MemoryStore::new(1000),

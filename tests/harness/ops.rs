@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floodgate::clock::ManualClock;
-use floodgate::config::{self, LoadOptions};
+use floodgate::config::{self, LoadOptions, Source};
 use floodgate::decide::{RateLimiter, ServiceOptions};
 use floodgate::health::Health;
 use floodgate::limit::NANOS_PER_SECOND;
@@ -40,6 +40,8 @@ pub struct Setup {
     pub health: Health,
     /// A runtime root symlink to watch too.
     pub watch_root: Option<std::path::PathBuf>,
+    /// Refuse a load with no rules while rules are serving.
+    pub refuse_empty: bool,
 }
 
 impl Default for Setup {
@@ -49,6 +51,7 @@ impl Default for Setup {
             without_rules: false,
             health: Health::new(),
             watch_root: None,
+            refuse_empty: false,
         }
     }
 }
@@ -100,7 +103,8 @@ pub async fn start(path: &Path, setup: Setup) -> Server {
     let options = ServerOptions {
         admin: Some(any_port()),
         config: Some(ConfigSource {
-            path: path.to_path_buf(),
+            source: Source::Path(path.to_path_buf()),
+            refuse_empty: setup.refuse_empty,
             load_options: LoadOptions::default(),
             watch: setup.watch,
             // Several servers share this process: a SIGHUP to it would

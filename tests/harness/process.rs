@@ -122,6 +122,8 @@ pub struct ServeProcess {
     pub admin: SocketAddr,
     /// Everything it wrote to stderr so far, line by line.
     pub stderr: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Everything it wrote to stdout (its JSON log lines) so far.
+    pub stdout: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for ServeProcess {
@@ -137,8 +139,17 @@ impl Drop for ServeProcess {
 /// admin) and JSON logs, and reads the bound addresses from its
 /// "floodgate serving" log line.
 pub fn spawn_serve(args: &[&str]) -> ServeProcess {
+    spawn_serve_in(Path::new("."), args)
+}
+
+/// [`spawn_serve`] in the working directory `cwd`, with no floodgate or
+/// reference config variables inherited from the test's environment.
+pub fn spawn_serve_in(cwd: &Path, args: &[&str]) -> ServeProcess {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
+        .current_dir(cwd)
+        .env_remove("FLOODGATE_CONFIG")
+        .env_remove("RUNTIME_ROOT")
         .arg("serve")
         .args(args)
         .args([
@@ -166,12 +177,14 @@ pub fn spawn_serve(args: &[&str]) -> ServeProcess {
             lines_of_stderr.lock().expect("stderr lock").push(line);
         }
     });
+    let stdout_lines = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut process = ServeProcess {
         child,
         grpc: any_port(),
         http: any_port(),
         admin: any_port(),
         stderr,
+        stdout: Arc::clone(&stdout_lines),
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut lines = BufReader::new(stdout).lines();
@@ -183,6 +196,7 @@ pub fn spawn_serve(args: &[&str]) -> ServeProcess {
                 process.stderr.lock().expect("stderr lock")
             );
         };
+        stdout_lines.lock().expect("stdout lock").push(line.clone());
         let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
@@ -196,8 +210,12 @@ pub fn spawn_serve(args: &[&str]) -> ServeProcess {
                 .unwrap_or_else(|| panic!("no {name} address in {line}"))
         };
         (process.grpc, process.http, process.admin) = (addr("grpc"), addr("http"), addr("admin"));
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep reading stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                stdout_lines.lock().expect("stdout lock").push(line);
+            }
+        });
         return process;
     }
 }

@@ -99,3 +99,57 @@ async fn force_start_serves_once_the_config_loads() {
     let status = process.exit_status(Duration::from_secs(10)).await;
     assert!(status.success(), "{status:?}");
 }
+
+/// A bare `floodgate serve` where there is no `./config` (a container
+/// without its ConfigMap, an installed binary) serves the built-in rules
+/// and reports that load as the success it is: no error line, `/reload`
+/// says success, the reload gauge is 1, and nothing is watched.
+#[tokio::test]
+async fn a_bare_serve_in_an_empty_directory_loads_the_built_in_rules_cleanly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let process = harness::process::spawn_serve_in(dir.path(), &["--log-level", "debug"]);
+    let (http, admin) = (process.http, process.admin);
+
+    let (code, body) = http_get(admin, "/reload").await;
+    assert_eq!(code, 200, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("JSON status");
+    assert_eq!(status["last_outcome"], "success", "{body}");
+    assert_eq!(status["path"], "embedded:", "{body}");
+    assert_eq!(status["failures"], 0, "{body}");
+    let (_, text) = http_get(http, "/metrics").await;
+    assert_eq!(
+        metric(&text, "floodgate_config_last_reload_success", ""),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "floodgate_config_reloads_total",
+            r#"outcome="success""#
+        ),
+        Some(1.0),
+        "loaded once at start: {text}"
+    );
+    let (_, rules) = http_get(admin, "/rlconfig").await;
+    assert!(rules.contains("xola."), "{rules}");
+
+    // Reloading the built-in rules succeeds too.
+    let (code, body) = harness::http_post(admin, "/reload", "").await;
+    assert_eq!(code, 200, "{body}");
+
+    let logs = process.stdout.lock().expect("stdout lock").clone();
+    let errors: Vec<&String> = logs
+        .iter()
+        .filter(|line| line.contains(r#""level":"ERROR""#))
+        .collect();
+    assert!(errors.is_empty(), "error lines: {errors:#?}");
+    assert!(
+        !logs.iter().any(|line| line.contains("watching")),
+        "the built-in rules are not watched: {logs:#?}"
+    );
+    assert!(
+        logs.iter().any(|line| line.contains("config loaded")),
+        "{logs:#?}"
+    );
+}

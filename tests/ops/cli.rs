@@ -286,3 +286,61 @@ fn check_help_lists_both_subcommands() {
         "{stdout}"
     );
 }
+
+/// `check` prints the warnings `serve` logs, and `--strict` fails on them.
+#[test]
+fn check_prints_warnings_and_strict_fails_on_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A key given twice in one mapping: the reference keeps the last one.
+    let config = write(
+        dir.path(),
+        "twice.yaml",
+        "domain: w\ndescriptors:\n  - key: k\n    rate_limit: { unit: minute, requests_per_unit: 1 }\n    rate_limit: { unit: minute, requests_per_unit: 2 }\n",
+    );
+    let out = check(&config);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("warning: "), "{stderr}");
+    assert!(stderr.contains("twice.yaml:5"), "{stderr}");
+    assert!(text(&out.stdout).contains("w"), "the summary still prints");
+
+    let strict = Command::new(BIN)
+        .args(["check", "--strict", "--config"])
+        .arg(&config)
+        .env_remove("FLOODGATE_CONFIG")
+        .output()
+        .expect("run floodgate check --strict");
+    assert_eq!(strict.status.code(), Some(1), "{}", text(&strict.stderr));
+    assert!(
+        text(&strict.stderr).contains("--strict"),
+        "{}",
+        text(&strict.stderr)
+    );
+
+    // Without warnings, --strict passes.
+    let clean = write(dir.path(), "clean.yaml", GOOD_B);
+    let strict = Command::new(BIN)
+        .args(["check", "--strict", "--config"])
+        .arg(&clean)
+        .output()
+        .expect("run floodgate check --strict");
+    assert!(strict.status.success(), "{}", text(&strict.stderr));
+}
+
+/// `check` where there is no `./config` checks the built-in rules, and says
+/// so rather than passing silently.
+#[test]
+fn check_without_a_config_says_it_checks_the_built_in_rules() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(BIN)
+        .arg("check")
+        .current_dir(dir.path())
+        .env_remove("FLOODGATE_CONFIG")
+        .env_remove("RUNTIME_ROOT")
+        .output()
+        .expect("run floodgate check");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("built into the binary"), "{stderr}");
+    assert!(text(&out.stdout).contains("xola"), "{}", text(&out.stdout));
+}

@@ -306,3 +306,70 @@ async fn a_server_without_rules_serves_once_a_load_succeeds() {
     .await;
     server.running.shutdown().await.expect("clean shutdown");
 }
+
+/// Deploy scripts replace a config directory whole (`rm -rf config && cp -r
+/// new config`): the watch inside the deleted directory is gone with it, so
+/// the directory's parent is watched too and the watch is renewed; every
+/// later change is still seen.
+#[tokio::test]
+async fn a_deleted_and_recreated_config_directory_is_watched_again() {
+    let top = tempfile::tempdir().expect("temp dir");
+    let dir = top.path().join("config");
+    std::fs::create_dir(&dir).expect("config dir");
+    std::fs::write(dir.join("rules.yaml"), one_rule("ops", "api", "a", 1)).expect("write");
+    let server = start(&dir, Setup::default()).await;
+    let admin = server.admin();
+    let served = |n: u32| async move {
+        let (_, body) = http_get(admin, "/rlconfig").await;
+        body.contains(&format!("requests_per_unit={n},"))
+    };
+
+    std::fs::remove_dir_all(&dir).expect("rm -rf config");
+    let staged = top.path().join("new");
+    std::fs::create_dir(&staged).expect("staging dir");
+    std::fs::write(staged.join("rules.yaml"), one_rule("ops", "api", "a", 2)).expect("write");
+    std::fs::rename(&staged, &dir).expect("mv new config");
+    eventually("the recreated directory's rules to serve", || served(2)).await;
+
+    // The new directory is watched: an edit inside it is seen.
+    write_atomically(&dir.join("rules.yaml"), &one_rule("ops", "api", "a", 3));
+    eventually("an edit in the recreated directory to serve", || served(3)).await;
+    server.running.shutdown().await.expect("clean shutdown");
+}
+
+/// Emptying the config directory removes every limit: loudly (counted in
+/// `floodgate_config_empty_loads_total`), and not at all with
+/// `--refuse-empty-config`, where the reload fails and the rules stay.
+#[tokio::test]
+async fn an_emptied_config_is_counted_and_can_be_refused() {
+    for refuse_empty in [false, true] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("rules.yaml");
+        std::fs::write(&file, one_rule("ops", "api", "a", 1)).expect("write");
+        let setup = Setup {
+            watch: false,
+            refuse_empty,
+            ..Setup::default()
+        };
+        let server = start(dir.path(), setup).await;
+        let admin = server.admin();
+        std::fs::remove_file(&file).expect("delete the only file");
+        let (code, body) = http_post(admin, "/reload", "").await;
+        let text = server.metrics().await;
+        assert_eq!(
+            metric(&text, "floodgate_config_empty_loads_total", ""),
+            Some(1.0),
+            "{text}"
+        );
+        let (_, rules) = http_get(admin, "/rlconfig").await;
+        if refuse_empty {
+            assert_eq!(code, 422, "{body}");
+            assert!(body.contains("--refuse-empty-config"), "{body}");
+            assert!(rules.contains("ops.api_a"), "the rules stay: {rules}");
+        } else {
+            assert_eq!(code, 200, "{body}");
+            assert!(!rules.contains("ops.api_a"), "every rule is gone: {rules}");
+        }
+        server.running.shutdown().await.expect("clean shutdown");
+    }
+}
