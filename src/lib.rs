@@ -6,43 +6,39 @@
 //!
 //! # Layout
 //!
-//! Data flows one way, from the wire to the counters and back; each module
-//! imports only the ones listed below it.
+//! Three tiers, data flowing one way; a module imports only modules of its
+//! own tier or the tiers below it.
 //!
-//! - `main.rs`, [`cli`]: the command line (`serve`, `check`) and environment;
-//!   `main.rs` also sets the binary's global allocator (mimalloc; it says why).
-//! - [`settings`]: the reference server's environment variables (Istio's
-//!   `RUNTIME_ROOT`, `GRPC_PORT`, ...) as defaults of floodgate's flags,
-//!   every one of them listed with what floodgate does with it, and the rule
-//!   set embedded in the binary.
-//! - [`server`]: transports: tonic gRPC (RLS v3, health, reflection) and HTTP
-//!   (`/json`, `/healthcheck`, `/metrics`); the admin server (`/rlconfig`,
-//!   `/usage`, `/reload`, and the live `/dashboard` with its JSON
-//!   `/dashboard/data`); config hot reload; TLS and mutual TLS; start and
-//!   graceful shutdown with a grace period.
-//! - [`metrics`]: metric names and recording (Prometheus text).
-//! - [`live`]: what the dashboard reads back from the request path: an
-//!   atomic latency histogram and the bounded top-K of descriptors closest
-//!   to their limits.
-//! - [`respond`]: the protobuf response built from a decision.
-//! - [`service`]: the one decision path: validate, match, apply limits.
-//! - [`request_limits`]: the largest request accepted (descriptors, entries,
-//!   key, value and message sizes), checked before anything else.
-//! - [`config`]: YAML files to a validated [`rules::RuleSet`], errors with
-//!   file, line and reason.
-//! - [`rules`]: the compiled rule tree and descriptor matching.
-//! - [`policy`]: what callers are told, as data: a domain's `response:`
-//!   block (headers, 429 body template), its identity `fallbacks:`, and the
-//!   service-wide response options.
-//! - [`store`]: where counters live: the [`store::CounterStore`] trait and the
-//!   in-process sharded store, and the Redis store shared by a fleet.
-//! - [`limit`]: the algorithms as pure functions of (limit, state, now, hits).
-//! - [`clock`]: where "now" comes from.
-//! - [`health`]: whether to receive traffic (rules loaded, not shutting
-//!   down, store reachable); imports nothing, so any layer may hold it.
-//! - [`proto`]: the generated Envoy RLS v3 protobuf modules, and
-//!   [`proto::encoded_struct`]: `google.protobuf.Struct` (the response's
-//!   dynamic metadata) held as its encoded bytes, written in one buffer.
+//! - **Edge** (how the world reaches floodgate)
+//!   - [`cli`]: the composition root (`serve`, `check`): `args` (every
+//!     flag), `reference_env` (the reference server's variables as flag
+//!     defaults), `parse` (one syntax per value). `main.rs` parses and sets
+//!     the global allocator.
+//!   - [`server`]: transports (gRPC RLS v3 with health and reflection,
+//!     HTTP `/json` and `/healthcheck`), the admin server and its live
+//!     dashboard, config reload, TLS, start and graceful shutdown.
+//! - **Decide** (the one decision path)
+//!   - [`decide`]: `RateLimiter::decide` = validate, `plan` (match, fallbacks,
+//!     `replaces`, counter keys; shared with `/usage`), the store's `apply`,
+//!     `combine`.
+//!   - [`respond`]: a decision on the wire: statuses, headers, 429 bodies,
+//!     dynamic metadata, with the options the transport hands in.
+//!   - [`observe`]: what the path records: metrics, the dashboard's live
+//!     histogram and top-K.
+//! - **State** (rules and counters)
+//!   - [`config`]: where rules come from ([`config::Source`]: a path or the
+//!     built-in set) and the YAML they are compiled from, with errors by file,
+//!     line and rule.
+//!   - [`rules`]: the compiled, immutable rule tree and matching; a domain's
+//!     `response:` and `fallbacks:` policy.
+//!   - [`store`]: where counters live ([`store::CounterStore`]: memory or
+//!     Redis) and the counter key ([`store::key`]), written and read in one
+//!     place.
+//!   - [`limit`]: the algorithms, pure functions of (limit, state, now, hits).
+//! - **Wire**: [`proto`]: the generated Envoy protobufs and every proto to
+//!   domain conversion.
+//! - Leaves any tier may use: [`clock`] (where "now" comes from), [`health`]
+//!   (whether to receive traffic).
 
 #![forbid(unsafe_code)]
 // Nothing a request, a file or the network influences may panic the server.

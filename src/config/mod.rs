@@ -8,7 +8,7 @@
 //! a limit, and `rate_limits`, a list of named limits on one descriptor.
 //! At the top level, floodgate adds `response:` (rate-limit headers, reset
 //! format, a 429 body template and its content type) and `fallbacks:`
-//! (identity fallback groups); see [`crate::policy`]. A domain may have each
+//! (identity fallback groups); see [`crate::rules::policy`]. A domain may have each
 //! in one file only; fallback shapes must name configured descriptor paths.
 //!
 //! Loading is three steps, each its own module:

@@ -8,7 +8,7 @@
 //! whose counter keys fit in 256 bytes (a known domain, no limit override),
 //! and once (the answer's list) for up to four: its scratch lists are inline
 //! ([`smallvec`]), every counter key is written into one request buffer
-//! that the [`Check`]s borrow, rules and patterns are borrowed or shared
+//! that the [`Check`](crate::store::Check)s borrow, rules and patterns are borrowed or shared
 //! (`Arc`), and the answer's descriptor list is inline for two
 //! ([`DescriptorDecisions`]).
 //!

@@ -1,8 +1,8 @@
 //! What callers are told, as plain data: a domain's `response:` block
 //! (rate-limit headers, reset format, 429 body template), its identity
-//! `fallbacks:` groups, and the service-wide [`ResponseOptions`] (the
-//! reference server's `LIMIT_RESPONSE_HEADERS_ENABLED` family, dynamic
-//! metadata).
+//! `fallbacks:` groups. The service-wide options (the reference server's
+//! `LIMIT_RESPONSE_HEADERS_ENABLED` family, dynamic metadata) are
+//! [`crate::respond::ResponseOptions`].
 //!
 //! [`crate::config`] builds these from YAML, [`crate::rules::Domain`] holds
 //! the per-domain ones, [`crate::decide`] carries them into a

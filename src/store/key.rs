@@ -159,7 +159,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// The descriptor part of a counter key written by [`write_counter_key`]:
 /// the run of length-prefixed strings (domain, entry keys and values) before
-/// the limit's identity (at least [`IDENTITY_BYTES`]). Every limit of one
+/// the limit's identity (at least the 9 bytes of an algorithm and a window). Every limit of one
 /// descriptor shares it. For keys of another shape this is still a
 /// deterministic function of the key, so only the co-location of a
 /// descriptor's limits depends on it, never correctness.

@@ -80,16 +80,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use ::redis::Script;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClient;
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::{Script, Value};
 use moka::Expiry;
 use moka::sync::Cache;
+
+mod probe;
 
 use super::{Check, CounterStore, Outcomes, StoreError, key};
 use crate::health::Health;
 use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome};
+pub use probe::PROBE_INTERVAL;
+use probe::{Pinger, Reachability, probe};
 
 /// The script, evaluating all checks of one call.
 const SCRIPT: &str = include_str!("redis.lua");
@@ -149,37 +153,6 @@ pub const DEFAULT_KEY_PREFIX: &str = "floodgate:";
 /// timeout, so floodgate answers (by its failure policy) before Envoy gives
 /// up on it and applies its own `failure_mode_deny`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10);
-
-/// How often an unreachable Redis is sent `PING`.
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Whether Redis answers, reported to a [`Health`] on transitions only.
-#[derive(Debug)]
-struct Reachability {
-    health: Health,
-    reachable: AtomicBool,
-    /// A `PING` probe task is running.
-    probing: AtomicBool,
-}
-
-impl Reachability {
-    /// Records a call's outcome; true when Redis just became unreachable
-    /// and nobody probes it yet (the caller starts the probe).
-    fn record(&self, answered: bool) -> bool {
-        if self.reachable.load(Ordering::Acquire) == answered {
-            return false;
-        }
-        if self.reachable.swap(answered, Ordering::AcqRel) != answered {
-            self.health.set_store_reachable(answered);
-            if answered {
-                tracing::info!("Redis answers again");
-            } else {
-                tracing::warn!("Redis is unreachable");
-            }
-        }
-        !answered && !self.probing.swap(true, Ordering::AcqRel)
-    }
-}
 
 /// Why a [`RedisStore`] could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -636,47 +609,6 @@ impl RedisStore {
     }
 }
 
-/// Sends `PING` every [`PROBE_INTERVAL`] until Redis answers within
-/// `timeout` (or a request's success reports it first).
-async fn probe(reachability: Arc<Reachability>, mut connection: Pinger, timeout: Duration) {
-    loop {
-        while !reachability.reachable.load(Ordering::Acquire) {
-            tokio::time::sleep(PROBE_INTERVAL).await;
-            if connection.ping(timeout).await {
-                reachability.record(true);
-            }
-        }
-        reachability.probing.store(false, Ordering::Release);
-        // Unreachable again between the last check and the flag: whoever
-        // saw it found the probe still running, so go on probing.
-        if reachability.reachable.load(Ordering::Acquire)
-            || reachability.probing.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-    }
-}
-
-/// A connection to send `PING` on.
-enum Pinger {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl Pinger {
-    /// Whether Redis answers `PING` within `timeout`.
-    async fn ping(&mut self, timeout: Duration) -> bool {
-        let command = ::redis::cmd("PING");
-        let answer = async {
-            match self {
-                Pinger::Single(connection) => command.query_async::<Value>(connection).await,
-                Pinger::Cluster(connection) => command.query_async::<Value>(connection).await,
-            }
-        };
-        matches!(tokio::time::timeout(timeout, answer).await, Ok(Ok(_)))
-    }
-}
-
 /// `(scheme, hosts)` of a `redis+cluster://` or `rediss+cluster://` URL.
 fn cluster_url(url: &str) -> Option<(&'static str, &str)> {
     if let Some(rest) = url.strip_prefix("redis+cluster://") {
@@ -727,33 +659,4 @@ fn clamp(value: i128) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn put(buf: &mut Vec<u8>, s: &str) {
-        buf.extend_from_slice(&u32::try_from(s.len()).unwrap_or(0).to_le_bytes());
-        buf.extend_from_slice(s.as_bytes());
-    }
-
-    #[test]
-    fn redis_keys_carry_the_tag_in_hex() {
-        // Enough keys that some tags start with zero digits (1 in 16 each).
-        for n in 0..200 {
-            let mut key = Vec::new();
-            put(&mut key, "domain");
-            put(&mut key, "k");
-            put(&mut key, &n.to_string());
-            key.extend_from_slice(b"f\x00\x01");
-            let tag = key::hash_tag(&key);
-            let mut expected = format!("p:{{{tag:016x}}}").into_bytes();
-            expected.extend_from_slice(&key);
-            assert_eq!(redis_key(b"p:", &key), expected);
-        }
-    }
-
-    #[test]
-    fn redaction_hides_the_password() {
-        assert_eq!(redact("redis://u:secret@h:1/0"), "redis://***@h:1/0");
-        assert_eq!(redact("redis://h:1"), "redis://h:1");
-    }
-}
+mod tests;
