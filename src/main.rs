@@ -7,15 +7,12 @@ use clap::{CommandFactory, FromArgMatches};
 use floodgate::cli::reference_env;
 use floodgate::cli::{self, Cli, Command};
 
-/// mimalloc instead of glibc's allocator: measured end to end (callgrind,
-/// README "Benchmarks") it cuts a request's instructions by 13 % (70.9k →
-/// 61.6k) and a counter's RSS at 1M counters from 225 to 133 bytes (with
-/// glibc the server held ~90 bytes per counter more than the store itself
-/// allocates, most likely fragmentation between counter keys and
-/// per-request buffers).
-/// The cost is a larger fixed RSS at start (≈ 25 MiB instead of ≈ 10 MiB).
-/// The benchmark's null server uses it too, so their ratio compares
-/// floodgate's own work only.
+/// mimalloc instead of glibc's allocator: measured end to end it cuts a
+/// request's instructions and a counter's RSS (glibc fragmented between
+/// counter keys and per-request buffers), for a larger fixed RSS at start;
+/// the figures are in README "What each optimisation bought". The
+/// benchmark's null server uses it too, so their ratio compares floodgate's
+/// own work only.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -36,10 +36,9 @@ pub struct DescriptorDecision {
 
 /// The answers for a request's descriptors, in order: inline for up to two
 /// descriptors. Not four: a [`Decision`] is moved several times on its way
-/// out of the decide future, and each move copies the whole inline list.
-/// Measured (callgrind, one descriptor): 2 741 instructions with four inline,
-/// 2 552 with two; with four descriptors, the one allocation two inline then
-/// cost is about what moving the larger list costs (9 034 vs 9 080).
+/// out of the decide future, and each move copies the whole inline list;
+/// with four descriptors the one allocation costs about what moving a
+/// larger list would (README "What each optimisation bought").
 pub type DescriptorDecisions = SmallVec<[DescriptorDecision; 2]>;
 
 /// The answer for one request.

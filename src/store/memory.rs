@@ -14,12 +14,11 @@
 //!
 //! Why not a general-purpose cache (moka, used before): its per-entry
 //! bookkeeping (access-order deques, timer wheel, a node per entry behind an
-//! `Arc`, per-key locks for its eviction listener, SipHash) cost about 8 000
-//! of the 12 000 instructions of a decision and ~570 bytes of server RSS per
-//! counter; here a decision costs one hash, one probe and an in-place update
-//! (a few hundred instructions), and a counter 127 bytes in-process at 1M
-//! counters (a 112-byte entry holding its key inline, ~10 bytes of table,
-//! the rest the entry arrays' growth).
+//! `Arc`, per-key locks for its eviction listener, SipHash) cost most of a
+//! decision's instructions and several times a counter's memory; here a
+//! decision costs one hash, one probe and an in-place update, and a counter
+//! is a 112-byte entry holding its key inline plus its share of the table
+//! (README "Benchmarks" has the figures).
 //!
 //! # Memory bound
 //!
