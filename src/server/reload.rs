@@ -382,20 +382,9 @@ pub(crate) fn spawn<S: CounterStore>(
         .filter(|_| source.watch)
         .map(Path::to_path_buf);
     let target = watched.as_deref().map(watch_target);
-    let mut watcher = match &target {
-        Some(target) => match watcher_of(target, events.clone()) {
-            Ok(watcher) => {
-                tracing::info!(dir = %target.dir.display(), "watching the config for changes");
-                Some(watcher)
-            }
-            Err(e) => {
-                // SIGHUP and the admin server can still reload.
-                tracing::error!(dir = %target.dir.display(), error = %e, "cannot watch the config; reload with SIGHUP");
-                None
-            }
-        },
-        None => None,
-    };
+    let mut watcher = target
+        .as_ref()
+        .and_then(|target| watch_logged(target, "the config", &events));
     // Entries whose replacement means new rules, watched through their
     // parent: the runtime root symlink, and a config directory itself, which
     // deploy scripts delete and create again (`rm -rf config && cp -r new
@@ -415,19 +404,7 @@ pub(crate) fn spawn<S: CounterStore>(
     }
     let entry_watchers: Vec<notify::RecommendedWatcher> = entries
         .into_iter()
-        .filter_map(|(what, entry)| {
-            let target = entry_target(&entry);
-            match watcher_of(&target, events.clone()) {
-                Ok(watcher) => {
-                    tracing::info!(dir = %target.dir.display(), "watching {what}");
-                    Some(watcher)
-                }
-                Err(e) => {
-                    tracing::error!(dir = %target.dir.display(), error = %e, "cannot watch {what}; reload with SIGHUP");
-                    None
-                }
-            }
-        })
+        .filter_map(|(what, entry)| watch_logged(&entry_target(&entry), what, &events))
         .collect();
     let mut hangup = if source.reload_on_sighup {
         hangup_signal()
@@ -462,6 +439,25 @@ pub(crate) fn spawn<S: CounterStore>(
         }
         Ok(())
     })
+}
+
+/// A watcher of `target`, logged; `None` (logged as an error) when it
+/// cannot watch: SIGHUP and the admin server can still reload.
+fn watch_logged(
+    target: &WatchTarget,
+    what: &str,
+    events: &mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    match watcher_of(target, events.clone()) {
+        Ok(watcher) => {
+            tracing::info!(dir = %target.dir.display(), "watching {what} for changes");
+            Some(watcher)
+        }
+        Err(e) => {
+            tracing::error!(dir = %target.dir.display(), error = %e, "cannot watch {what}; reload with SIGHUP");
+            None
+        }
+    }
 }
 
 /// Watches `target` again, or for the first time when it could not be
