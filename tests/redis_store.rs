@@ -526,3 +526,44 @@ async fn redis_dying_applies_the_policy_and_service_recovers() {
         instance.running.shutdown().await.expect("clean shutdown");
     }
 }
+
+/// Pods start in any order: a Redis that is not there yet must not stop
+/// floodgate from starting (the reference's #1143). The store connects in
+/// the background; until then calls fail (the store-error policy answers)
+/// and health says the store is unreachable; once Redis is up, it counts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_that_arrives_after_the_start_is_connected_to() {
+    let mut server = RedisServer::start();
+    server.kill();
+    let health = floodgate::health::Health::new();
+    let store = RedisStore::connect(RedisOptions {
+        key_prefix: "late:".into(),
+        time_source: TimeSource::Caller,
+        timeout: Duration::from_millis(500),
+        ..RedisOptions::new(server.url())
+    })
+    .await
+    .expect("starts without Redis")
+    .with_health(health.clone());
+    assert!(!health.store_reachable());
+    let l = limit(Algorithm::FixedWindow, 2, Unit::Minute, 1, 2);
+    let checks = [check("k", l, 1, 0, false)];
+    let mut out = Outcomes::new();
+    assert!(store.apply(&checks, T0, &mut out).await.is_err());
+
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.apply(&checks, T0, &mut out).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "never connected to the late Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(health.store_reachable(), "health follows the connect");
+    // Counting from here: the one admitted call above, then this one, then over.
+    store.apply(&checks, T0, &mut out).await.expect("answers");
+    assert_eq!((out[0].admitted, out[0].used), (true, 2));
+    store.apply(&checks, T0, &mut out).await.expect("answers");
+    assert!(!out[0].admitted);
+}

@@ -10,7 +10,7 @@ use crate::harness;
 use std::time::Duration;
 
 use harness::http_get;
-use harness::ops::{eventually, metric, one_rule};
+use harness::ops::{decide, eventually, metric, one_rule};
 use harness::process::spawn_serve;
 
 #[tokio::test]
@@ -150,6 +150,38 @@ async fn a_bare_serve_in_an_empty_directory_loads_the_built_in_rules_cleanly() {
     );
     assert!(
         logs.iter().any(|line| line.contains("config loaded")),
+        "{logs:#?}"
+    );
+}
+
+/// `floodgate serve` with a Redis that is not there (yet) starts and serves
+/// by its store-error policy instead of exiting, so pods starting in any
+/// order do not crash-loop.
+#[tokio::test]
+async fn serve_starts_while_redis_is_unreachable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("rules.yaml");
+    std::fs::write(&path, one_rule("bin", "api", "a", 1)).expect("write");
+    let url = format!("redis://127.0.0.1:{}", harness::process::free_port());
+    let process = spawn_serve(&[
+        "--config",
+        path.to_str().expect("a UTF-8 path"),
+        "--store",
+        &url,
+    ]);
+    let channel = harness::process::connect_plain(process.grpc.port()).await;
+    let mut client = floodgate::proto::RateLimitServiceClient::new(channel);
+    // Fail open (the default): OK, nothing counted, twice over a limit of 1.
+    for _ in 0..2 {
+        let request = harness::request_one("bin", &[("api", "a")]);
+        assert_eq!(decide(&mut client, request).await, 1, "OK by the policy");
+    }
+    let (code, _) = http_get(process.http, "/healthcheck").await;
+    assert_eq!(code, 200, "fail-open keeps serving");
+    let logs = process.stdout.lock().expect("stdout lock").clone();
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("connecting in the background")),
         "{logs:#?}"
     );
 }

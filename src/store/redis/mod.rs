@@ -77,6 +77,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -163,13 +164,6 @@ pub enum RedisConfigError {
     /// The key prefix contains a brace.
     #[error("invalid key prefix {0:?}: it must not contain '{{' or '}}'")]
     InvalidPrefix(String),
-    /// Redis could not be reached at startup.
-    #[error("cannot connect to Redis at {url}: {source}")]
-    Connect {
-        url: String,
-        #[source]
-        source: ::redis::RedisError,
-    },
 }
 
 enum Backend {
@@ -214,14 +208,73 @@ impl Expiry<Box<[u8]>, OverLimit> for OverLimitExpiry {
 
 /// A [`CounterStore`] in Redis (single node or cluster).
 pub struct RedisStore {
-    backend: Backend,
+    shared: Arc<Shared>,
     prefix: Box<[u8]>,
     timeout: Duration,
     time_source: TimeSource,
     over_limit: Option<Cache<Box<[u8]>, OverLimit>>,
     script: Script,
-    reachability: Option<Arc<Reachability>>,
 }
+
+/// What the store shares with its background connector: the connections,
+/// once made, and where to report reachability.
+#[derive(Default)]
+struct Shared {
+    backend: OnceLock<Backend>,
+    reachability: OnceLock<Arc<Reachability>>,
+}
+
+/// How to open the connections, kept by the background connector while
+/// Redis is not reachable yet.
+enum Connector {
+    Single {
+        client: ::redis::Client,
+        config: ConnectionManagerConfig,
+        connections: usize,
+    },
+    Cluster(ClusterClient),
+}
+
+impl Connector {
+    /// Opens every connection, within `timeout`.
+    async fn connect(&self, timeout: Duration) -> Result<Backend, String> {
+        let connect = async {
+            match self {
+                Connector::Single {
+                    client,
+                    config,
+                    connections,
+                } => {
+                    let mut managers = Vec::with_capacity(*connections);
+                    for _ in 0..*connections {
+                        let manager =
+                            ConnectionManager::new_with_config(client.clone(), config.clone())
+                                .await?;
+                        managers.push(manager);
+                    }
+                    Ok(Backend::Single {
+                        connections: managers,
+                        next: AtomicUsize::new(0),
+                    })
+                }
+                Connector::Cluster(client) => {
+                    Ok(Backend::Cluster(client.get_async_connection().await?))
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(backend)) => Ok(backend),
+            Ok(Err(e)) => Err(::redis::RedisError::to_string(&e)),
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+}
+
+/// The first wait before connecting again to a Redis that was not
+/// reachable at start; it doubles up to [`CONNECT_RETRY_MAX`].
+const CONNECT_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between two connection attempts at start.
+const CONNECT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -234,9 +287,12 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to Redis as `options` say. Fails when the URL is invalid or
-    /// Redis cannot be reached now; once connected, connections are
-    /// re-established in the background after any failure.
+    /// Connects to Redis as `options` say. Fails only when the options are
+    /// invalid: a Redis that cannot be reached now is connected to in the
+    /// background, with backoff, while calls fail with
+    /// [`StoreError::Unavailable`] (the store-error policy answers them).
+    /// Once connected, connections are re-established in the background
+    /// after any failure.
     pub async fn connect(options: RedisOptions) -> Result<RedisStore, RedisConfigError> {
         if options.key_prefix.contains(['{', '}']) {
             return Err(RedisConfigError::InvalidPrefix(options.key_prefix));
@@ -246,13 +302,9 @@ impl RedisStore {
             url: url.to_owned(),
             reason: reason.to_owned(),
         };
-        let connect_error = |source| RedisConfigError::Connect {
-            url: redact(url),
-            source,
-        };
         // Connecting may take longer than one request may wait; not forever.
         let connect_timeout = options.timeout.max(Duration::from_secs(1));
-        let backend = if let Some((scheme, rest)) = cluster_url(url) {
+        let connector = if let Some((scheme, rest)) = cluster_url(url) {
             let (auth, hosts) = match rest.rsplit_once('@') {
                 Some((auth, hosts)) => (format!("{auth}@"), hosts),
                 None => (String::new(), rest),
@@ -271,8 +323,7 @@ impl RedisStore {
                 .response_timeout(options.timeout)
                 .build()
                 .map_err(|e| invalid(&e.to_string()))?;
-            let connection = client.get_async_connection().await.map_err(connect_error)?;
-            Backend::Cluster(connection)
+            Connector::Cluster(client)
         } else {
             if !["redis://", "rediss://", "redis+unix://", "unix://"]
                 .iter()
@@ -291,18 +342,34 @@ impl RedisStore {
                 .set_number_of_retries(6)
                 .set_min_delay(Duration::from_millis(10))
                 .set_max_delay(Duration::from_secs(2));
-            let mut connections = Vec::with_capacity(options.connections.max(1));
-            for _ in 0..options.connections.max(1) {
-                let manager = ConnectionManager::new_with_config(client.clone(), config.clone())
-                    .await
-                    .map_err(connect_error)?;
-                connections.push(manager);
-            }
-            Backend::Single {
-                connections,
-                next: AtomicUsize::new(0),
+            Connector::Single {
+                client,
+                config,
+                connections: options.connections.max(1),
             }
         };
+        let shared = Arc::new(Shared::default());
+        match connector.connect(connect_timeout).await {
+            Ok(backend) => {
+                let _ = shared.backend.set(backend);
+            }
+            Err(error) => {
+                // Pods start in any order: serve now (requests get the
+                // store-error policy) and connect in the background.
+                tracing::warn!(
+                    url = %redact(url),
+                    %error,
+                    "Redis is not reachable at start: serving with the store-error policy \
+                     and connecting in the background"
+                );
+                tokio::spawn(connect_in_background(
+                    connector,
+                    Arc::clone(&shared),
+                    connect_timeout,
+                    redact(url),
+                ));
+            }
+        }
         let over_limit = (options.over_limit_cache > 0).then(|| {
             Cache::builder()
                 .max_capacity(options.over_limit_cache)
@@ -310,42 +377,63 @@ impl RedisStore {
                 .build()
         });
         Ok(RedisStore {
-            backend,
+            shared,
             prefix: options.key_prefix.into_bytes().into_boxed_slice(),
             timeout: options.timeout,
             time_source: options.time_source,
             over_limit,
             script: Script::new(SCRIPT),
-            reachability: None,
         })
     }
 
     /// Reports to `health` whether Redis answers (see the module doc):
-    /// reachable now, since the store just connected.
-    pub fn with_health(mut self, health: Health) -> RedisStore {
-        health.set_store_reachable(true);
-        self.reachability = Some(Arc::new(Reachability {
+    /// reachable now if the store is connected; otherwise once the
+    /// background connector connects.
+    pub fn with_health(self, health: Health) -> RedisStore {
+        let connected = self.shared.backend.get().is_some();
+        health.set_store_reachable(connected);
+        let reachability = Arc::new(Reachability {
             health,
-            reachable: AtomicBool::new(true),
-            probing: AtomicBool::new(false),
-        }));
+            reachable: AtomicBool::new(connected),
+            // While not connected, the background connector is the probe.
+            probing: AtomicBool::new(!connected),
+        });
+        let _ = self.shared.reachability.set(Arc::clone(&reachability));
+        // The connector may have connected since `connected` was read,
+        // before it could see the reachability to report to.
+        if !connected && self.shared.backend.get().is_some() {
+            reachability.record(true);
+            reachability.probing.store(false, Ordering::Release);
+        }
         self
+    }
+
+    /// The connections, or the error a call gets before the first connect.
+    fn backend(&self) -> Result<&Backend, StoreError> {
+        self.shared
+            .backend
+            .get()
+            .ok_or_else(|| StoreError::Unavailable("Redis not connected yet".to_owned()))
     }
 
     /// Records whether a call reached Redis; starts the probe when it just
     /// became unreachable.
     fn report(&self, answered: bool) {
-        let Some(reachability) = &self.reachability else {
+        let Some(reachability) = self.shared.reachability.get() else {
             return;
         };
         if reachability.record(answered) {
             match tokio::runtime::Handle::try_current() {
                 Ok(runtime) => {
-                    let connection = match &self.backend {
-                        Backend::Single { connections, .. } => {
+                    let connection = match self.shared.backend.get() {
+                        Some(Backend::Single { connections, .. }) => {
                             connections.first().cloned().map(Pinger::Single)
                         }
-                        Backend::Cluster(connection) => Some(Pinger::Cluster(connection.clone())),
+                        Some(Backend::Cluster(connection)) => {
+                            Some(Pinger::Cluster(connection.clone()))
+                        }
+                        // The background connector reports the connect.
+                        None => None,
                     };
                     if let Some(connection) = connection {
                         runtime.spawn(probe(Arc::clone(reachability), connection, self.timeout));
@@ -419,8 +507,9 @@ impl RedisStore {
             invocation.arg(*group);
         }
 
+        let backend = self.backend()?;
         let call = async {
-            match &self.backend {
+            match backend {
                 Backend::Single { connections, next } => {
                     let slot = next.fetch_add(1, Ordering::Relaxed) % connections.len().max(1);
                     let Some(connection) = connections.get(slot) else {
@@ -572,7 +661,7 @@ impl RedisStore {
         outcomes: &mut [Option<Outcome>],
     ) -> Result<(), StoreError> {
         {
-            match &self.backend {
+            match self.backend()? {
                 Backend::Single { .. } => {
                     self.run(checks, remote, denied, now, outcomes).await?;
                 }
@@ -606,6 +695,38 @@ impl RedisStore {
             }
         }
         Ok(())
+    }
+}
+
+/// Connects `connector` until it succeeds, waiting longer after each
+/// failure, then hands the connections to the store and reports Redis
+/// reachable.
+async fn connect_in_background(
+    connector: Connector,
+    shared: Arc<Shared>,
+    timeout: Duration,
+    url: String,
+) {
+    let mut wait = CONNECT_RETRY_FIRST;
+    let mut attempts: u64 = 1;
+    loop {
+        tokio::time::sleep(wait).await;
+        attempts += 1;
+        match connector.connect(timeout).await {
+            Ok(backend) => {
+                let _ = shared.backend.set(backend);
+                tracing::info!(%url, attempts, "connected to Redis");
+                if let Some(reachability) = shared.reachability.get() {
+                    reachability.record(true);
+                    reachability.probing.store(false, Ordering::Release);
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%url, %error, attempts, "Redis still not reachable");
+                wait = (wait * 2).min(CONNECT_RETRY_MAX);
+            }
+        }
     }
 }
 
