@@ -157,6 +157,17 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOODGATE_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// After this, a gRPC connection is told to go away (HTTP/2 GOAWAY) and
+    /// the client reconnects, so a fleet scaled out rebalances Envoy's
+    /// long-lived connections; `0` never ages a connection.
+    #[arg(long, env = "GRPC_MAX_CONNECTION_AGE", default_value = "24h", value_parser = parse_duration)]
+    pub grpc_max_connection_age: Duration,
+
+    /// How long an aged connection may finish its requests before it is
+    /// closed.
+    #[arg(long, env = "GRPC_MAX_CONNECTION_AGE_GRACE", default_value = "1h", value_parser = parse_duration)]
+    pub grpc_max_connection_age_grace: Duration,
+
     /// Address of the admin server (`/rlconfig`, `/usage`, `/reload`).
     /// Loopback by default: it shows every rule and counter.
     #[arg(long, env = "FLOODGATE_ADMIN_ADDR", default_value = "127.0.0.1:6070")]

@@ -144,6 +144,10 @@ pub async fn serve(args: ServeArgs) -> i32 {
         health,
         rules_loaded,
         initial_load: Some(initial),
+        max_connection_age: (!args.grpc_max_connection_age.is_zero()).then_some((
+            args.grpc_max_connection_age,
+            args.grpc_max_connection_age_grace,
+        )),
         response: ResponseOptions {
             limit_headers: args.limit_response_headers_enabled.then(|| {
                 Arc::new(LimitHeaderNames {

@@ -164,11 +164,11 @@ pub const KNOWN_REFERENCE_VARS: &[(&str, Handling)] = &[
     ),
     (
         "GRPC_MAX_CONNECTION_AGE",
-        Handling::Ignored("connections are kept until the client closes them"),
+        Handling::Flag("--grpc-max-connection-age"),
     ),
     (
         "GRPC_MAX_CONNECTION_AGE_GRACE",
-        Handling::Ignored("connections are kept until the client closes them"),
+        Handling::Flag("--grpc-max-connection-age-grace"),
     ),
     ("GRPC_SERVER_USE_TLS", Handling::FlagDefault("--tls-cert")),
     ("GRPC_SERVER_TLS_CERT", Handling::FlagDefault("--tls-cert")),

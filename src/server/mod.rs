@@ -9,6 +9,7 @@
 //! near-limit ratio, and a shared [`Health`].
 
 mod admin;
+mod aging;
 mod grpc;
 mod http;
 pub(crate) mod json;
@@ -19,7 +20,9 @@ mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures_util::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -76,6 +79,10 @@ pub struct ServerOptions {
     /// TLS (and, with a client CA, mutual TLS) on the gRPC port; plaintext
     /// when `None`. The HTTP port stays plaintext, as in the reference.
     pub tls: Option<LoadedTls>,
+    /// gRPC connections older than the first are told to go away (GOAWAY)
+    /// and closed after the second (the reference's
+    /// `GRPC_MAX_CONNECTION_AGE` and `_GRACE`); `None`: never.
+    pub max_connection_age: Option<(Duration, Duration)>,
     /// What answers carry besides statuses (the reference's limit headers,
     /// dynamic metadata), on gRPC and `/json` alike.
     pub response: ResponseOptions,
@@ -87,6 +94,7 @@ impl Default for ServerOptions {
             admin: None,
             config: None,
             initial_load: None,
+            max_connection_age: None,
             near_limit_ratio: DEFAULT_NEAR_LIMIT_RATIO,
             health: Health::new(),
             rules_loaded: true,
@@ -150,6 +158,12 @@ pub async fn start_with<S: CounterStore>(
     options: ServerOptions,
 ) -> std::io::Result<Running> {
     let mut grpc_builder = grpc_server_builder();
+    // GOAWAY at the age (tonic, graceful); closed at age + grace (Aged).
+    let mut lifetime = None;
+    if let Some((age, grace)) = options.max_connection_age {
+        grpc_builder = grpc_builder.max_connection_age(age);
+        lifetime = Some(age.saturating_add(grace));
+    }
     if let Some(tls) = &options.tls {
         grpc_builder = tls.apply(grpc_builder).map_err(std::io::Error::other)?;
     }
@@ -227,16 +241,20 @@ pub async fn start_with<S: CounterStore>(
             .add_service(health_service)
             .add_service(reflection)
             .add_service(grpc_service)
-            .serve_with_incoming_shutdown(grpc_incoming(grpc_listener), async move {
-                let _ = grpc_signal.wait_for(|stop| *stop).await;
-                // Tell health checkers first, so load balancers drain us.
-                health_reporter
-                    .set_service_status("", ServingStatus::NotServing)
-                    .await;
-                health_reporter
-                    .set_service_status(HEALTH_SERVICE_NAME, ServingStatus::NotServing)
-                    .await;
-            })
+            .serve_with_incoming_shutdown(
+                grpc_incoming(grpc_listener)
+                    .map(move |stream| stream.map(|io| aging::Aged::new(io, lifetime))),
+                async move {
+                    let _ = grpc_signal.wait_for(|stop| *stop).await;
+                    // Tell health checkers first, so load balancers drain us.
+                    health_reporter
+                        .set_service_status("", ServingStatus::NotServing)
+                        .await;
+                    health_reporter
+                        .set_service_status(HEALTH_SERVICE_NAME, ServingStatus::NotServing)
+                        .await;
+                },
+            )
             .await
             .map_err(|e| format!("gRPC server failed: {e}"))
     });

@@ -185,3 +185,63 @@ async fn serve_starts_while_redis_is_unreachable() {
         "{logs:#?}"
     );
 }
+
+/// `GRPC_MAX_CONNECTION_AGE`: an HTTP/2 connection older than the age is
+/// told to go away (a GOAWAY frame), so Envoy reconnects and a fleet that
+/// scaled out gets its share of connections; after the grace it is closed.
+#[tokio::test]
+async fn aged_grpc_connections_are_told_to_go_away() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("rules.yaml");
+    std::fs::write(&path, one_rule("bin", "api", "a", 1)).expect("write");
+    let process = harness::process::spawn_serve_in(
+        dir.path(),
+        &[
+            "--config",
+            path.to_str().expect("a UTF-8 path"),
+            "--grpc-max-connection-age",
+            "1s",
+            "--grpc-max-connection-age-grace",
+            "1s",
+        ],
+    );
+    let mut stream = tokio::net::TcpStream::connect(process.grpc)
+        .await
+        .expect("connect");
+    // The client preface and an empty SETTINGS frame.
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+    let read_frames = async {
+        let mut frame_types = Vec::new();
+        loop {
+            let mut header = [0u8; 9];
+            if stream.read_exact(&mut header).await.is_err() {
+                return frame_types; // closed
+            }
+            let length =
+                usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+            let mut payload = vec![0u8; length];
+            if stream.read_exact(&mut payload).await.is_err() {
+                return frame_types;
+            }
+            if header[3] == 0x4 && header[4] & 0x1 == 0 {
+                // Acknowledge the server's SETTINGS, as a client must.
+                let _ = stream
+                    .write_all(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+                    .await;
+            }
+            frame_types.push(header[3]);
+        }
+    };
+    // A bound on a hang, not a speed assertion.
+    let frame_types = tokio::time::timeout(Duration::from_secs(60), read_frames)
+        .await
+        .expect("the aged connection is closed");
+    assert!(
+        frame_types.contains(&0x7),
+        "a GOAWAY frame before the close: {frame_types:?}"
+    );
+}
