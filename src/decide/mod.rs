@@ -113,6 +113,20 @@ pub struct DescriptorDecision {
     /// The fallback group that answered this descriptor OK without counting
     /// it, because a more preferred shape of the group is in the request.
     pub skipped_by: Option<Arc<str>>,
+    /// The rule's `headers: true` limit, when it has one that was checked:
+    /// what a domain's response headers describe instead of `limit`.
+    pub header_limit: Option<HeaderLimit>,
+}
+
+/// The state of a rule's `headers: true` limit after a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderLimit {
+    /// Its index in the rule's limits.
+    pub slot: usize,
+    /// Requests of size one it still admits.
+    pub remaining: u64,
+    /// Time until it resets (admitted) or admits this request (denied).
+    pub reset_after: Nanos,
 }
 
 /// The answers for a request's descriptors, in order: inline for up to two
@@ -192,6 +206,8 @@ struct Applied<'r> {
 struct Plan {
     rule: Option<Arc<Rule>>,
     checks: Range<usize>,
+    /// The hits each of those checks adds.
+    hits: u64,
 }
 
 impl<S: CounterStore> RateLimiter<S> {
@@ -326,6 +342,7 @@ impl<S: CounterStore> RateLimiter<S> {
                     plans.push(Plan {
                         rule: None,
                         checks: first..first,
+                        hits: 0,
                     });
                     continue;
                 };
@@ -361,12 +378,13 @@ impl<S: CounterStore> RateLimiter<S> {
                         limit: rule_limit.limit,
                         hits,
                         group,
-                        count_when_denied: rule.reference_form,
+                        count_when_denied: rule.counts_denied_hits,
                     });
                 }
                 plans.push(Plan {
                     rule: Some(Arc::clone(rule)),
                     checks: first..checks.len(),
+                    hits,
                 });
             }
             for (check, range) in checks.iter_mut().zip(key_ranges) {
@@ -438,13 +456,24 @@ impl<S: CounterStore> RateLimiter<S> {
             // The most restrictive limit: a denying one that frees up last,
             // else the one with the least remaining.
             let mut chosen: Option<(&RuleLimit, &Outcome)> = None;
+            let mut header_limit = None;
+            let mut header_admitted = false;
             for index in plan.checks {
+                let slot = slots.get(index).copied();
                 let (Some(outcome), Some(rule_limit)) = (
                     outcomes.get(index),
-                    slots.get(index).and_then(|&slot| rule.limits.get(slot)),
+                    slot.and_then(|slot| rule.limits.get(slot)),
                 ) else {
                     continue;
                 };
+                if slot.is_some() && slot == rule.header_limit {
+                    header_admitted = outcome.admitted;
+                    header_limit = slot.map(|slot| HeaderLimit {
+                        slot,
+                        remaining: outcome.remaining,
+                        reset_after: outcome.reset_after,
+                    });
+                }
                 let better = match chosen {
                     None => true,
                     Some((_, best)) => more_restrictive(outcome, best),
@@ -454,6 +483,13 @@ impl<S: CounterStore> RateLimiter<S> {
                 }
             }
             let over = chosen.is_some_and(|(_, outcome)| !outcome.admitted);
+            if over && let Some(header_limit) = header_limit.as_mut() {
+                // An admitting limit of a denied descriptor reports its
+                // remaining as if the hits were counted; they were not.
+                if header_admitted {
+                    header_limit.remaining = header_limit.remaining.saturating_add(plan.hits);
+                }
+            }
             // Per-rule shadow mode rewrites the status to OK (remaining 0,
             // limit kept), as the reference does.
             let shadowed = over && rule.shadow_mode;
@@ -477,6 +513,7 @@ impl<S: CounterStore> RateLimiter<S> {
                 rule: Some(rule),
                 shadowed,
                 skipped_by: None,
+                header_limit,
             });
         }
         // A quota-mode descriptor keeps its OVER_LIMIT status, but denies the
@@ -572,6 +609,8 @@ fn match_descriptor<'r>(
             replaces: Vec::new(),
             name: None,
             reference_form: true,
+            counts_denied_hits: true,
+            header_limit: None,
             detailed_metric: false,
             value_to_metric: Vec::new(),
         };

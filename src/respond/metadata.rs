@@ -189,6 +189,8 @@ mod tests {
             replaces: Vec::new(),
             name: None,
             reference_form: false,
+            counts_denied_hits: false,
+            header_limit: None,
             detailed_metric: false,
             value_to_metric: Vec::new(),
         })
@@ -253,6 +255,7 @@ mod tests {
             shadowed: true,
             used: 905,
             skipped_by: Some("identity".into()),
+            header_limit: None,
         };
         let unlimited = DescriptorDecision {
             rule: Some(rule("d.unlimited", true)),
@@ -329,6 +332,7 @@ mod tests {
                         shadowed,
                         used,
                         skipped_by: skipped.map(Into::into),
+                        header_limit: None,
                     }
                 },
             )
