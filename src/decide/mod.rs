@@ -116,6 +116,10 @@ pub struct DescriptorDecision {
     /// The rule's `headers: true` limit, when it has one that was checked:
     /// what a domain's response headers describe instead of `limit`.
     pub header_limit: Option<HeaderLimit>,
+    /// The request asks for more hits than `limit` ever admits at once (a
+    /// token bucket's `burst`, a window's `requests_per_unit`): no wait
+    /// makes it fit, so no retry time is offered.
+    pub never_fits: bool,
 }
 
 /// The state of a rule's `headers: true` limit after a request.
@@ -458,6 +462,7 @@ impl<S: CounterStore> RateLimiter<S> {
             let mut chosen: Option<(&RuleLimit, &Outcome)> = None;
             let mut header_limit = None;
             let mut header_admitted = false;
+            let mut never_fits = false;
             for index in plan.checks {
                 let slot = slots.get(index).copied();
                 let (Some(outcome), Some(rule_limit)) = (
@@ -474,10 +479,17 @@ impl<S: CounterStore> RateLimiter<S> {
                         reset_after: outcome.reset_after,
                     });
                 }
+                // A limit the request can never fit reports itself: waiting
+                // for the others would not help.
+                let largest = rule_limit.limit.largest_request();
+                let never = !outcome.admitted && largest > 0 && plan.hits > largest;
                 let better = match chosen {
                     None => true,
+                    Some(_) if never_fits => false,
+                    Some(_) if never => true,
                     Some((_, best)) => more_restrictive(outcome, best),
                 };
+                never_fits |= never;
                 if better {
                     chosen = Some((rule_limit, outcome));
                 }
@@ -514,6 +526,7 @@ impl<S: CounterStore> RateLimiter<S> {
                 shadowed,
                 skipped_by: None,
                 header_limit,
+                never_fits: never_fits && over_limit,
             });
         }
         // A quota-mode descriptor keeps its OVER_LIMIT status, but denies the

@@ -153,6 +153,17 @@ impl Limit {
         }
     }
 
+    /// The most hits one request can ever be admitted with: the bucket's
+    /// `burst` for a token bucket, `requests_per_unit` for a window (0 for a
+    /// limit that admits nothing).
+    pub fn largest_request(&self) -> u64 {
+        match self.algorithm {
+            Algorithm::TokenBucket if self.requests_per_unit == 0 => 0,
+            Algorithm::TokenBucket => self.burst,
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => self.requests_per_unit,
+        }
+    }
+
     /// The window length in nanoseconds (never zero, saturating at `u64::MAX`).
     pub fn window(&self) -> Nanos {
         self.unit

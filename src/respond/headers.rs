@@ -9,7 +9,9 @@ use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos};
 use crate::proto::RateLimitResponse;
 use crate::proto::envoy::config::core::v3::HeaderValue;
 use crate::rules::RuleLimit;
-use crate::rules::policy::{BodyValues, HeaderStyle, ResetFormat, ResponsePolicy};
+use crate::rules::policy::{
+    BodyValues, HeaderStyle, ResetFormat, ResponsePolicy, is_json_content_type,
+};
 
 fn header(key: &str, value: String) -> HeaderValue {
     HeaderValue {
@@ -87,7 +89,8 @@ fn status_remaining(descriptor: &DescriptorDecision) -> u32 {
 }
 
 /// The descriptor whose values a domain's headers and body report: among
-/// over-limit descriptors, the one that frees up last; else, among those
+/// over-limit descriptors, the one that frees up last (one that can never
+/// fit first); else, among those
 /// with a limit, the one with the least remaining under the limit its
 /// headers describe (the first on a tie).
 pub fn headline(decision: &Decision) -> Option<&DescriptorDecision> {
@@ -95,7 +98,12 @@ pub fn headline(decision: &Decision) -> Option<&DescriptorDecision> {
     let mut least: Option<(&DescriptorDecision, u64)> = None;
     for descriptor in decision.descriptors.iter().filter(|d| d.limit.is_some()) {
         if descriptor.over_limit {
-            if over.is_none_or(|best| descriptor.reset_after > best.reset_after) {
+            // A request that can never fit frees up never.
+            let later = |best: &DescriptorDecision| {
+                (descriptor.never_fits, descriptor.reset_after)
+                    > (best.never_fits, best.reset_after)
+            };
+            if over.is_none_or(later) {
                 over = Some(descriptor);
             }
         } else {
@@ -224,10 +232,15 @@ pub(super) fn apply_policy(
     if !decision.over_limit {
         return;
     }
-    if own_headers {
+    // No wait makes a request that can never fit succeed: no retry time.
+    if own_headers && !descriptor.never_fits {
         headers.push(header("Retry-After", decimal(retry_after)));
     }
-    if let Some(template) = &policy.body {
+    if descriptor.never_fits && policy.body.is_some() {
+        response.raw_body =
+            never_fits_body(rule_limit, is_json_content_type(&policy.content_type)).into_bytes();
+        headers.push(header("content-type", String::from(&*policy.content_type)));
+    } else if let Some(template) = &policy.body {
         let rule = rule_limit
             .name
             .as_deref()
@@ -322,5 +335,27 @@ fn push_decimal(out: &mut String, mut n: u64) {
     // ASCII digits: always UTF-8.
     if let Ok(digits) = std::str::from_utf8(&digits[start..]) {
         out.push_str(digits);
+    }
+}
+
+/// The 429 body for a request that can never fit, in place of the domain's
+/// template (whose `{retry_after}` would promise a wait that cannot help).
+fn never_fits_body(rule_limit: &RuleLimit, json: bool) -> String {
+    let largest = rule_limit.limit.largest_request();
+    let name = rule_limit.name.as_deref().unwrap_or("the limit");
+    let message = format!(
+        "This request counts as more than the {largest} requests {name} admits at once: \
+         it can never succeed, and retrying will not help. Send it in smaller parts."
+    );
+    if json {
+        serde_json::json!({
+            "error": "request_too_large",
+            "message": message,
+            "limit": largest,
+            "never_fits": true,
+        })
+        .to_string()
+    } else {
+        message
     }
 }
