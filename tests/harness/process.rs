@@ -114,6 +114,16 @@ pub async fn connect_plain(port: u16) -> tonic::transport::Channel {
     }
 }
 
+/// `serve` arguments for free loopback ports on all three listeners.
+pub const ANY_LOOPBACK_PORTS: [&str; 6] = [
+    "--grpc-addr",
+    "127.0.0.1:0",
+    "--http-addr",
+    "127.0.0.1:0",
+    "--admin-addr",
+    "127.0.0.1:0",
+];
+
 /// A `floodgate serve` process on free loopback ports, killed on drop.
 pub struct ServeProcess {
     pub child: Child,
@@ -122,6 +132,8 @@ pub struct ServeProcess {
     pub admin: SocketAddr,
     /// Everything it wrote to stderr so far, line by line.
     pub stderr: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Its log lines (stdout) after the "floodgate serving" line.
+    pub stdout: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for ServeProcess {
@@ -141,16 +153,8 @@ pub fn spawn_serve(args: &[&str]) -> ServeProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_floodgate"))
         .arg("serve")
         .args(args)
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
+        .args(ANY_LOOPBACK_PORTS)
+        .args(["--log-format", "json"])
         .env_remove("SHADOW_MODE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -172,6 +176,7 @@ pub fn spawn_serve(args: &[&str]) -> ServeProcess {
         http: any_port(),
         admin: any_port(),
         stderr,
+        stdout: Arc::new(std::sync::Mutex::new(Vec::new())),
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut lines = BufReader::new(stdout).lines();
@@ -197,7 +202,12 @@ pub fn spawn_serve(args: &[&str]) -> ServeProcess {
         };
         (process.grpc, process.http, process.admin) = (addr("grpc"), addr("http"), addr("admin"));
         // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let later_lines = Arc::clone(&process.stdout);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                later_lines.lock().expect("stdout lock").push(line);
+            }
+        });
         return process;
     }
 }

@@ -170,14 +170,7 @@ fn serve_refuses_a_bad_config_with_the_same_message() {
     let out = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&path)
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
+        .args(harness::process::ANY_LOOPBACK_PORTS)
         .stdin(Stdio::null())
         .output()
         .expect("run floodgate serve");
@@ -284,5 +277,77 @@ fn check_help_lists_both_subcommands() {
     assert!(
         stdout.contains("serve") && stdout.contains("check"),
         "{stdout}"
+    );
+}
+
+/// An address in use is named, with the flag that set it.
+#[test]
+fn serve_names_the_address_and_the_flag_when_a_port_is_taken() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write(dir.path(), "rules.yaml", GOOD_A);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    for (flag, env) in [
+        ("--grpc-addr", "FLOODGATE_GRPC_ADDR"),
+        ("--http-addr", "FLOODGATE_HTTP_ADDR"),
+        ("--admin-addr", "FLOODGATE_ADMIN_ADDR"),
+    ] {
+        let mut args = harness::process::ANY_LOOPBACK_PORTS.to_vec();
+        let at = args.iter().position(|a| *a == flag).expect("the flag") + 1;
+        args[at] = &addr;
+        let out = Command::new(BIN)
+            .args(["serve", "--config-watch", "false"])
+            .args(&args)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run floodgate serve");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag}: {out:?}");
+        assert!(
+            stderr.contains(&format!("cannot listen on {addr}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(flag) && stderr.contains(env), "{stderr}");
+        assert!(stderr.contains("in use"), "{stderr}");
+    }
+    drop(taken);
+}
+
+/// Logs written to a pipe (or a file) carry no ANSI colour codes.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write(dir.path(), "rules.yaml", GOOD_A);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config-watch", "false", "--log-format", "text"])
+        .args(harness::process::ANY_LOOPBACK_PORTS)
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start floodgate");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut seen = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let serving = line.contains("floodgate serving");
+        seen.push(line);
+        if serving {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.last().is_some_and(|l| l.contains("floodgate serving")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().all(|line| !line.contains('\u{1b}')),
+        "colour codes in a pipe: {seen:?}"
     );
 }
