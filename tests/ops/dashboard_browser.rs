@@ -57,12 +57,7 @@ descriptors:
 ";
 
 fn chromium() -> PathBuf {
-    harness::ops::required_tool(
-        "FLOODGATE_CHROMIUM",
-        "/usr/bin/chromium",
-        "the dashboard browser test",
-        "apt-get install chromium",
-    )
+    harness::tools::required("chromium")
 }
 
 /// Runs headless chromium on `url` with `extra` arguments; returns stdout.
