@@ -363,3 +363,32 @@ async fn exotel_429_body_matches_the_seed() {
     );
     h.shutdown().await;
 }
+
+/// Explo's export route carries both descriptors. A denied export request
+/// still counts against the requestor's 180 a minute (each descriptor is
+/// counted on its own, as in the reference); with
+/// STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT it charges only the export cap
+/// it exceeded. The README's explo paragraph says exactly this.
+#[tokio::test]
+async fn explo_denied_exports_and_the_per_ip_quota() {
+    let ip: &[(&str, &str)] = &[("remote_address", "198.51.100.9")];
+    let pdf: &[(&str, &str)] = &[
+        ("remote_address", "198.51.100.9"),
+        ("path", "/embed/export/dashboard/pdf"),
+    ];
+    for (stop, per_ip_left) in [(false, 180 - 25), (true, 180 - 20)] {
+        let options = floodgate::decide::ServiceOptions {
+            stop_increment_when_over_limit: stop,
+            ..Default::default()
+        };
+        let mut h = TestServer::serve_at(shipped_rules(), options, secs(HOUR_START)).await;
+        for n in 1..=25 {
+            let r = h.should("explo", &[ip, pdf]).await;
+            assert_eq!(is_over(&r), n > 20, "export {n}");
+        }
+        // A plain request: its own hit, after those of the exports.
+        let r = h.should("explo", &[ip]).await;
+        assert_eq!(remaining(&r), [per_ip_left - 1], "stop={stop}");
+        h.shutdown().await;
+    }
+}

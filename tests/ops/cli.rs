@@ -351,3 +351,79 @@ fn text_logs_to_a_pipe_have_no_colour_codes() {
         "colour codes in a pipe: {seen:?}"
     );
 }
+
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md")
+}
+
+/// The README's "Command line" table names every flag and environment
+/// variable that `floodgate serve --help` lists.
+#[test]
+fn the_readme_command_line_table_lists_every_serve_flag() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .expect("run serve --help");
+    let help = text(&out.stdout);
+    let readme = readme();
+    let table = readme
+        .split("## Command line")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Command line section");
+    let mut missing = Vec::new();
+    for word in help.split_whitespace() {
+        let word = word.trim_end_matches(',');
+        let flag = word
+            .strip_prefix("--")
+            .filter(|f| f.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .filter(|f| !f.is_empty() && *f != "help");
+        if let Some(flag) = flag
+            && !table.contains(&format!("`--{flag}`"))
+            && !table.contains(&format!("`--{flag} "))
+        {
+            missing.push(format!("--{flag}"));
+        }
+    }
+    for env in help.split("[env: ").skip(1) {
+        let name: String = env
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+            .collect();
+        if !table.contains(&format!("`{name}`")) {
+            missing.push(name);
+        }
+    }
+    missing.dedup();
+    assert!(missing.is_empty(), "not in the README's table: {missing:?}");
+}
+
+/// The README's example of an invalid config prints exactly what `check`
+/// prints for it.
+#[test]
+fn the_readme_config_error_example_is_what_check_prints() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("config")).expect("mkdir");
+    write(
+        &dir.path().join("config"),
+        "acme.yaml",
+        "domain: acme\ndescriptors:\n  - key: user\n    rate_limit:\n      requests_per_unit: 10\n      unit: minutes\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config", "config/"])
+        .current_dir(dir.path())
+        .env_remove("FLOODGATE_CONFIG")
+        .output()
+        .expect("run floodgate check");
+    assert!(!out.status.success());
+    let printed = text(&out.stderr);
+    let readme = readme();
+    assert!(
+        readme.contains(&format!("```\n{}```", printed)),
+        "the README does not show:\n{printed}"
+    );
+    assert!(readme.contains(
+        "domain: acme\ndescriptors:\n  - key: user\n    rate_limit:\n      requests_per_unit: 10\n      unit: minutes\n"
+    ));
+}
