@@ -116,9 +116,9 @@ pub struct DescriptorDecision {
     /// The rule's `headers: true` limit, when it has one that was checked:
     /// what a domain's response headers describe instead of `limit`.
     pub header_limit: Option<HeaderLimit>,
-    /// The request asks for more hits than `limit` ever admits at once (a
-    /// token bucket's `burst`, a window's `requests_per_unit`): no wait
-    /// makes it fit, so no retry time is offered.
+    /// The request asks for more hits than `limit`, a token bucket, ever
+    /// holds (its `burst`): no wait makes it fit, so no retry time is
+    /// offered.
     pub never_fits: bool,
 }
 
@@ -481,8 +481,7 @@ impl<S: CounterStore> RateLimiter<S> {
                 }
                 // A limit the request can never fit reports itself: waiting
                 // for the others would not help.
-                let largest = rule_limit.limit.largest_request();
-                let never = !outcome.admitted && largest > 0 && plan.hits > largest;
+                let never = !outcome.admitted && rule_limit.limit.never_fits(plan.hits);
                 let better = match chosen {
                     None => true,
                     Some(_) if never_fits => false,

@@ -153,15 +153,15 @@ impl Limit {
         }
     }
 
-    /// The most hits one request can ever be admitted with: the bucket's
-    /// `burst` for a token bucket, `requests_per_unit` for a window (0 for a
-    /// limit that admits nothing).
-    pub fn largest_request(&self) -> u64 {
-        match self.algorithm {
-            Algorithm::TokenBucket if self.requests_per_unit == 0 => 0,
-            Algorithm::TokenBucket => self.burst,
-            Algorithm::FixedWindow | Algorithm::SlidingWindow => self.requests_per_unit,
-        }
+    /// Whether a request of `hits` can never be admitted, however long it
+    /// waits: more than a token bucket's `burst` (a bucket that refills
+    /// never holds more). Windows are not judged here: a request of more
+    /// than `requests_per_unit` keeps its answer of the window's end.
+    pub fn never_fits(&self, hits: u64) -> bool {
+        self.algorithm == Algorithm::TokenBucket
+            && self.requests_per_unit > 0
+            && self.burst > 0
+            && hits > self.burst
     }
 
     /// The window length in nanoseconds (never zero, saturating at `u64::MAX`).

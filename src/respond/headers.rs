@@ -341,7 +341,7 @@ fn push_decimal(out: &mut String, mut n: u64) {
 /// The 429 body for a request that can never fit, in place of the domain's
 /// template (whose `{retry_after}` would promise a wait that cannot help).
 fn never_fits_body(rule_limit: &RuleLimit, json: bool) -> String {
-    let largest = rule_limit.limit.largest_request();
+    let largest = rule_limit.limit.burst;
     let name = rule_limit.name.as_deref().unwrap_or("the limit");
     let message = format!(
         "This request counts as more than the {largest} requests {name} admits at once: \

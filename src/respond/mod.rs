@@ -26,8 +26,8 @@
 //!   is the one closest to denying, unless the rule marks one limit
 //!   `headers: true`. `Retry-After` (seconds, rounded up, at least 1) is
 //!   added when the overall code is OVER_LIMIT, except for a request that
-//!   can never fit (more hits than the limit ever admits at once), which
-//!   gets a body saying so in place of the template and no retry time.
+//!   can never fit (more hits than a token bucket's `burst`), which gets a
+//!   body saying so in place of the template and no retry time.
 //! - With a body: `content-type`, on OVER_LIMIT only (so it never replaces
 //!   the upstream's on OK answers).
 //!
