@@ -842,3 +842,206 @@ fn every_example_yaml_parses() {
     }
     assert!(seen >= 3, "envoy, istio and kubernetes examples");
 }
+
+// ---------------------------------------------------------------------------
+// The shipped rules leave no gap the seeds do not leave.
+
+/// Sends `entries` to a server with the shipped config and returns the name
+/// of the limit the status reports (`None`: no limit applied).
+async fn limit_applied(
+    h: &mut harness::TestServer,
+    domain: &str,
+    entries: &[(&str, &str)],
+) -> Option<String> {
+    let r = h.should(domain, &[entries]).await;
+    r.statuses
+        .first()
+        .and_then(|status| status.current_limit.as_ref())
+        .map(|limit| limit.name.clone())
+}
+
+/// Every shipped domain, asked with values its config does not list (a new
+/// API category, region or plan, a plan cased differently, unknown keys,
+/// users, IPs and routes), still applies the limit its seed promises: no
+/// descriptor Envoy can send for a limited API goes unlimited.
+#[tokio::test]
+async fn values_the_config_does_not_list_still_get_the_seeds_limits() {
+    let mut h = harness::TestServer::shipped_at(harness::secs(harness::HOUR_START)).await;
+    let account = ("account", "acct-never-seen");
+    // exotel: "The default limit for all APIs is 100 rpm", per account,
+    // whatever the category, region and plan.
+    let mut exotel: Vec<(Vec<(&str, &str)>, &str)> = vec![(vec![account], "account_default")];
+    for (category, names) in [
+        ("legs", ["legs", "legs_region", "legs_plan"]),
+        ("bridges", ["bridges", "bridges_region", "bridges_plan"]),
+        (
+            "actions",
+            [
+                "actions_burst",
+                "actions_region_burst",
+                "actions_plan_burst",
+            ],
+        ),
+        ("events", ["events", "events_region", "events_plan"]),
+        (
+            "calls",
+            [
+                "other_category",
+                "other_category_region",
+                "other_category_plan",
+            ],
+        ),
+        (
+            "LEGS",
+            [
+                "other_category",
+                "other_category_region",
+                "other_category_plan",
+            ],
+        ),
+    ] {
+        let entries = [
+            account,
+            ("api_category", category),
+            ("region", "mars-1"),
+            ("plan", "gold"),
+        ];
+        for (depth, name) in (2..=4).zip(names) {
+            exotel.push((entries[..depth].to_vec(), name));
+        }
+    }
+    exotel.push((
+        vec![
+            account,
+            ("api_category", "legs"),
+            ("region", "mars-1"),
+            ("plan", "standard"),
+        ],
+        "legs_standard_burst",
+    ));
+    for (entries, name) in &exotel {
+        assert_eq!(
+            limit_applied(&mut h, "exotel", entries).await.as_deref(),
+            Some(*name),
+            "exotel {entries:?}"
+        );
+    }
+    // courses: every API key is on some plan's hourly quota and burst; an
+    // unknown or differently cased plan gets the professional limits.
+    for (plan, name) in [
+        ("professional", "professional_burst"),
+        ("enterprise", "enterprise_burst"),
+        ("custom", "custom_default_burst"),
+        ("free", "other_plan_burst"),
+        ("Professional", "other_plan_burst"),
+        ("", "other_plan_burst"),
+    ] {
+        let entries = [("plan", plan), ("api_key", "key-never-seen")];
+        assert_eq!(
+            limit_applied(&mut h, "courses", &entries).await.as_deref(),
+            Some(name),
+            "courses {entries:?}"
+        );
+    }
+    // xola: 900 per 30 minutes for any user, user and seller, or IP.
+    for (entries, name) in [
+        (vec![("user", "u-never-seen")], "user"),
+        (
+            vec![("user", "u-never-seen"), ("seller", "s-never-seen")],
+            "user_seller",
+        ),
+        (vec![("remote_address", "2001:db8::1")], "ip"),
+    ] {
+        assert_eq!(
+            limit_applied(&mut h, "xola", &entries).await.as_deref(),
+            Some(name),
+            "xola {entries:?}"
+        );
+    }
+    // campaigns: "Default for API-key routes: 60 requests / 60 s per API key".
+    for (route, name) in [
+        ("DELETE /v1/campaigns/:id", "default"),
+        ("GET /v1/users/u-42", "users"),
+        ("get /v1/campaigns", "default"),
+    ] {
+        let entries = [("api_key", "key-never-seen"), ("route", route)];
+        assert_eq!(
+            limit_applied(&mut h, "campaigns", &entries)
+                .await
+                .as_deref(),
+            Some(name),
+            "campaigns {entries:?}"
+        );
+    }
+    // explo: 180 per minute for any requestor IP. (The path entry is sent
+    // on the export route only, so no other path reaches floodgate.)
+    assert_eq!(
+        limit_applied(&mut h, "explo", &[("remote_address", "192.0.2.200")])
+            .await
+            .as_deref(),
+        Some("per_ip")
+    );
+    h.shutdown().await;
+}
+
+/// A value the config does not list never brings a fresh quota where the
+/// seed limits per account or per key: exotel's regions and unlisted plans
+/// share the account's counter, courses' unlisted plans share the key's.
+#[tokio::test]
+async fn unlisted_values_share_the_accounts_quota() {
+    use floodgate::proto::RateLimitRequest;
+    let mut h = harness::TestServer::shipped_at(harness::secs(harness::HOUR_START)).await;
+    let with_hits = |mut request: RateLimitRequest, hits: u32| {
+        request.hits_addend = hits;
+        request
+    };
+    let exotel = |region: &'static str, plan: &'static str| {
+        vec![
+            ("account", "acme"),
+            ("api_category", "bridges"),
+            ("region", region),
+            ("plan", plan),
+        ]
+    };
+    let first = exotel("eu-1", "gold");
+    let r = h
+        .send(with_hits(harness::request("exotel", &[&first]), 100))
+        .await;
+    assert!(!harness::is_over(&r));
+    for (region, plan) in [("us-1", "gold"), ("eu-1", "silver"), ("ap-9", "bronze")] {
+        let r = h.should("exotel", &[&exotel(region, plan)]).await;
+        assert!(
+            harness::is_over(&r),
+            "{region}/{plan} must not get a fresh 100/min"
+        );
+    }
+    let legs = |region: &'static str| {
+        vec![
+            ("account", "acme"),
+            ("api_category", "legs"),
+            ("region", region),
+            ("plan", "standard"),
+        ]
+    };
+    let r = h
+        .send(with_hits(harness::request("exotel", &[&legs("eu-1")]), 10))
+        .await;
+    assert!(!harness::is_over(&r), "the standard plan's burst of 10");
+    let r = h.should("exotel", &[&legs("us-1")]).await;
+    assert!(harness::is_over(&r), "another region shares the burst");
+
+    let courses = |plan: &'static str| vec![("plan", plan), ("api_key", "key-acme")];
+    let r = h
+        .send(with_hits(
+            harness::request("courses", &[&courses("free")]),
+            100,
+        ))
+        .await;
+    assert!(!harness::is_over(&r));
+    let r = h.should("courses", &[&courses("basic")]).await;
+    assert!(
+        harness::is_over(&r),
+        "another unlisted plan shares the burst"
+    );
+    h.shutdown().await;
+}

@@ -67,7 +67,11 @@ pub fn check(args: &CheckArgs) -> i32 {
 pub fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(parse::tracing_filter(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only for a terminal: in a file or a pipe they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -162,7 +166,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
     let running = match server::start_with(limiter, &listeners, options).await {
         Ok(running) => running,
         Err(e) => {
-            eprintln!("floodgate: cannot listen: {e}");
+            eprintln!("floodgate: {}", listen_error(&e));
             return 1;
         }
     };
@@ -177,7 +181,10 @@ pub async fn serve(args: ServeArgs) -> i32 {
     tracing::info!(grace = ?args.shutdown_grace, "shutting down: finishing in-flight requests");
     tokio::select! {
         result = running.shutdown_within(args.shutdown_grace) => match result {
-            Ok(()) => 0,
+            Ok(()) => {
+                tracing::info!("shutdown complete: every in-flight request finished");
+                0
+            }
             Err(e) => {
                 eprintln!("floodgate: {e}");
                 1
@@ -189,6 +196,26 @@ pub async fn serve(args: ServeArgs) -> i32 {
             1
         }
     }
+}
+
+/// Why the server could not start, naming the address and the flag that
+/// set it when a listener could not be bound.
+fn listen_error(error: &std::io::Error) -> String {
+    let Some(bind) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<server::BindError>())
+    else {
+        return format!("cannot listen: {error}");
+    };
+    let (what, flag, env) = match bind.listener {
+        server::ListenerKind::Grpc => ("gRPC", "--grpc-addr", "FLOODGATE_GRPC_ADDR"),
+        server::ListenerKind::Http => ("HTTP", "--http-addr", "FLOODGATE_HTTP_ADDR"),
+        server::ListenerKind::Admin => ("admin", "--admin-addr", "FLOODGATE_ADMIN_ADDR"),
+    };
+    format!(
+        "cannot listen on {} for {what} (set with {flag} or {env}): {}",
+        bind.addr, bind.source
+    )
 }
 
 /// Resolves on SIGINT or SIGTERM.

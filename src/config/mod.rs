@@ -251,6 +251,9 @@ fn load_one(
         errors,
         warnings,
     };
+    // YAML allows a byte order mark at the start of a stream, and editors on
+    // Windows write one; it is not part of the first key.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let Some(root) = parse_document(text, &mut sink) else {
         return;
     };

@@ -117,6 +117,9 @@ pub(crate) struct RawLimit {
     pub(crate) algorithm: Option<Text>,
     pub(crate) unit_multiplier: Option<Int>,
     pub(crate) burst: Option<Int>,
+    /// `headers: true` (an item of `rate_limits` only): the limit that the
+    /// domain's response headers describe.
+    pub(crate) headers: Flag,
 }
 
 /// Every key the reference server's key check accepts, anywhere.
@@ -173,6 +176,7 @@ const RATE_LIMITS_ITEM_KEYS: &[&str] = &[
     "unit_multiplier",
     "requests_per_unit",
     "burst",
+    "headers",
 ];
 const REPLACES_KEYS: &[&str] = &["name"];
 
@@ -399,6 +403,7 @@ fn limit(
             "algorithm" => out.algorithm = string(node, key, path, sink),
             "unit_multiplier" => out.unit_multiplier = integer(node, key, path, sink),
             "burst" => out.burst = integer(node, key, path, sink),
+            "headers" => out.headers = flag(node, key, path, sink),
             _ => {}
         }
     }

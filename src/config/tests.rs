@@ -1022,3 +1022,89 @@ fn fallback_shapes_see_descriptors_of_merged_files() {
     };
     assert!(load_sources(&sources, &merge).is_ok());
 }
+
+#[test]
+fn headers_true_picks_the_limit_the_headers_describe() {
+    let rules = ok("\
+domain: d
+descriptors:
+  - key: k
+    rate_limits:
+      - {name: burst, algorithm: token_bucket, unit: minute, requests_per_unit: 100}
+      - {name: hourly, algorithm: sliding_window, unit: hour, requests_per_unit: 1000, headers: true}
+  - key: j
+    rate_limits:
+      - {name: a, unit: minute, requests_per_unit: 1}
+      - {name: b, unit: hour, requests_per_unit: 2, headers: false}
+");
+    let header_limit = |key: &str| {
+        rules
+            .lookup("d", &[(key, "x")])
+            .map(|m| m.rule.header_limit)
+            .unwrap_or_else(|| panic!("no rule for {key}"))
+    };
+    assert_eq!(header_limit("k"), Some(1));
+    assert_eq!(header_limit("j"), None);
+}
+
+#[test]
+fn headers_true_is_checked_with_file_and_line() {
+    let two = single_error(
+        "domain: d\ndescriptors:\n  - key: k\n    rate_limits:\n      - {name: a, unit: minute, requests_per_unit: 1, headers: true}\n      - {name: b, unit: hour, requests_per_unit: 2, headers: true}\n",
+        6,
+        "only one limit of 'rate_limits' can have 'headers: true' (first at line 5)",
+    );
+    assert_eq!(two.file, PathBuf::from("t.yaml"));
+    single_error(
+        "domain: d\ndescriptors:\n  - key: k\n    rate_limits:\n      - {name: a, unit: minute, requests_per_unit: 1, headers: yes please}\n",
+        5,
+        "'headers' must be true or false",
+    );
+    // A single `rate_limit` is always the one described.
+    single_error(
+        "domain: d\ndescriptors:\n  - key: k\n    rate_limit:\n      unit: minute\n      requests_per_unit: 1\n      headers: true\n",
+        7,
+        "headers",
+    );
+}
+
+#[test]
+fn a_fixed_window_rate_limit_counts_denied_hits_whatever_its_multiplier() {
+    let rules = ok("\
+domain: d
+descriptors:
+  - key: one
+    rate_limit: {unit: minute, requests_per_unit: 1}
+  - key: thirty
+    rate_limit: {unit: minute, unit_multiplier: 30, requests_per_unit: 900}
+  - key: sliding
+    rate_limit: {algorithm: sliding_window, unit: minute, requests_per_unit: 1}
+  - key: list
+    rate_limits:
+      - {name: a, unit: minute, requests_per_unit: 1}
+");
+    let counts = |key: &str| {
+        rules
+            .lookup("d", &[(key, "x")])
+            .map(|m| m.rule.counts_denied_hits)
+            .unwrap_or_else(|| panic!("no rule for {key}"))
+    };
+    assert!(counts("one"));
+    assert!(counts("thirty"), "unit_multiplier changes the window only");
+    assert!(!counts("sliding"));
+    assert!(!counts("list"));
+}
+
+#[test]
+fn a_utf8_byte_order_mark_is_accepted() {
+    let rules = ok(
+        "\u{feff}domain: bom\ndescriptors:\n  - key: k\n    rate_limit: {unit: minute, requests_per_unit: 1}\n",
+    );
+    assert_eq!(rpu(&rules, "bom", &[("k", "v")]), Some(1));
+    // Lines are still counted from the file's first line.
+    single_error(
+        "\u{feff}domain: bom\ndescriptors:\n  - key: k\n    rate_limit: {unit: minutes, requests_per_unit: 1}\n",
+        4,
+        "minutes",
+    );
+}

@@ -505,6 +505,8 @@ fn build_rule(
         quota_mode: raw.quota_mode.value,
         replaces: Vec::new(),
         reference_form: false,
+        counts_denied_hits: false,
+        header_limit: None,
         detailed_metric: raw.detailed_metric.value,
         value_to_metric: value_to_metric.to_vec(),
         name: None,
@@ -531,15 +533,20 @@ fn build_rule(
                 rule.unlimited = true;
                 rule.replaces = replaces;
                 rule.reference_form = true;
+                rule.counts_denied_hits = true;
                 rule.name = name;
                 return Some(rule);
             }
             let limit = build_limit(limit, sink)?;
-            let reference_form =
-                limit.limit.algorithm == Algorithm::FixedWindow && limit.limit.unit_multiplier == 1;
+            // One rule for counting denied hits: every single `rate_limit`
+            // on a fixed window counts them as the reference does; a longer
+            // window (`unit_multiplier`) changes the window, not the counting.
+            let fixed = limit.limit.algorithm == Algorithm::FixedWindow;
+            let reference_form = fixed && limit.limit.unit_multiplier == 1;
             let mut rule = base(vec![limit]);
             rule.replaces = replaces;
             rule.reference_form = reference_form;
+            rule.counts_denied_hits = fixed;
             rule.name = name;
             Some(rule)
         }
@@ -555,7 +562,23 @@ fn build_rule(
             let mut names: HashMap<&str, Pos> = HashMap::new();
             let mut limits = Vec::new();
             let mut ok = true;
-            for item in items {
+            let mut header_limit: Option<(usize, Pos)> = None;
+            for (index, item) in items.iter().enumerate() {
+                if item.headers.value {
+                    if let Some((_, first)) = header_limit {
+                        sink.error(
+                            item.headers.pos,
+                            &item.path,
+                            format!(
+                                "only one limit of 'rate_limits' can have 'headers: true' (first at line {})",
+                                first.line.map_or("?".to_owned(), |l| l.to_string())
+                            ),
+                        );
+                        ok = false;
+                    } else {
+                        header_limit = Some((index, item.headers.pos));
+                    }
+                }
                 match item.name.as_ref().filter(|text| !text.value.is_empty()) {
                     None => {
                         sink.error(
@@ -585,7 +608,10 @@ fn build_rule(
                     None => ok = false,
                 }
             }
-            ok.then(|| base(limits))
+            ok.then(|| Rule {
+                header_limit: header_limit.map(|(index, _)| index),
+                ..base(limits)
+            })
         }
         (None, None) => None,
     }

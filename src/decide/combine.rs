@@ -2,7 +2,9 @@
 //! the most restrictive of its limits, rule and global shadow modes, quota
 //! mode, and what a request that committed nothing reports.
 
-use super::decision::{Decision, DescriptorDecision, DescriptorDecisions, ResponseContext};
+use super::decision::{
+    Decision, DescriptorDecision, DescriptorDecisions, HeaderLimit, ResponseContext,
+};
 use super::plan::{PerRequest, Planned};
 use crate::limit::Outcome;
 use crate::rules::RuleLimit;
@@ -66,20 +68,38 @@ pub(super) fn combine(
             continue;
         };
         let limited = !plan.checks.is_empty();
-        // The most restrictive limit: a denying one that frees up last,
-        // else the one with the least remaining.
+        // The most restrictive limit: one the request can never fit, else a
+        // denying one that frees up last, else the one with the least
+        // remaining. (The `headers: true` limit is reported on its own; an
+        // uncounted one already reads as untouched: `report_uncounted`.)
         let mut chosen: Option<(&RuleLimit, &Outcome)> = None;
+        let mut header_limit = None;
+        let mut never_fits = false;
         for index in plan.checks {
+            let slot = slots.get(index).copied();
             let (Some(outcome), Some(rule_limit)) = (
                 outcomes.get(index),
-                slots.get(index).and_then(|&slot| rule.limits.get(slot)),
+                slot.and_then(|slot| rule.limits.get(slot)),
             ) else {
                 continue;
             };
+            if slot.is_some() && slot == rule.header_limit {
+                header_limit = slot.map(|slot| HeaderLimit {
+                    slot,
+                    remaining: outcome.remaining,
+                    reset_after: outcome.reset_after,
+                });
+            }
+            // A limit the request can never fit reports itself: waiting
+            // for the others would not help.
+            let never = !outcome.admitted && rule_limit.limit.never_fits(plan.hits);
             let better = match chosen {
                 None => true,
+                Some(_) if never_fits => false,
+                Some(_) if never => true,
                 Some((_, best)) => more_restrictive(outcome, best),
             };
+            never_fits |= never;
             if better {
                 chosen = Some((rule_limit, outcome));
             }
@@ -110,6 +130,8 @@ pub(super) fn combine(
             rule: Some(rule),
             shadowed,
             skipped_by: plan.skipped_by,
+            header_limit,
+            never_fits: never_fits && over_limit,
         });
     }
     // A quota-mode descriptor keeps its OVER_LIMIT status, but denies the

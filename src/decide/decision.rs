@@ -32,6 +32,24 @@ pub struct DescriptorDecision {
     /// The fallback group that answered this descriptor OK without counting
     /// it, because a more preferred shape of the group is in the request.
     pub skipped_by: Option<Arc<str>>,
+    /// The rule's `headers: true` limit, when it has one that was checked:
+    /// what a domain's response headers describe instead of `limit`.
+    pub header_limit: Option<HeaderLimit>,
+    /// The request asks for more hits than `limit`, a token bucket, ever
+    /// holds (its `burst`): no wait makes it fit, so no retry time is
+    /// offered.
+    pub never_fits: bool,
+}
+
+/// The state of a rule's `headers: true` limit after a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderLimit {
+    /// Its index in the rule's limits.
+    pub slot: usize,
+    /// Requests of size one it still admits.
+    pub remaining: u64,
+    /// Time until it resets (admitted) or admits this request (denied).
+    pub reset_after: Nanos,
 }
 
 /// The answers for a request's descriptors, in order: inline for up to two

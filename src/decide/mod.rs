@@ -46,7 +46,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
-pub use decision::{Decision, DescriptorDecision, DescriptorDecisions, ResponseContext};
+pub use decision::{
+    Decision, DescriptorDecision, DescriptorDecisions, HeaderLimit, ResponseContext,
+};
 
 pub use plan::{OVERRIDE_RULE_ID, hits_of};
 

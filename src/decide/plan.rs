@@ -53,6 +53,8 @@ pub(super) struct Plan {
     pub checks: Range<usize>,
     /// The fallback group that answers this descriptor OK uncounted.
     pub skipped_by: Option<Arc<str>>,
+    /// The hits each of its checks adds.
+    pub hits: u64,
 }
 
 /// A check before its key is bound: where its key is in the key buffer.
@@ -146,6 +148,7 @@ pub(super) fn plan(
                 rule: None,
                 checks: first..first,
                 skipped_by,
+                hits: 0,
             });
             continue;
         };
@@ -157,7 +160,7 @@ pub(super) fn plan(
                 } else {
                     u32::try_from(index).unwrap_or(u32::MAX)
                 },
-                rule.reference_form,
+                rule.counts_denied_hits,
             ),
             Counting::Peek => (0, 0, false),
         };
@@ -193,6 +196,7 @@ pub(super) fn plan(
             rule: Some(Arc::clone(rule)),
             checks: first..planned.unbound.len(),
             skipped_by,
+            hits,
         });
     }
     planned
@@ -244,6 +248,8 @@ fn match_descriptor<'r>(
             replaces: Vec::new(),
             name: None,
             reference_form: true,
+            counts_denied_hits: true,
+            header_limit: None,
             detailed_metric: false,
             value_to_metric: Vec::new(),
         };

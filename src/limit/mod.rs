@@ -153,6 +153,17 @@ impl Limit {
         }
     }
 
+    /// Whether a request of `hits` can never be admitted, however long it
+    /// waits: more than a token bucket's `burst` (a bucket that refills
+    /// never holds more). Windows are not judged here: a request of more
+    /// than `requests_per_unit` keeps its answer of the window's end.
+    pub fn never_fits(&self, hits: u64) -> bool {
+        self.algorithm == Algorithm::TokenBucket
+            && self.requests_per_unit > 0
+            && self.burst > 0
+            && hits > self.burst
+    }
+
     /// The window length in nanoseconds (never zero, saturating at `u64::MAX`).
     pub fn window(&self) -> Nanos {
         self.unit

@@ -8,7 +8,10 @@ use crate::decide::{Decision, DescriptorDecision};
 use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos};
 use crate::proto::RateLimitResponse;
 use crate::proto::envoy::config::core::v3::HeaderValue;
-use crate::rules::policy::{BodyValues, HeaderStyle, ResetFormat, ResponsePolicy};
+use crate::rules::RuleLimit;
+use crate::rules::policy::{
+    BodyValues, HeaderStyle, ResetFormat, ResponsePolicy, is_json_content_type,
+};
 
 fn header(key: &str, value: String) -> HeaderValue {
     HeaderValue {
@@ -86,21 +89,69 @@ fn status_remaining(descriptor: &DescriptorDecision) -> u32 {
 }
 
 /// The descriptor whose values a domain's headers and body report: among
-/// over-limit descriptors, the one that frees up last; else, among those
-/// with a limit, the one with the least remaining (the first on a tie).
+/// over-limit descriptors, the one that frees up last (one that can never
+/// fit first); else, among those
+/// with a limit, the one with the least remaining under the limit its
+/// headers describe (the first on a tie).
 pub fn headline(decision: &Decision) -> Option<&DescriptorDecision> {
     let mut over: Option<&DescriptorDecision> = None;
-    let mut least: Option<&DescriptorDecision> = None;
+    let mut least: Option<(&DescriptorDecision, u64)> = None;
     for descriptor in decision.descriptors.iter().filter(|d| d.limit.is_some()) {
         if descriptor.over_limit {
-            if over.is_none_or(|best| descriptor.reset_after > best.reset_after) {
+            // A request that can never fit frees up never.
+            let later = |best: &DescriptorDecision| {
+                (descriptor.never_fits, descriptor.reset_after)
+                    > (best.never_fits, best.reset_after)
+            };
+            if over.is_none_or(later) {
                 over = Some(descriptor);
             }
-        } else if least.is_none_or(|best| descriptor.remaining < best.remaining) {
-            least = Some(descriptor);
+        } else {
+            let remaining = described(descriptor).map_or(descriptor.remaining, |d| d.remaining);
+            if least.is_none_or(|(_, best)| remaining < best) {
+                least = Some((descriptor, remaining));
+            }
         }
     }
-    over.or(least)
+    over.or(least.map(|(descriptor, _)| descriptor))
+}
+
+/// The limit a domain's `X-RateLimit-*` or `RateLimit*` headers describe.
+struct Described<'d> {
+    limit: &'d RuleLimit,
+    remaining: u64,
+    reset_after: Nanos,
+}
+
+/// The rule's `headers: true` limit when it has one, else the limit the
+/// status reports (the most restrictive).
+fn described(descriptor: &DescriptorDecision) -> Option<Described<'_>> {
+    if let Some(chosen) = descriptor.header_limit
+        && let Some(limit) = descriptor
+            .rule
+            .as_ref()
+            .and_then(|rule| rule.limits.get(chosen.slot))
+    {
+        return Some(Described {
+            limit,
+            remaining: chosen.remaining,
+            reset_after: chosen.reset_after,
+        });
+    }
+    descriptor.limit.as_ref().map(|limit| Described {
+        limit,
+        remaining: descriptor.remaining,
+        reset_after: descriptor.reset_after.unwrap_or(0),
+    })
+}
+
+/// `reset_after` from `now` in a `reset:` format, rounded up.
+fn reset_value(format: ResetFormat, now: Nanos, reset_after: Nanos) -> u64 {
+    match format {
+        ResetFormat::DeltaSeconds => ceil_seconds(reset_after),
+        ResetFormat::UnixSeconds => ceil_seconds(now.saturating_add(reset_after)),
+        ResetFormat::UnixMillis => now.saturating_add(reset_after).div_ceil(1_000_000),
+    }
 }
 
 /// A domain's own headers and body.
@@ -119,12 +170,15 @@ pub(super) fn apply_policy(
     let now = decision.context.now;
     let reset_after = descriptor.reset_after.unwrap_or(0);
     let delta = ceil_seconds(reset_after);
-    let reset = match policy.reset {
-        ResetFormat::DeltaSeconds => delta,
-        ResetFormat::UnixSeconds => ceil_seconds(now.saturating_add(reset_after)),
-        ResetFormat::UnixMillis => now.saturating_add(reset_after).div_ceil(1_000_000),
-    };
+    let reset = reset_value(policy.reset, now, reset_after);
     let retry_after = delta.max(1);
+    // The headers describe the rule's `headers: true` limit if it has one;
+    // Retry-After and the body always describe the limit that denied.
+    let shown = described(descriptor).unwrap_or(Described {
+        limit: rule_limit,
+        remaining: descriptor.remaining,
+        reset_after,
+    });
     let headers = &mut response.response_headers_to_add;
     let own_headers = policy.headers != HeaderStyle::None;
     let count = match policy.headers {
@@ -142,34 +196,51 @@ pub(super) fn apply_policy(
         HeaderStyle::XRateLimit => {
             headers.push(header(
                 "X-RateLimit-Limit",
-                decimal(limit.requests_per_unit),
+                decimal(shown.limit.limit.requests_per_unit),
             ));
+            headers.push(header("X-RateLimit-Remaining", decimal(shown.remaining)));
             headers.push(header(
-                "X-RateLimit-Remaining",
-                decimal(descriptor.remaining),
+                "X-RateLimit-Reset",
+                decimal(reset_value(policy.reset, now, shown.reset_after)),
             ));
-            headers.push(header("X-RateLimit-Reset", decimal(reset)));
         }
         HeaderStyle::Ietf => {
-            let name = policy_name(descriptor);
-            let window = ceil_seconds(limit.window()).max(1);
+            let name = policy_name(shown.limit, descriptor);
+            let window = ceil_seconds(shown.limit.limit.window()).max(1);
             headers.push(header(
                 "RateLimit-Policy",
-                sf_item(name, [(";q=", limit.requests_per_unit), (";w=", window)]),
+                sf_item(
+                    name,
+                    [
+                        (";q=", shown.limit.limit.requests_per_unit),
+                        (";w=", window),
+                    ],
+                ),
             ));
             headers.push(header(
                 "RateLimit",
-                sf_item(name, [(";r=", descriptor.remaining), (";t=", delta)]),
+                sf_item(
+                    name,
+                    [
+                        (";r=", shown.remaining),
+                        (";t=", ceil_seconds(shown.reset_after)),
+                    ],
+                ),
             ));
         }
     }
     if !decision.over_limit {
         return;
     }
-    if own_headers {
+    // No wait makes a request that can never fit succeed: no retry time.
+    if own_headers && !descriptor.never_fits {
         headers.push(header("Retry-After", decimal(retry_after)));
     }
-    if let Some(template) = &policy.body {
+    if descriptor.never_fits && policy.body.is_some() {
+        response.raw_body =
+            never_fits_body(rule_limit, is_json_content_type(&policy.content_type)).into_bytes();
+        headers.push(header("content-type", String::from(&*policy.content_type)));
+    } else if let Some(template) = &policy.body {
         let rule = rule_limit
             .name
             .as_deref()
@@ -192,11 +263,10 @@ pub(super) fn apply_policy(
 
 /// The name a `RateLimit-Policy` item carries: the limit's name, else the
 /// rule's, else `default` (rule ids are internal config paths).
-fn policy_name(descriptor: &DescriptorDecision) -> &str {
-    descriptor
-        .limit
-        .as_ref()
-        .and_then(|l| l.name.as_deref())
+fn policy_name<'d>(limit: &'d RuleLimit, descriptor: &'d DescriptorDecision) -> &'d str {
+    limit
+        .name
+        .as_deref()
         .or(descriptor.rule.as_ref().and_then(|r| r.name.as_deref()))
         .unwrap_or("default")
 }
@@ -265,5 +335,27 @@ fn push_decimal(out: &mut String, mut n: u64) {
     // ASCII digits: always UTF-8.
     if let Ok(digits) = std::str::from_utf8(&digits[start..]) {
         out.push_str(digits);
+    }
+}
+
+/// The 429 body for a request that can never fit, in place of the domain's
+/// template (whose `{retry_after}` would promise a wait that cannot help).
+fn never_fits_body(rule_limit: &RuleLimit, json: bool) -> String {
+    let largest = rule_limit.limit.burst;
+    let name = rule_limit.name.as_deref().unwrap_or("the limit");
+    let message = format!(
+        "This request counts as more than the {largest} requests {name} admits at once: \
+         it can never succeed, and retrying will not help. Send it in smaller parts."
+    );
+    if json {
+        serde_json::json!({
+            "error": "request_too_large",
+            "message": message,
+            "limit": largest,
+            "never_fits": true,
+        })
+        .to_string()
+    } else {
+        message
     }
 }

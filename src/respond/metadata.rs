@@ -36,11 +36,17 @@ pub fn metadata(decision: &Decision) -> EncodedStruct {
             if let Some(name) = &rule_limit.name {
                 out.string("limit", name);
             }
+            if descriptor.never_fits {
+                out.bool("never_fits", true);
+            }
             out.number("remaining", number(descriptor.remaining));
-            out.number(
-                "reset_seconds",
-                number(ceil_seconds(descriptor.reset_after.unwrap_or(0))),
-            );
+            // A request that can never fit has no time to wait for.
+            if !descriptor.never_fits {
+                out.number(
+                    "reset_seconds",
+                    number(ceil_seconds(descriptor.reset_after.unwrap_or(0))),
+                );
+            }
         }
         if let Some(rule) = &descriptor.rule {
             out.string("rule", &rule.id);
@@ -142,10 +148,14 @@ mod tests {
                         fields.insert("limit".to_owned(), string_value(name));
                     }
                     fields.insert("remaining".to_owned(), number_value(descriptor.remaining));
-                    fields.insert(
-                        "reset_seconds".to_owned(),
-                        number_value(ceil_seconds(descriptor.reset_after.unwrap_or(0))),
-                    );
+                    if descriptor.never_fits {
+                        fields.insert("never_fits".to_owned(), bool_value(true));
+                    } else {
+                        fields.insert(
+                            "reset_seconds".to_owned(),
+                            number_value(ceil_seconds(descriptor.reset_after.unwrap_or(0))),
+                        );
+                    }
                     fields.insert("used".to_owned(), number_value(descriptor.used));
                 }
                 if descriptor.shadowed {
@@ -189,6 +199,8 @@ mod tests {
             replaces: Vec::new(),
             name: None,
             reference_form: false,
+            counts_denied_hits: false,
+            header_limit: None,
             detailed_metric: false,
             value_to_metric: Vec::new(),
         })
@@ -253,6 +265,8 @@ mod tests {
             shadowed: true,
             used: 905,
             skipped_by: Some("identity".into()),
+            header_limit: None,
+            never_fits: false,
         };
         let unlimited = DescriptorDecision {
             rule: Some(rule("d.unlimited", true)),
@@ -310,12 +324,13 @@ mod tests {
                 any::<bool>(),
                 any::<u64>(),
                 proptest::option::of(text()),
+                any::<bool>(),
             ),
         )
             .prop_map(
                 |(
                     (over_limit, limit, remaining, reset_after),
-                    (rule_of, shadowed, used, skipped),
+                    (rule_of, shadowed, used, skipped, never_fits),
                 )| {
                     DescriptorDecision {
                         over_limit,
@@ -329,6 +344,8 @@ mod tests {
                         shadowed,
                         used,
                         skipped_by: skipped.map(Into::into),
+                        header_limit: None,
+                        never_fits,
                     }
                 },
             )

@@ -23,8 +23,11 @@
 //!   descriptor, see [`headline`]. `X-RateLimit-Limit` and `q=` are that
 //!   limit's `requests_per_unit`, also when its window is several units
 //!   (`unit_multiplier`) or its rule has several limits: the limit reported
-//!   is the one closest to denying. `Retry-After` (seconds, rounded up, at
-//!   least 1) is added when the overall code is OVER_LIMIT.
+//!   is the one closest to denying, unless the rule marks one limit
+//!   `headers: true`. `Retry-After` (seconds, rounded up, at least 1) is
+//!   added when the overall code is OVER_LIMIT, except for a request that
+//!   can never fit (more hits than a token bucket's `burst`), which gets a
+//!   body saying so in place of the template and no retry time.
 //! - With a body: `content-type`, on OVER_LIMIT only (so it never replaces
 //!   the upstream's on OK answers).
 //!
@@ -49,7 +52,9 @@
 //!   `limit` (the reported limit's name, when it has one); `remaining`,
 //!   `reset_seconds` (rounded up) and `used` (count including this request)
 //!   when a limit applied; `shadowed: true` when the rule's shadow mode
-//!   turned OVER_LIMIT into OK; `unlimited: true` for an unlimited rule;
+//!   turned OVER_LIMIT into OK; `never_fits: true` (without
+//!   `reset_seconds`) for a request that can never fit; `unlimited: true`
+//!   for an unlimited rule;
 //!   `fallback: <group>` when a fallback group answered it OK uncounted.
 //!
 //! In an access log: `%DYNAMIC_METADATA(envoy.filters.http.ratelimit:overall)%`

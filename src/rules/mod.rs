@@ -111,9 +111,18 @@ pub struct Rule {
     /// has no [`RuleLimit`] to carry it); `None` for `rate_limits`, whose
     /// limits are named one by one.
     pub name: Option<Arc<str>>,
-    /// The limits were written as one reference `rate_limit` (fixed window):
-    /// over-limit hits are counted, as the reference does.
+    /// The limits were written as one reference `rate_limit` (a fixed window
+    /// of one unit): `/rlconfig` prints it as the reference does.
     pub reference_form: bool,
+    /// The rule is one `rate_limit` on a fixed window, whatever its
+    /// `unit_multiplier`: hits of denied requests are counted, as the
+    /// reference counts them. Sliding windows, token buckets and
+    /// `rate_limits` lists count admitted hits only.
+    pub counts_denied_hits: bool,
+    /// The index in `limits` of the limit that a domain's `response.headers`
+    /// describe (`headers: true` on one item of `rate_limits`); `None`: the
+    /// most restrictive limit, as for the status.
+    pub header_limit: Option<usize>,
     /// `detailed_metric: true` on the rule's descriptor. The reference then
     /// names its stats after the request's values; `id` never does, so a
     /// metrics layer that honours this must bound the cardinality itself.

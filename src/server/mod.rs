@@ -11,6 +11,7 @@
 mod admin;
 mod aging;
 mod grpc;
+mod health_watch;
 mod http;
 pub(crate) mod json;
 mod malformed;
@@ -52,6 +53,45 @@ pub struct Listeners {
     pub grpc: SocketAddr,
     /// The HTTP address (`/json`, `/healthcheck`).
     pub http: SocketAddr,
+}
+
+/// Which of the server's listeners an address is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// The gRPC address.
+    Grpc,
+    /// The HTTP address.
+    Http,
+    /// The admin address.
+    Admin,
+}
+
+/// A listener that could not be bound, carried inside the `io::Error`
+/// [`start_with`] returns (find it with `get_ref` and `downcast_ref`), so
+/// that the command line can name the flag that set the address.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} ({listener:?} address): {source}")]
+pub struct BindError {
+    /// The listener.
+    pub listener: ListenerKind,
+    /// The address it was asked to bind.
+    pub addr: SocketAddr,
+    /// Why it could not.
+    #[source]
+    pub source: std::io::Error,
+}
+
+async fn bind(listener: ListenerKind, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|source| {
+        std::io::Error::new(
+            source.kind(),
+            BindError {
+                listener,
+                addr,
+                source,
+            },
+        )
+    })
 }
 
 /// What [`start_with`] adds to [`start`].
@@ -167,10 +207,10 @@ pub async fn start_with<S: CounterStore>(
     if let Some(tls) = &options.tls {
         grpc_builder = tls.apply(grpc_builder).map_err(std::io::Error::other)?;
     }
-    let grpc_listener = TcpListener::bind(listeners.grpc).await?;
-    let http_listener = TcpListener::bind(listeners.http).await?;
+    let grpc_listener = bind(ListenerKind::Grpc, listeners.grpc).await?;
+    let http_listener = bind(ListenerKind::Http, listeners.http).await?;
     let admin_listener = match options.admin {
-        Some(addr) => Some(TcpListener::bind(addr).await?),
+        Some(addr) => Some(bind(ListenerKind::Admin, addr).await?),
         None => None,
     };
     let grpc_addr = grpc_listener.local_addr()?;
@@ -210,7 +250,10 @@ pub async fn start_with<S: CounterStore>(
         tasks.push(reload::spawn(Arc::clone(reloader), signal.clone()));
     }
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let health_reporter = tonic_health::server::HealthReporter::new();
+    // Ends open `Watch` streams once shutdown has told health checkers.
+    let (end_health_streams, health_streams_ended) = watch::channel(false);
+    let health_service = health_watch::service(health_reporter.clone(), health_streams_ended);
     let rls_name = <RateLimitServiceServer<GrpcService<S>> as tonic::server::NamedService>::NAME;
     // Set now, not only in the follower task: the reporter starts with ""
     // serving, which must not be seen before rules are loaded.
@@ -222,10 +265,18 @@ pub async fn start_with<S: CounterStore>(
         signal.clone(),
     ));
     tasks.push(spawn_upkeep(Arc::clone(&metrics), signal.clone()));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: grpcurl and grpcui speak v1, while
+    // grpcio-reflection, older grpcurl and Postman still ask v1alpha.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .map_err(std::io::Error::other)?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
         .map_err(std::io::Error::other)?;
 
     let grpc_service = malformed::Malformed(
@@ -240,6 +291,7 @@ pub async fn start_with<S: CounterStore>(
         grpc_builder
             .add_service(health_service)
             .add_service(reflection)
+            .add_service(reflection_v1alpha)
             .add_service(grpc_service)
             .serve_with_incoming_shutdown(
                 grpc_incoming(grpc_listener)
@@ -253,6 +305,9 @@ pub async fn start_with<S: CounterStore>(
                     health_reporter
                         .set_service_status(HEALTH_SERVICE_NAME, ServingStatus::NotServing)
                         .await;
+                    // A `Watch` stream never ends by itself: end them, or the
+                    // drain waits for them for the whole grace period.
+                    let _ = end_health_streams.send(true);
                 },
             )
             .await

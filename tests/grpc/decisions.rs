@@ -1237,38 +1237,64 @@ async fn grpc_health_reports_serving_for_the_server_and_ratelimit() {
     s.shutdown().await;
 }
 
+/// The services a reflection client of version `$v` (`v1`, `v1alpha`)
+/// lists at `$addr`.
+macro_rules! reflected_services {
+    ($v:ident, $addr:expr) => {{
+        use tonic_reflection::pb::$v::ServerReflectionRequest;
+        use tonic_reflection::pb::$v::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$v::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$v::server_reflection_response::MessageResponse;
+        let mut reflection = ServerReflectionClient::new(channel($addr).await);
+        let ask = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = reflection
+            .server_reflection_info(tokio_stream::iter(vec![ask]))
+            .await
+            .expect("reflection stream")
+            .into_inner();
+        let answer = answers
+            .message()
+            .await
+            .expect("an answer")
+            .expect("one message");
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("expected a service list, got {answer:?}");
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
+    }};
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_reflection_lists_the_rate_limit_service() {
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     let s = TestServer::start(TEN).await;
-    let mut reflection = ServerReflectionClient::new(channel(s.grpc_addr).await);
-    let ask = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = reflection
-        .server_reflection_info(tokio_stream::iter(vec![ask]))
-        .await
-        .expect("reflection stream")
-        .into_inner();
-    let answer = answers
-        .message()
-        .await
-        .expect("an answer")
-        .expect("one message");
-    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-        panic!("expected a service list, got {answer:?}");
-    };
-    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    let names = reflected_services!(v1, s.grpc_addr);
+    let has = |name: &str| names.iter().any(|n| n == name);
     assert!(
-        names.contains(&"envoy.service.ratelimit.v3.RateLimitService"),
+        has("envoy.service.ratelimit.v3.RateLimitService"),
         "{names:?}"
     );
-    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
-    drop(answers);
+    assert!(has("grpc.health.v1.Health"), "{names:?}");
+    s.shutdown().await;
+}
+
+/// grpcio-reflection, older grpcurl and grpcui, and Postman ask the
+/// `v1alpha` reflection service; it answers as `v1` does.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_reflection_v1alpha_lists_the_rate_limit_service() {
+    let s = TestServer::start(TEN).await;
+    let names = reflected_services!(v1alpha, s.grpc_addr);
+    assert!(
+        names
+            .iter()
+            .any(|n| n == "envoy.service.ratelimit.v3.RateLimitService"),
+        "{names:?}"
+    );
     s.shutdown().await;
 }
 

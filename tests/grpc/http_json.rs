@@ -184,3 +184,43 @@ async fn unknown_path_is_404() {
     assert_eq!(answer.status, 404, "{answer:?}");
     s.shutdown().await;
 }
+
+/// Numbers as f64, so that protobuf `Struct` numbers (`99.0`) compare
+/// equal to the README's `99`.
+fn numbers_as_f64(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => n.as_f64().map_or(Value::Null, Value::from),
+        Value::Array(items) => Value::Array(items.into_iter().map(numbers_as_f64).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, numbers_as_f64(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The README's quick-start answer is the real answer to its request (the
+/// same as over gRPC, in protobuf JSON), dynamic metadata included, 42 s
+/// before the minute ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readme_quick_start_answer_is_the_real_one() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .expect("read README.md");
+    let after = readme
+        .split("RateLimitService/ShouldRateLimit\n```\n\n```json\n")
+        .nth(1)
+        .expect("the quick start's answer block");
+    let shown: serde_json::Value =
+        serde_json::from_str(after.split("\n```").next().expect("the end of the block"))
+            .expect("the README's answer is JSON");
+    let s = TestServer::shipped_at(harness::secs(harness::HOUR_START + 18)).await;
+    let ask = r#"{"domain": "exotel", "descriptors": [{"entries": [
+        {"key": "account", "value": "acme"}, {"key": "api_category", "value": "bridges"}]}]}"#;
+    let answer = http(s.http_addr, "POST", "/json", Some(ask)).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(numbers_as_f64(answer.json()), numbers_as_f64(shown));
+    s.shutdown().await;
+}

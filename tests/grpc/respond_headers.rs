@@ -445,3 +445,43 @@ async fn dynamic_metadata_names_rules_and_counts() {
     assert!(r.dynamic_metadata.is_none());
     h.shutdown().await;
 }
+
+/// A request larger than a token bucket's burst can never be admitted: the
+/// answer says so (body and metadata) and offers no retry time, where it
+/// used to say `Retry-After: 60`. A request that merely has to wait still
+/// gets its Retry-After.
+#[tokio::test]
+async fn a_request_larger_than_the_bucket_is_told_it_can_never_fit() {
+    let yaml = domain("  headers: x-ratelimit\n  body: '{\"retry_after\": {retry_after}}'\n");
+    let mut h = TestServer::yaml_at(&yaml, NOW).await;
+    let bucket: &[(&str, &str)] = &[("bucket", "b1")];
+    let mut too_large = request("hdr", &[bucket]);
+    too_large.hits_addend = 11;
+    let r = h.send(too_large).await;
+    assert!(is_over(&r));
+    assert_eq!(header(&r, "Retry-After"), None);
+    assert_eq!(header(&r, "X-RateLimit-Limit"), Some("10"));
+    let body = body_json(&r);
+    assert_eq!(body["never_fits"], json!(true), "{body}");
+    assert_eq!(body["limit"], json!(10));
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("can never succeed")),
+        "{body}"
+    );
+    let meta = metadata(&r);
+    assert_eq!(meta["descriptors"][0]["never_fits"], json!(true), "{meta}");
+    assert_eq!(meta["descriptors"][0].get("reset_seconds"), None, "{meta}");
+
+    // The whole bucket fits once; then one more must wait 6 s.
+    let mut whole = request("hdr", &[bucket]);
+    whole.hits_addend = 10;
+    assert!(!is_over(&h.send(whole).await));
+    let r = h.should("hdr", &[bucket]).await;
+    assert!(is_over(&r));
+    assert_eq!(header(&r, "Retry-After"), Some("6"));
+    assert_eq!(body_json(&r), json!({"retry_after": 6}));
+    assert_eq!(metadata(&r)["descriptors"][0].get("never_fits"), None);
+    h.shutdown().await;
+}

@@ -68,19 +68,48 @@ async fn courses_headers_and_429_body_match_the_seed() {
     );
     h.shutdown().await;
 
-    // A fresh key: every answer carries the headers; the burst limit is the
-    // one reported while it is the tighter one.
+    // A fresh key: every answer carries the headers, and they describe the
+    // hourly quota ("Maximum requests allowed per hour", `headers: true`),
+    // not the burst allowance, which is closer to denying; the status still
+    // reports the burst.
     let mut h = TestServer::shipped_at(secs(HOUR_START)).await;
     let r = h.should("courses", &[key]).await;
+    assert_eq!(limit_name(&r, 0), Some("professional_burst"));
+    let hourly_reset = header(&r, "X-RateLimit-Reset")
+        .and_then(|v| v.parse::<u64>().ok())
+        .expect("a reset");
+    assert!(hourly_reset > HOUR_START + 3600, "{hourly_reset}");
     assert_eq!(
         headers(&r),
         pairs(&[
-            ("X-RateLimit-Limit", "100"),
-            ("X-RateLimit-Remaining", "99"),
-            // The bucket is full again 0.6 s later: rounded up.
-            ("X-RateLimit-Reset", &(HOUR_START + 1).to_string()),
+            ("X-RateLimit-Limit", "1000"),
+            ("X-RateLimit-Remaining", "999"),
+            ("X-RateLimit-Reset", &hourly_reset.to_string()),
         ])
     );
+    // The seed's usage warning: 80% of the hourly quota used shows as such.
+    let mut r = r;
+    for _ in 0..8 {
+        h.clock.advance(secs(60));
+        r = h.send(with_hits(request("courses", &[key]), 100)).await;
+        assert!(!is_over(&r));
+    }
+    let limit: f64 = header(&r, "X-RateLimit-Limit")
+        .and_then(|v| v.parse().ok())
+        .expect("limit");
+    let left: f64 = header(&r, "X-RateLimit-Remaining")
+        .and_then(|v| v.parse().ok())
+        .expect("remaining");
+    assert_eq!((limit, left), (1000.0, 199.0), "801 of the hour used");
+    assert!((limit - left) / limit * 100.0 > 80.0);
+    // Denied by the burst: the headers still describe the hourly quota;
+    // Retry-After is the burst's wait.
+    let r = h.send(with_hits(request("courses", &[key]), 100)).await;
+    assert!(is_over(&r));
+    assert_eq!(limit_name(&r, 0), Some("professional_burst"));
+    assert_eq!(header(&r, "X-RateLimit-Limit"), Some("1000"));
+    assert_eq!(header(&r, "X-RateLimit-Remaining"), Some("199"));
+    assert_eq!(header(&r, "Retry-After"), Some("60"));
     h.shutdown().await;
 }
 
@@ -92,14 +121,21 @@ async fn courses_plans_and_negotiated_override() {
     let plan = |plan: &'static str, key: &'static str| -> Vec<(&'static str, &'static str)> {
         vec![("plan", plan), ("api_key", key)]
     };
+    // X-RateLimit-Limit is the hourly quota, whatever is closer to denying.
     let cases = [
-        ("professional", "key-a", 100, "professional_burst"),
-        ("enterprise", "key-b", 500, "enterprise_burst"),
-        ("custom", "key-northwind-trading", 2000, "northwind_burst"),
+        ("professional", "key-a", 100, "professional_burst", 1000),
+        ("enterprise", "key-b", 500, "enterprise_burst", 10_000),
+        (
+            "custom",
+            "key-northwind-trading",
+            2000,
+            "northwind_burst",
+            50_000,
+        ),
         // A custom-plan key without a contract gets the professional limits.
-        ("custom", "key-unlisted", 100, "custom_default_burst"),
+        ("custom", "key-unlisted", 100, "custom_default_burst", 1000),
     ];
-    for (tier, key, burst, name) in cases {
+    for (tier, key, burst, name, hourly) in cases {
         let descriptor = plan(tier, key);
         let r = h
             .send(with_hits(request("courses", &[&descriptor]), burst))
@@ -109,7 +145,11 @@ async fn courses_plans_and_negotiated_override() {
         assert_eq!(limit_name(&r, 0), Some(name));
         assert_eq!(
             header(&r, "X-RateLimit-Limit"),
-            Some(burst.to_string().as_str())
+            Some(hourly.to_string().as_str())
+        );
+        assert_eq!(
+            header(&r, "X-RateLimit-Remaining"),
+            Some((hourly - burst).to_string().as_str())
         );
         let r = h.should("courses", &[&descriptor]).await;
         assert!(is_over(&r), "{tier}/{key}: one more is too many");
@@ -195,6 +235,15 @@ async fn campaigns_headers_match_the_seed() {
     h.shutdown().await;
 }
 
+/// The seed's 429 body, 296 s before the window ends at `reset`.
+fn xola_body(current: u64, reset: u64) -> serde_json::Value {
+    json!({
+        "message": "Too many requests, please try again later.",
+        "rateLimit": {"limit": 900, "current": current, "remaining": 0,
+                      "resetTime": reset, "retryInSeconds": 296}
+    })
+}
+
 /// Seed "Xola — Rate Limiting": the example 429 (Retry-After: 296) with its
 /// JSON body, and the user/seller/IP comparison order.
 #[tokio::test]
@@ -223,14 +272,7 @@ async fn xola_headers_body_and_identity_order_match_the_seed() {
             ("content-type", "application/json"),
         ])
     );
-    assert_eq!(
-        body_json(&r),
-        json!({
-            "message": "Too many requests, please try again later.",
-            "rateLimit": {"limit": 900, "current": 901, "remaining": 0,
-                          "resetTime": reset, "retryInSeconds": 296}
-        })
-    );
+    assert_eq!(body_json(&r), xola_body(901, reset));
     // Without a seller the user is limited on their own counter, which the
     // requests above did not touch; without a user, the IP.
     let r = h.should("xola", &[all[1], all[2]]).await;
@@ -238,6 +280,30 @@ async fn xola_headers_body_and_identity_order_match_the_seed() {
     assert_eq!(header(&r, "X-RateLimit-Remaining"), Some("899"));
     let r = h.should("xola", &[all[2]]).await;
     assert_eq!(remaining(&r), [899]);
+    h.shutdown().await;
+}
+
+/// The seed's example body shows `"current": 905`: a fixed-window
+/// `rate_limit` counts denied requests whatever its `unit_multiplier`, so the
+/// fifth request over the 900 of a 30-minute window reads 905.
+#[tokio::test]
+async fn xola_body_current_counts_denied_requests_as_in_the_seed() {
+    let mut h = TestServer::shipped_at(secs(HOUR_START + 1504)).await;
+    let pair: &[(&str, &str)] = &[("user", "u1"), ("seller", "s1")];
+    let r = h.send(with_hits(request("xola", &[pair]), 900)).await;
+    assert!(!is_over(&r));
+    let mut currents = Vec::new();
+    for _ in 0..4 {
+        let r = h.should("xola", &[pair]).await;
+        assert!(is_over(&r));
+        currents.push(body_json(&r)["rateLimit"]["current"].clone());
+    }
+    assert_eq!(currents, [901, 902, 903, 904].map(|n| json!(n)));
+    // The fifth denied request: the seed's example body, 296 s before the
+    // window ends.
+    let r = h.should("xola", &[pair]).await;
+    assert_eq!(header(&r, "Retry-After"), Some("296"));
+    assert_eq!(body_json(&r), xola_body(905, HOUR_START + 1800));
     h.shutdown().await;
 }
 
@@ -298,4 +364,33 @@ async fn exotel_429_body_matches_the_seed() {
         }}})
     );
     h.shutdown().await;
+}
+
+/// Explo's export route carries both descriptors. A denied export request
+/// still counts against the requestor's 180 a minute (each descriptor is
+/// counted on its own, as in the reference); with
+/// STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT it charges only the export cap
+/// it exceeded. The README's explo paragraph says exactly this.
+#[tokio::test]
+async fn explo_denied_exports_and_the_per_ip_quota() {
+    let ip: &[(&str, &str)] = &[("remote_address", "198.51.100.9")];
+    let pdf: &[(&str, &str)] = &[
+        ("remote_address", "198.51.100.9"),
+        ("path", "/embed/export/dashboard/pdf"),
+    ];
+    for (stop, per_ip_left) in [(false, 180 - 25), (true, 180 - 20)] {
+        let options = floodgate::decide::ServiceOptions {
+            stop_increment_when_over_limit: stop,
+            ..Default::default()
+        };
+        let mut h = TestServer::serve_at(shipped_rules(), options, secs(HOUR_START)).await;
+        for n in 1..=25 {
+            let r = h.should("explo", &[ip, pdf]).await;
+            assert_eq!(is_over(&r), n > 20, "export {n}");
+        }
+        // A plain request: its own hit, after those of the exports.
+        let r = h.should("explo", &[ip]).await;
+        assert_eq!(remaining(&r), [per_ip_left - 1], "stop={stop}");
+        h.shutdown().await;
+    }
 }

@@ -9,7 +9,8 @@
 //! - [`http`]: a minimal HTTP/1.1 client over a plain TCP stream;
 //! - [`process`]: the `floodgate` binary as a child process, free ports;
 //! - [`redis`]: a `redis-server` of the test's own on a free port;
-//! - [`tls`]: a test CA that signs server and client certificates.
+//! - [`tls`]: a test CA that signs server and client certificates;
+//! - [`tools`]: the external programs some tests run, checked all at once.
 
 #![allow(dead_code, unused_imports)] // each test crate uses a different subset
 
@@ -19,6 +20,7 @@ pub mod process;
 pub mod redis;
 pub mod server;
 pub mod tls;
+pub mod tools;
 
 use floodgate::proto::{
     Code, Entry, RateLimitDescriptor, RateLimitOverride, RateLimitRequest, RateLimitResponse,

@@ -181,17 +181,3 @@ pub fn one_rule(domain: &str, key: &str, value: &str, per_day: u32) -> String {
         "domain: {domain}\ndescriptors:\n  - key: {key}\n    value: {value}\n    rate_limit:\n      unit: day\n      requests_per_unit: {per_day}\n"
     )
 }
-
-/// An external tool a test needs: the path in `$env`, else `default`.
-/// Fails (never skips) when it is missing, saying how to install it.
-pub fn required_tool(env: &str, default: &str, what: &str, install: &str) -> std::path::PathBuf {
-    let path = std::env::var_os(env)
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(default));
-    assert!(
-        path.exists(),
-        "{what} needs {} (not found): install it with `{install}`, or set {env}",
-        path.display()
-    );
-    path
-}

@@ -114,6 +114,16 @@ pub async fn connect_plain(port: u16) -> tonic::transport::Channel {
     }
 }
 
+/// `serve` arguments for free loopback ports on all three listeners.
+pub const ANY_LOOPBACK_PORTS: [&str; 6] = [
+    "--grpc-addr",
+    "127.0.0.1:0",
+    "--http-addr",
+    "127.0.0.1:0",
+    "--admin-addr",
+    "127.0.0.1:0",
+];
+
 /// A `floodgate serve` process on free loopback ports, killed on drop.
 pub struct ServeProcess {
     pub child: Child,
@@ -152,16 +162,8 @@ pub fn spawn_serve_in(cwd: &Path, args: &[&str]) -> ServeProcess {
         .env_remove("RUNTIME_ROOT")
         .arg("serve")
         .args(args)
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-        ])
+        .args(ANY_LOOPBACK_PORTS)
+        .args(["--log-format", "json"])
         .env_remove("SHADOW_MODE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -48,18 +48,15 @@ impl RedisServer {
     /// Starts redis-server on `self.port`; true once it answers there and
     /// is this one (its working directory is this server's).
     fn try_start(&mut self) -> bool {
-        let child = Command::new("redis-server")
+        let binary = super::tools::required("redis-server");
+        let child = Command::new(&binary)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run redis-server ({e}): install it with `apt-get install redis-server`"
-                )
-            });
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
         self.child = Some(child);
         let ours = self
             .dir
@@ -102,7 +99,7 @@ impl RedisServer {
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
+        let out = Command::new(super::tools::required("redis-cli"))
             .args(["-p", &self.port.to_string()])
             .args(args)
             .output()

@@ -170,14 +170,7 @@ fn serve_refuses_a_bad_config_with_the_same_message() {
     let out = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&path)
-        .args([
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
+        .args(harness::process::ANY_LOOPBACK_PORTS)
         .stdin(Stdio::null())
         .output()
         .expect("run floodgate serve");
@@ -343,4 +336,152 @@ fn check_without_a_config_says_it_checks_the_built_in_rules() {
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("built into the binary"), "{stderr}");
     assert!(text(&out.stdout).contains("xola"), "{}", text(&out.stdout));
+}
+
+/// An address in use is named, with the flag that set it.
+#[test]
+fn serve_names_the_address_and_the_flag_when_a_port_is_taken() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write(dir.path(), "rules.yaml", GOOD_A);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    for (flag, env) in [
+        ("--grpc-addr", "FLOODGATE_GRPC_ADDR"),
+        ("--http-addr", "FLOODGATE_HTTP_ADDR"),
+        ("--admin-addr", "FLOODGATE_ADMIN_ADDR"),
+    ] {
+        let mut args = harness::process::ANY_LOOPBACK_PORTS.to_vec();
+        let at = args.iter().position(|a| *a == flag).expect("the flag") + 1;
+        args[at] = &addr;
+        let out = Command::new(BIN)
+            .args(["serve", "--config-watch", "false"])
+            .args(&args)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run floodgate serve");
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag}: {out:?}");
+        assert!(
+            stderr.contains(&format!("cannot listen on {addr}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(flag) && stderr.contains(env), "{stderr}");
+        assert!(stderr.contains("in use"), "{stderr}");
+    }
+    drop(taken);
+}
+
+/// Logs written to a pipe (or a file) carry no ANSI colour codes.
+#[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write(dir.path(), "rules.yaml", GOOD_A);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config-watch", "false", "--log-format", "text"])
+        .args(harness::process::ANY_LOOPBACK_PORTS)
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start floodgate");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut seen = Vec::new();
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        let serving = line.contains("floodgate serving");
+        seen.push(line);
+        if serving {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.last().is_some_and(|l| l.contains("floodgate serving")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().all(|line| !line.contains('\u{1b}')),
+        "colour codes in a pipe: {seen:?}"
+    );
+}
+
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md")
+}
+
+/// The README's "Command line" table names every flag and environment
+/// variable that `floodgate serve --help` lists.
+#[test]
+fn the_readme_command_line_table_lists_every_serve_flag() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .expect("run serve --help");
+    let help = text(&out.stdout);
+    let readme = readme();
+    let table = readme
+        .split("## Command line")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Command line section");
+    let mut missing = Vec::new();
+    for word in help.split_whitespace() {
+        let word = word.trim_end_matches(',');
+        let flag = word
+            .strip_prefix("--")
+            .filter(|f| f.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .filter(|f| !f.is_empty() && *f != "help");
+        if let Some(flag) = flag
+            && !table.contains(&format!("`--{flag}`"))
+            && !table.contains(&format!("`--{flag} "))
+        {
+            missing.push(format!("--{flag}"));
+        }
+    }
+    for env in help.split("[env: ").skip(1) {
+        let name: String = env
+            .chars()
+            .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+            .collect();
+        if !table.contains(&format!("`{name}`")) {
+            missing.push(name);
+        }
+    }
+    missing.dedup();
+    assert!(missing.is_empty(), "not in the README's table: {missing:?}");
+}
+
+/// The README's example of an invalid config prints exactly what `check`
+/// prints for it.
+#[test]
+fn the_readme_config_error_example_is_what_check_prints() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("config")).expect("mkdir");
+    write(
+        &dir.path().join("config"),
+        "acme.yaml",
+        "domain: acme\ndescriptors:\n  - key: user\n    rate_limit:\n      requests_per_unit: 10\n      unit: minutes\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config", "config/"])
+        .current_dir(dir.path())
+        .env_remove("FLOODGATE_CONFIG")
+        .output()
+        .expect("run floodgate check");
+    assert!(!out.status.success());
+    let printed = text(&out.stderr);
+    let readme = readme();
+    assert!(
+        readme.contains(&format!("```\n{}```", printed)),
+        "the README does not show:\n{printed}"
+    );
+    assert!(readme.contains(
+        "domain: acme\ndescriptors:\n  - key: user\n    rate_limit:\n      requests_per_unit: 10\n      unit: minutes\n"
+    ));
 }

@@ -333,3 +333,34 @@ async fn the_page_and_its_assets_are_served_with_the_data_inlined() {
     assert_eq!(code, 400, "{body}");
     server.running.shutdown().await.expect("clean shutdown");
 }
+
+/// Envoy sends descriptor values of up to 64 KiB; the dashboard's data
+/// shows the first 256 bytes of one and its full length, so a page that
+/// polls every 2 s does not carry it in full.
+#[tokio::test]
+async fn a_64_kib_descriptor_value_is_shortened_in_the_data() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("rules.yaml");
+    std::fs::write(&path, RULES).expect("write");
+    let server = start(&path, Setup::default()).await;
+    let mut client = server.grpc().await;
+    // Multi-byte characters, so the cut has to find a character boundary.
+    let huge = "é".repeat(32 * 1024);
+    assert_eq!(huge.len(), 64 * 1024);
+    assert_eq!(
+        decide(&mut client, request_one("dash", &[("user", &huge)])).await,
+        OK
+    );
+    let (code, body) = http_get(server.admin(), "/dashboard/data").await;
+    assert_eq!(code, 200);
+    assert!(body.len() < 16 * 1024, "{} bytes of data", body.len());
+    let data: Value = serde_json::from_str(&body).expect("JSON");
+    let entry = &data["top"]["entries"][0]["entries"][0];
+    assert_eq!(entry["key"], "user");
+    assert_eq!(entry["value_bytes"], 64 * 1024);
+    let value = entry["value"].as_str().expect("a value");
+    assert!(value.ends_with('…'), "{value}");
+    assert!(value.len() <= 256 + '…'.len_utf8(), "{}", value.len());
+    assert!(huge.starts_with(value.trim_end_matches('…')));
+    server.running.shutdown().await.expect("clean shutdown");
+}

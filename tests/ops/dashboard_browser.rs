@@ -57,12 +57,7 @@ descriptors:
 ";
 
 fn chromium() -> PathBuf {
-    harness::ops::required_tool(
-        "FLOODGATE_CHROMIUM",
-        "/usr/bin/chromium",
-        "the dashboard browser test",
-        "apt-get install chromium",
-    )
+    harness::tools::required("chromium")
 }
 
 /// Runs headless chromium on `url` with `extra` arguments; returns stdout.
@@ -99,6 +94,17 @@ async fn run_chromium(url: String, extra: Vec<String>) -> String {
     })
     .await
     .expect("the chromium task")
+}
+
+/// The DOM of `url` after the page's JS ran (chromium `--dump-dom` with
+/// `extra` arguments) and the attributes of its `<body>`; fails when the
+/// page's JS reported an error.
+async fn rendered_dom(url: String, mut extra: Vec<String>) -> (String, Vec<(String, String)>) {
+    extra.push("--dump-dom".to_owned());
+    let dom = run_chromium(url, extra).await;
+    let body = tags(&dom, "body").into_iter().next().expect("a body");
+    assert_eq!(attr(&body, "data-error"), None, "the page's JS failed");
+    (dom, body)
 }
 
 /// The attributes of every `<tag ...>` in `html`, in document order.
@@ -242,17 +248,12 @@ async fn the_page_renders_live_data_in_a_real_browser_and_is_screenshotted() {
 
     // The DOM after the page's JS ran and polled once more (the budget is
     // virtual time: chromium lets the 2 s poll timer and its fetch finish).
-    let dom = run_chromium(
+    let (dom, body) = rendered_dom(
         format!("http://{admin}/dashboard?step=1"),
-        vec![
-            "--virtual-time-budget=5000".to_owned(),
-            "--dump-dom".to_owned(),
-        ],
+        vec!["--virtual-time-budget=5000".to_owned()],
     )
     .await;
-    let body = tags(&dom, "body");
-    let body = body.first().expect("a body");
-    assert_eq!(attr(body, "data-error"), None, "the page's JS failed");
+    let body = &body;
     assert!(
         attr(body, "data-renders").and_then(|n| n.parse::<u32>().ok()) >= Some(2),
         "the page rendered the inlined data and then polled: {body:?}"
@@ -330,5 +331,104 @@ async fn the_page_renders_live_data_in_a_real_browser_and_is_screenshotted() {
     assert!(png.len() > 20_000, "a screenshot with content");
     println!("dashboard screenshot: {}", shot.display());
     drop(browser);
+    server.running.shutdown().await.expect("clean shutdown");
+}
+
+/// The shipped rules under traffic that reaches their deepest (longest)
+/// rule ids, some of them limiting, plus a request limit override and a
+/// 64 KiB descriptor value: at 1400 px nothing on the page is wider than
+/// its card, and the override's `<domain>.(override)` pseudo-rule is not
+/// listed as a rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shipped_rules_fit_a_1400_px_window() {
+    let _ = chromium();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let server = start(&config, Setup::default()).await;
+    let admin = server.admin();
+    let mut client = server.grpc().await;
+    let huge = "v".repeat(64 * 1024);
+    let deep: [&[(&str, &str)]; 6] = [
+        &[
+            ("account", "acme-telephony-enterprise-account"),
+            ("api_category", "legs"),
+            ("region", "ap-southeast-2"),
+            ("plan", "enterprise"),
+        ],
+        &[
+            ("account", "acme"),
+            ("api_category", "recordings"),
+            ("region", "eu-west-1"),
+            ("plan", "platinum-annual"),
+        ],
+        &[("plan", "Professional"), ("api_key", "key-acme")],
+        &[
+            ("api_key", "key-acme"),
+            ("route", "GET /v1/campaigns/:id/statistics"),
+        ],
+        &[("user", "u1"), ("seller", "s1")],
+        &[("user", &huge)],
+    ];
+    for descriptor in deep {
+        let domain = match descriptor[0].0 {
+            "account" => "exotel",
+            "plan" => "courses",
+            "user" => "xola",
+            _ => "campaigns",
+        };
+        let mut over = request(domain, &[descriptor]);
+        over.hits_addend = 2000;
+        decide(&mut client, over).await;
+        decide(&mut client, request(domain, &[descriptor])).await;
+    }
+    let mut overridden = request("campaigns", &[&[("tenant", "t1")]]);
+    overridden.descriptors[0].limit = Some(floodgate::proto::RateLimitOverride {
+        requests_per_unit: 1,
+        unit: floodgate::proto::envoy::r#type::v3::RateLimitUnit::Minute as i32,
+    });
+    decide(&mut client, overridden.clone()).await;
+    decide(&mut client, overridden).await;
+    eventually("the sampler to record the traffic", || async {
+        let (_, body) = http_get(admin, "/dashboard/data?step=1").await;
+        let data: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        data["rules"].as_array().is_some_and(|rules| {
+            rules
+                .iter()
+                .any(|r| r["per_second"]["hits"].as_f64() > Some(0.0))
+        })
+    })
+    .await;
+
+    let (dom, body) = rendered_dom(
+        format!("http://{admin}/dashboard"),
+        vec![
+            "--virtual-time-budget=3000".to_owned(),
+            "--window-size=1400,1000".to_owned(),
+        ],
+    )
+    .await;
+    let body = &body;
+    assert!(
+        attr(body, "data-renders").is_some_and(|n| n != "0"),
+        "{body:?}"
+    );
+    assert_eq!(
+        attr(body, "data-overflow"),
+        Some(""),
+        "wider than their card at 1400 px: {body:?}"
+    );
+    let rows = tags(&dom, "tr");
+    let rules: Vec<&str> = rows
+        .iter()
+        .filter(|row| attr(row, "data-over-share").is_some())
+        .filter_map(|row| attr(row, "data-rule"))
+        .collect();
+    assert!(
+        rules.contains(&"exotel.account.api_category_legs.region_*.plan_enterprise"),
+        "{rules:?}"
+    );
+    assert!(
+        rules.iter().all(|rule| !rule.ends_with(".(override)")),
+        "{rules:?}"
+    );
     server.running.shutdown().await.expect("clean shutdown");
 }

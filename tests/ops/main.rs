@@ -16,3 +16,4 @@ mod reference_env;
 mod reload;
 mod shutdown;
 mod store_health;
+mod tools;

@@ -23,12 +23,7 @@ fn examples() -> PathBuf {
 }
 
 fn promtool() -> PathBuf {
-    harness::ops::required_tool(
-        "FLOODGATE_PROMTOOL",
-        "/usr/bin/promtool",
-        "checking the alert rules",
-        "apt-get install prometheus",
-    )
+    harness::tools::required("promtool")
 }
 
 fn run_promtool(args: &[&str]) -> String {

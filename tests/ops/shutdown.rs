@@ -9,7 +9,10 @@
 //!   opened before), new connections are refused, and once Redis is
 //!   unpaused the in-flight calls get real answers and the process exits 0;
 //! - with a grace shorter than the pause: the process still exits, with
-//!   status 1 and a message saying the grace period expired.
+//!   status 1 and a message saying the grace period expired;
+//! - a health `Watch` stream left open (as client-side health checking and
+//!   load balancers leave it) is told NOT_SERVING and ended, so it does not
+//!   hold the drain: the process exits 0 and logs that the drain finished.
 
 #![cfg(unix)]
 
@@ -143,7 +146,7 @@ async fn sigterm_drains_in_flight_calls_and_exits_0() {
     // Load balancers are told first...
     let next = watch.message().await.expect("a status").expect("a status");
     assert_eq!(next.status, ServingStatus::NotServing as i32);
-    // (the watch is a stream in flight too: end it, or it holds shutdown)
+    // (the server ends the watch stream itself; see the test below)
     drop(watch);
     drop(health);
     // ...and new connections are refused on both ports.
@@ -209,4 +212,60 @@ async fn when_the_grace_expires_the_process_still_exits_with_1() {
         assert!(outcome.is_err(), "{outcome:?}");
     }
     assert_eq!(redis.cli(&["CLIENT", "UNPAUSE"]), "OK");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_health_watch_is_ended_and_does_not_hold_shutdown() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = rules_file(&dir);
+    // A stream that held the drain would make the process wait out this
+    // grace and exit 1, cutting the stream off with an error.
+    let mut process = spawn_serve(&[
+        "--config",
+        rules.to_str().expect("a UTF-8 path"),
+        "--config-watch",
+        "false",
+        "--shutdown-grace",
+        "30s",
+    ]);
+    let mut health = HealthClient::new(channel(process.grpc).await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("a health watch")
+        .into_inner();
+    let first = watch.message().await.expect("a status").expect("a status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    process.signal("TERM");
+    let next = watch.message().await.expect("a status").expect("a status");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+    // The server ends the stream; the client still holds its end open.
+    assert!(
+        watch.message().await.expect("a clean end").is_none(),
+        "the watch stream must end at shutdown"
+    );
+    let status = process.exit_status(Duration::from_secs(120)).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    drop(health);
+
+    // The last log line says the drain finished, after "shutting down".
+    let lines = process.stdout.lock().expect("stdout lock").clone();
+    let messages: Vec<String> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|log| log["fields"]["message"].as_str().map(str::to_owned))
+        .collect();
+    let shutting = messages
+        .iter()
+        .position(|m| m.starts_with("shutting down"))
+        .unwrap_or_else(|| panic!("no 'shutting down' line in {messages:?}"));
+    assert!(
+        messages[shutting + 1..]
+            .last()
+            .is_some_and(|m| m.contains("shutdown complete")),
+        "{messages:?}"
+    );
 }

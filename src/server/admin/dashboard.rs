@@ -24,11 +24,14 @@
 //! | `requests` | `totals` and `per_second` of `ok`, `over_limit`, `invalid`, `error` |
 //! | `latency` | `count` of decisions in the window and `p50_seconds`, `p90_seconds`, `p99_seconds` (`null` without decisions; log buckets at most 25% wide, interpolated) |
 //! | `rules[]` | per rule: `domain`, `rule` (its id), `totals` {`hits`, `over_limit`, `near_limit`, `within_limit`, `shadow_mode`}, `per_second` {`hits`, `over_limit`, `near_limit`, `within_limit`}, `over_limit_share` and `near_limit_share` (of the window's hits; `null` without hits), sorted by over-limit share, then hits |
+//! | `overrides[]` | hits on request limit overrides (a descriptor's `limit` from Envoy's route config), per domain, as `rules[]` reports them (`rule`: `<domain>.(override)`); they are not configured rules, so not listed among them |
 //! | `top` | `capacity` (K), `skipped_total` (offers dropped on a busy lock), `entries[]`: `domain`, `rule`, `entries` [{`key`, `value`}], `used`, `limit`, `remaining`, `usage_ratio` (`used / limit`), `over_limit`, `reset_after_seconds`, `seen_seconds_ago`; closest to the limit first, dropped when their window resets |
 //! | `history` | arrays, one element per step, oldest first: `t` (start, Unix seconds), `seconds` (time covered), `ok`, `over_limit`, `invalid`, `error` (counts), `p50_seconds`, `p90_seconds`, `p99_seconds`, `counters`; `rules` maps each rule with hits in the history to {`hits`, `over_limit`, `near_limit`, `within_limit`} counts |
 //!
 //! Descriptor values in `top` are request values: they appear here, on the
-//! loopback admin server, and never in metric labels.
+//! loopback admin server, and never in metric labels. Keys and values over
+//! 256 bytes are cut there (ending in `…`), and `value_bytes` gives the
+//! value's full length.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -43,10 +46,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::AdminState;
+use crate::decide::OVERRIDE_RULE_ID;
 use crate::decide::RateLimiter;
 use crate::limit::NANOS_PER_SECOND;
 use crate::observe::live::{LATENCY_BUCKETS, quantile};
-use crate::observe::metrics::{Metrics, RequestTotals, RuleCounts};
+use crate::observe::metrics::{Metrics, RequestTotals, RuleCounts, RuleTotals};
 use crate::store::CounterStore;
 
 /// Seconds of history kept (one sample a second).
@@ -222,6 +226,7 @@ struct Data {
     requests: RequestsReport,
     latency: LatencyReport,
     rules: Vec<RuleReport>,
+    overrides: Vec<RuleReport>,
     top: TopReport,
     history: HistoryReport,
 }
@@ -308,6 +313,29 @@ struct TopReport {
 struct EntryReport {
     key: String,
     value: String,
+    /// The value's full length in bytes, when `value` was shortened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_bytes: Option<usize>,
+}
+
+/// The most of a descriptor key or value the data shows: Envoy sends
+/// values of up to 64 KiB, which would swell every poll of the page.
+const SHOWN_BYTES: usize = 256;
+
+/// `text` cut to at most [`SHOWN_BYTES`] on a character boundary, with `…`
+/// appended, and its original length; unchanged and `None` when it fits.
+fn shortened(mut text: String) -> (String, Option<usize>) {
+    let bytes = text.len();
+    if bytes <= SHOWN_BYTES {
+        return (text, None);
+    }
+    let mut end = SHOWN_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    (text, Some(bytes))
 }
 
 #[derive(Serialize)]
@@ -390,34 +418,42 @@ fn data<S: CounterStore>(state: &AdminState<S>, step: u64) -> Data {
         }
     };
 
-    let mut rules: Vec<RuleReport> = metrics
-        .rule_totals()
-        .into_iter()
-        .map(|total| {
-            let [hits, over, near, within] =
-                window_rules.get(&*total.rule).copied().unwrap_or_default();
-            let c = total.counts;
-            RuleReport {
-                domain: total.domain.to_string(),
-                rule: total.rule.to_string(),
-                totals: RuleTotalsReport {
-                    hits: c.hits,
-                    over_limit: c.over_limit,
-                    near_limit: c.near_limit,
-                    within_limit: c.within_limit,
-                    shadow_mode: c.shadow_mode,
-                },
-                per_second: RuleRates {
-                    hits: rate(hits),
-                    over_limit: rate(over),
-                    near_limit: rate(near),
-                    within_limit: rate(within),
-                },
-                over_limit_share: share(over, hits),
-                near_limit_share: share(near, hits),
-            }
-        })
-        .collect();
+    // Request limit overrides count under `<domain>.(override)`: not a
+    // configured rule, so reported apart from the rules.
+    let (override_totals, rule_totals): (Vec<_>, Vec<_>) =
+        metrics.rule_totals().into_iter().partition(|total| {
+            total
+                .rule
+                .strip_prefix(&*total.domain)
+                .and_then(|rest| rest.strip_prefix('.'))
+                == Some(OVERRIDE_RULE_ID)
+        });
+    let report = |total: RuleTotals| {
+        let [hits, over, near, within] =
+            window_rules.get(&*total.rule).copied().unwrap_or_default();
+        let c = total.counts;
+        RuleReport {
+            domain: total.domain.to_string(),
+            rule: total.rule.to_string(),
+            totals: RuleTotalsReport {
+                hits: c.hits,
+                over_limit: c.over_limit,
+                near_limit: c.near_limit,
+                within_limit: c.within_limit,
+                shadow_mode: c.shadow_mode,
+            },
+            per_second: RuleRates {
+                hits: rate(hits),
+                over_limit: rate(over),
+                near_limit: rate(near),
+                within_limit: rate(within),
+            },
+            over_limit_share: share(over, hits),
+            near_limit_share: share(near, hits),
+        }
+    };
+    let mut rules: Vec<RuleReport> = rule_totals.into_iter().map(report).collect();
+    let overrides: Vec<RuleReport> = override_totals.into_iter().map(report).collect();
     // Limiting now first, then closest to limiting, then the busiest.
     let key = |r: &RuleReport| {
         (
@@ -452,7 +488,15 @@ fn data<S: CounterStore>(state: &AdminState<S>, step: u64) -> Data {
             entries: entry
                 .entries
                 .into_iter()
-                .map(|(key, value)| EntryReport { key, value })
+                .map(|(key, value)| {
+                    let (key, _) = shortened(key);
+                    let (value, value_bytes) = shortened(value);
+                    EntryReport {
+                        key,
+                        value,
+                        value_bytes,
+                    }
+                })
                 .collect(),
             used: entry.used,
             limit: entry.limit,
@@ -514,6 +558,7 @@ fn data<S: CounterStore>(state: &AdminState<S>, step: u64) -> Data {
             p99_seconds: quantile(&window_latency, 0.99),
         },
         rules,
+        overrides,
         top: TopReport {
             capacity: top.capacity(),
             skipped_total: top.skipped(),

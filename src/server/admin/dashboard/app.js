@@ -370,6 +370,20 @@
     fact("Up since", fmtClock(d.started_unix_seconds) + " (" + fmtDuration(d.generated_unix_seconds - d.started_unix_seconds) + ")");
   }
 
+  // The cards whose content is wider than they are (their ids, or their
+  // first heading), for the browser test: nothing may overflow sideways.
+  function overflowing() {
+    var wide = [];
+    Array.prototype.forEach.call(document.querySelectorAll(".card"), function (card) {
+      if (card.scrollWidth > card.clientWidth + 1) {
+        var title = card.querySelector("h2, .title");
+        wide.push(title ? title.firstChild.textContent.trim() : "card");
+      }
+    });
+    if (document.documentElement.scrollWidth > document.documentElement.clientWidth + 1) wide.push("page");
+    return wide.join(",");
+  }
+
   var renders = 0;
   function render(d, source) {
     try {
@@ -391,6 +405,7 @@
     renderTop(d);
     renderFacts(d);
     renders++;
+    document.body.setAttribute("data-overflow", overflowing());
     document.body.setAttribute("data-renders", renders);
     document.body.setAttribute("data-source", source);
     document.body.setAttribute("data-generated", d.generated_unix_seconds);
