@@ -567,3 +567,80 @@ async fn a_redis_that_arrives_after_the_start_is_connected_to() {
     store.apply(&checks, T0, &mut out).await.expect("answers");
     assert!(!out[0].admitted);
 }
+
+/// Redis over TLS with a private CA and a client certificate (the
+/// reference's `REDIS_TLS_CACERT`, `REDIS_TLS_CLIENT_CERT`,
+/// `REDIS_TLS_CLIENT_KEY`), against a `redis-server` that requires client
+/// certificates; without the CA or without the certificate, nothing counts.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_over_tls_with_a_private_ca_and_a_client_certificate() {
+    use floodgate::store::redis::RedisTlsFiles;
+    let ca = harness::tls::TestCa::new("redis test CA");
+    let server = RedisServer::start_tls(&ca, true);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let client = ca.client("floodgate");
+    let full = RedisTlsFiles {
+        ca: Some(write("ca.pem", &ca.cert_pem())),
+        client_cert: Some(write("client.pem", &client.cert)),
+        client_key: Some(write("client-key.pem", &client.key)),
+    };
+    let url = format!(
+        "rediss://127.0.0.1:{}",
+        server.tls_port.expect("a TLS port")
+    );
+    let connect = |url: String, tls: Option<RedisTlsFiles>| {
+        RedisStore::connect(RedisOptions {
+            key_prefix: "tls:".into(),
+            time_source: TimeSource::Caller,
+            timeout: Duration::from_secs(2),
+            tls,
+            ..RedisOptions::new(url)
+        })
+    };
+    let l = limit(Algorithm::FixedWindow, 5, Unit::Minute, 1, 5);
+    let checks = [check("k", l, 1, 0, false)];
+    let mut out = Outcomes::new();
+
+    let store = connect(url.clone(), Some(full.clone()))
+        .await
+        .expect("connects over TLS");
+    store.apply(&checks, T0, &mut out).await.expect("counts");
+    store.apply(&checks, T0, &mut out).await.expect("counts");
+    assert_eq!((out[0].admitted, out[0].used), (true, 2));
+    assert_eq!(
+        server.cli(&["GET", "nothing"]),
+        "",
+        "the plain port still answers"
+    );
+
+    // The CA but no client certificate: the server refuses the handshake.
+    let no_client = RedisTlsFiles {
+        client_cert: None,
+        client_key: None,
+        ..full.clone()
+    };
+    let store = connect(url.clone(), Some(no_client)).await.expect("starts");
+    assert!(store.apply(&checks, T0, &mut out).await.is_err());
+    // The public roots do not trust the private CA.
+    let store = connect(url.clone(), None).await.expect("starts");
+    assert!(store.apply(&checks, T0, &mut out).await.is_err());
+
+    // Options that cannot work are refused at start, with the reason.
+    let half = RedisTlsFiles {
+        client_key: None,
+        ..full.clone()
+    };
+    let error = connect(url.clone(), Some(half)).await.expect_err("refused");
+    assert!(
+        error.to_string().contains("REDIS_TLS_CLIENT_KEY"),
+        "{error}"
+    );
+    let plain = format!("redis://127.0.0.1:{}", server.port);
+    let error = connect(plain, Some(full)).await.expect_err("refused");
+    assert!(error.to_string().contains("rediss://"), "{error}");
+}

@@ -20,7 +20,9 @@ use crate::health::Health;
 use crate::server::{LoadedTls, TlsFiles};
 use crate::store::AnyStore;
 use crate::store::memory::MemoryStore;
-use crate::store::redis::{DEFAULT_KEY_PREFIX, RedisOptions, RedisStore, TimeSource};
+use crate::store::redis::{
+    DEFAULT_KEY_PREFIX, RedisOptions, RedisStore, RedisTlsFiles, TimeSource,
+};
 
 /// floodgate: a rate-limit decision service for Envoy, Istio and gRPC clients.
 #[derive(Debug, Parser)]
@@ -295,6 +297,19 @@ pub struct StoreArgs {
     #[arg(long, env = "REDIS_TLS")]
     pub redis_tls: bool,
 
+    /// Trust only this CA (PEM) for Redis over TLS, instead of the public
+    /// web PKI roots (a private CA, as managed Redis services use).
+    #[arg(long, env = "REDIS_TLS_CACERT")]
+    pub redis_tls_cacert: Option<std::path::PathBuf>,
+
+    /// Present this client certificate (PEM) to Redis over TLS.
+    #[arg(long, env = "REDIS_TLS_CLIENT_CERT")]
+    pub redis_tls_client_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of `--redis-tls-client-cert`.
+    #[arg(long, env = "REDIS_TLS_CLIENT_KEY")]
+    pub redis_tls_client_key: Option<std::path::PathBuf>,
+
     /// Report NOT_SERVING while Redis is unreachable even under
     /// `--on-store-error allow` (with `deny` or `error` it always is).
     #[arg(long, env = "REDIS_HEALTH_CHECK_ACTIVE_CONNECTION")]
@@ -360,6 +375,14 @@ impl StoreArgs {
                 StoreTime::Redis => TimeSource::Redis,
                 StoreTime::Local => TimeSource::Caller,
             },
+            tls: (self.redis_tls_cacert.is_some()
+                || self.redis_tls_client_cert.is_some()
+                || self.redis_tls_client_key.is_some())
+            .then(|| RedisTlsFiles {
+                ca: self.redis_tls_cacert.clone(),
+                client_cert: self.redis_tls_client_cert.clone(),
+                client_key: self.redis_tls_client_key.clone(),
+            }),
             ..RedisOptions::new(url)
         };
         RedisStore::connect(options)

@@ -145,9 +145,6 @@ const NO_PERSECOND: &str =
     "only read with REDIS_PERSECOND=true; floodgate keeps every counter in REDIS_URL's Redis";
 
 const NO_TRACING: &str = "floodgate exports no traces; it logs with tracing to stdout";
-const REDIS_TLS_FILES: &str = "with REDIS_TLS floodgate verifies Redis against the public \
-     web PKI roots and sends no client certificate; terminate TLS with a sidecar for a private CA";
-
 /// Every variable of the reference server's settings
 /// (envoyproxy/ratelimit `src/settings/settings.go`) and what floodgate
 /// does with it. The README's table is checked against this list.
@@ -333,9 +330,15 @@ pub const KNOWN_REFERENCE_VARS: &[(&str, Handling)] = &[
     ),
     ("REDIS_AUTH", Handling::Flag("--redis-auth")),
     ("REDIS_TLS", Handling::Flag("--redis-tls")),
-    ("REDIS_TLS_CLIENT_CERT", Handling::Ignored(REDIS_TLS_FILES)),
-    ("REDIS_TLS_CLIENT_KEY", Handling::Ignored(REDIS_TLS_FILES)),
-    ("REDIS_TLS_CACERT", Handling::Ignored(REDIS_TLS_FILES)),
+    (
+        "REDIS_TLS_CLIENT_CERT",
+        Handling::Flag("--redis-tls-client-cert"),
+    ),
+    (
+        "REDIS_TLS_CLIENT_KEY",
+        Handling::Flag("--redis-tls-client-key"),
+    ),
+    ("REDIS_TLS_CACERT", Handling::Flag("--redis-tls-cacert")),
     (
         "REDIS_TLS_SKIP_HOSTNAME_VERIFICATION",
         Handling::Fixed {

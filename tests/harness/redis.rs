@@ -7,8 +7,12 @@ use std::time::{Duration, Instant};
 /// A `redis-server` of our own on a free port, killed on drop.
 pub struct RedisServer {
     pub port: u16,
+    /// With [`RedisServer::start_tls`]: the TLS port (beside the plain one).
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// More `redis-server` arguments.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -17,17 +21,53 @@ impl RedisServer {
     /// then this redis-server exits, or the port answers with the other
     /// test's server; either way another port is tried.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(false, |_| Vec::new())
+    }
+
+    /// A server that also serves TLS on [`RedisServer::tls_port`], with the
+    /// server certificate and key of `ca` and, with `verify_clients`,
+    /// requiring client certificates signed by it.
+    pub fn start_tls(ca: &super::tls::TestCa, verify_clients: bool) -> RedisServer {
+        let pem = ca.server();
+        let ca_pem = ca.cert_pem();
+        RedisServer::start_with(true, move |dir| {
+            let file = |name: &str, text: &str| {
+                let path = dir.join(name);
+                std::fs::write(&path, text).expect("write a TLS file");
+                path.to_string_lossy().into_owned()
+            };
+            vec![
+                "--tls-cert-file".into(),
+                file("server.pem", &pem.cert),
+                "--tls-key-file".into(),
+                file("server-key.pem", &pem.key),
+                "--tls-ca-cert-file".into(),
+                file("ca.pem", &ca_pem),
+                "--tls-auth-clients".into(),
+                if verify_clients { "yes" } else { "no" }.into(),
+            ]
+        })
+    }
+
+    fn start_with(tls: bool, extra: impl Fn(&std::path::Path) -> Vec<String>) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
+        let extra = extra(dir.path());
         let mut server = RedisServer {
             port: 0,
+            tls_port: None,
             dir,
             child: None,
+            extra,
         };
-        for _ in 0..20 {
-            server.port = std::net::TcpListener::bind("127.0.0.1:0")
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
                 .map(|a| a.port())
-                .expect("a free port");
+                .expect("a free port")
+        };
+        for _ in 0..20 {
+            server.port = free();
+            server.tls_port = tls.then(free);
             if server.try_start() {
                 return server;
             }
@@ -52,6 +92,12 @@ impl RedisServer {
         let child = Command::new(&binary)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.extra)
+            .args(
+                self.tls_port
+                    .map(|port| vec!["--tls-port".to_owned(), port.to_string()])
+                    .unwrap_or_default(),
+            )
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

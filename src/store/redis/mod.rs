@@ -130,6 +130,50 @@ pub struct RedisOptions {
     pub connections: usize,
     /// Most keys remembered as over their limit; 0 disables the cache.
     pub over_limit_cache: u64,
+    /// TLS files for a `rediss://` URL (a private CA, a client
+    /// certificate); `None`: the public web PKI roots, no client
+    /// certificate.
+    pub tls: Option<RedisTlsFiles>,
+}
+
+/// The reference's `REDIS_TLS_CACERT`, `REDIS_TLS_CLIENT_CERT` and
+/// `REDIS_TLS_CLIENT_KEY`: PEM files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RedisTlsFiles {
+    /// Trust only this CA (instead of the public web PKI roots).
+    pub ca: Option<std::path::PathBuf>,
+    /// Present this client certificate (needs `client_key`).
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key.
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl RedisTlsFiles {
+    /// The files read, for the Redis client.
+    fn load(&self) -> Result<::redis::TlsCertificates, String> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let client_tls = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Some(::redis::ClientTlsConfig {
+                client_cert: read(cert)?,
+                client_key: read(key)?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "a Redis client certificate needs both its certificate and its key \
+                     (REDIS_TLS_CLIENT_CERT and REDIS_TLS_CLIENT_KEY)"
+                        .to_owned(),
+                );
+            }
+        };
+        let root_cert = self.ca.as_deref().map(read).transpose()?;
+        Ok(::redis::TlsCertificates {
+            client_tls,
+            root_cert,
+        })
+    }
 }
 
 impl RedisOptions {
@@ -143,6 +187,7 @@ impl RedisOptions {
             time_source: TimeSource::Redis,
             connections: 2,
             over_limit_cache: 100_000,
+            tls: None,
         }
     }
 }
@@ -302,6 +347,19 @@ impl RedisStore {
             url: url.to_owned(),
             reason: reason.to_owned(),
         };
+        let tls = options
+            .tls
+            .as_ref()
+            .map(|files| {
+                if !(url.starts_with("rediss://") || url.starts_with("rediss+cluster://")) {
+                    return Err(invalid(
+                        "TLS files (REDIS_TLS_CACERT, REDIS_TLS_CLIENT_CERT) need a TLS URL: \
+                         rediss:// (REDIS_TLS=true)",
+                    ));
+                }
+                files.load().map_err(|reason| invalid(&reason))
+            })
+            .transpose()?;
         // Connecting may take longer than one request may wait; not forever.
         let connect_timeout = options.timeout.max(Duration::from_secs(1));
         let connector = if let Some((scheme, rest)) = cluster_url(url) {
@@ -318,11 +376,13 @@ impl RedisStore {
             if nodes.is_empty() {
                 return Err(invalid("a cluster URL needs at least one host:port"));
             }
-            let client = ClusterClient::builder(nodes)
+            let mut builder = ClusterClient::builder(nodes)
                 .connection_timeout(connect_timeout)
-                .response_timeout(options.timeout)
-                .build()
-                .map_err(|e| invalid(&e.to_string()))?;
+                .response_timeout(options.timeout);
+            if let Some(tls) = tls {
+                builder = builder.certs(tls);
+            }
+            let client = builder.build().map_err(|e| invalid(&e.to_string()))?;
             Connector::Cluster(client)
         } else {
             if !["redis://", "rediss://", "redis+unix://", "unix://"]
@@ -333,7 +393,11 @@ impl RedisStore {
                     "expected redis://, rediss://, redis+unix:// or redis+cluster://",
                 ));
             }
-            let client = ::redis::Client::open(url).map_err(|e| invalid(&e.to_string()))?;
+            let client = match tls {
+                Some(tls) => ::redis::Client::build_with_tls(url, tls),
+                None => ::redis::Client::open(url),
+            }
+            .map_err(|e| invalid(&e.to_string()))?;
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(connect_timeout))
                 // Requests time out on their own (`timeout`); the manager
