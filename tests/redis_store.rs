@@ -644,3 +644,57 @@ async fn redis_over_tls_with_a_private_ca_and_a_client_certificate() {
     let error = connect(plain, Some(full)).await.expect_err("refused");
     assert!(error.to_string().contains("rediss://"), "{error}");
 }
+
+/// Redis behind Sentinel (`redis+sentinel://`, the reference's
+/// `REDIS_TYPE=sentinel`): the store asks the sentinel for the master,
+/// counts there, and after the master dies and the sentinel promotes its
+/// replica, counts on the new master, from the replicated count.
+#[tokio::test(flavor = "multi_thread")]
+async fn sentinel_names_the_master_and_the_store_follows_a_failover() {
+    use harness::redis::SentinelServer;
+    let mut master = RedisServer::start();
+    let replica = RedisServer::start_replica_of(&master);
+    let sentinel = SentinelServer::start("mymaster", &master);
+    let store = RedisStore::connect(RedisOptions {
+        key_prefix: "sentinel:".into(),
+        time_source: TimeSource::Caller,
+        timeout: Duration::from_secs(2),
+        ..RedisOptions::new(format!(
+            "redis+sentinel://127.0.0.1:{}/mymaster",
+            sentinel.port
+        ))
+    })
+    .await
+    .expect("connects through the sentinel");
+    let l = limit(Algorithm::FixedWindow, 10, Unit::Hour, 1, 10);
+    let checks = [check("k", l, 1, 0, false)];
+    let mut out = Outcomes::new();
+    for _ in 0..2 {
+        store.apply(&checks, T0, &mut out).await.expect("counts");
+    }
+    assert_eq!(out[0].used, 2);
+    // The count is on the replica before the master goes.
+    assert_eq!(master.cli(&["WAIT", "1", "5000"]), "1");
+    master.kill();
+
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while sentinel.master_port("mymaster") != Some(replica.port) {
+        assert!(Instant::now() < deadline, "the sentinel never failed over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while store.apply(&checks, T0, &mut out).await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the store never followed the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(out[0].used, 3, "counting goes on from the replicated count");
+    assert_eq!(
+        replica
+            .cli(&["INFO", "replication"])
+            .lines()
+            .find(|l| l.starts_with("role:")),
+        Some("role:master")
+    );
+}

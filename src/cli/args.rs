@@ -285,9 +285,16 @@ pub struct StoreArgs {
     #[arg(long, env = "REDIS_SOCKET_TYPE")]
     pub redis_socket_type: Option<String>,
 
-    /// `single` or `cluster` (`REDIS_URL` then lists `host:port,host:port`).
+    /// `single`, `cluster` (`REDIS_URL` then lists `host:port,host:port`) or
+    /// `sentinel` (`REDIS_URL` is `master-name,host:port,host:port`: the
+    /// master's name, then the sentinels).
     #[arg(long, env = "REDIS_TYPE", default_value = "single")]
     pub redis_type: String,
+
+    /// The password of the Redis Sentinels themselves (`REDIS_AUTH` is the
+    /// master's).
+    #[arg(long, env = "REDIS_SENTINEL_AUTH", hide_env_values = true)]
+    pub redis_sentinel_auth: Option<String>,
 
     /// Redis password, or `user:password`.
     #[arg(long, env = "REDIS_AUTH", hide_env_values = true)]
@@ -338,11 +345,22 @@ impl StoreArgs {
             return Ok(Some(format!("redis+unix://{address}")));
         }
         let mut scheme = String::from(if self.redis_tls { "rediss" } else { "redis" });
+        let mut address = address.to_owned();
         if self.redis_type.eq_ignore_ascii_case("cluster") {
             scheme.push_str("+cluster");
+        } else if self.redis_type.eq_ignore_ascii_case("sentinel") {
+            // The reference's form: the master's name, then the sentinels.
+            let Some((master, sentinels)) = address.split_once(',') else {
+                return Err(format!(
+                    "with REDIS_TYPE=sentinel, REDIS_URL is master-name,host:port[,host:port...], \
+                     not {address:?}"
+                ));
+            };
+            address = format!("{}/{}", sentinels.trim(), master.trim());
+            scheme.push_str("+sentinel");
         } else if !self.redis_type.eq_ignore_ascii_case("single") {
             return Err(format!(
-                "REDIS_TYPE must be single or cluster, not {:?}",
+                "REDIS_TYPE must be single, cluster or sentinel, not {:?}",
                 self.redis_type
             ));
         }
@@ -375,6 +393,7 @@ impl StoreArgs {
                 StoreTime::Redis => TimeSource::Redis,
                 StoreTime::Local => TimeSource::Caller,
             },
+            sentinel_password: self.redis_sentinel_auth.clone(),
             tls: (self.redis_tls_cacert.is_some()
                 || self.redis_tls_client_cert.is_some()
                 || self.redis_tls_client_key.is_some())
@@ -481,6 +500,23 @@ mod store_args_tests {
         );
         let a = args(&["--store", "memory", "--redis-url", "cache:6379"]);
         assert_eq!(a.redis_url(), Ok(None));
+        // The reference's Sentinel form: the master's name, then the sentinels.
+        let a = args(&[
+            "--redis-url",
+            "mymaster,s1:26379, s2:26379",
+            "--redis-type",
+            "sentinel",
+            "--redis-auth",
+            "pw",
+        ]);
+        assert_eq!(
+            a.redis_url(),
+            Ok(Some(
+                "redis+sentinel://:pw@s1:26379, s2:26379/mymaster".into()
+            ))
+        );
+        let a = args(&["--redis-url", "s1:26379", "--redis-type", "sentinel"]);
+        assert!(a.redis_url().is_err_and(|e| e.contains("master-name")));
     }
 }
 

@@ -380,7 +380,7 @@ pub const KNOWN_REFERENCE_VARS: &[(&str, Handling)] = &[
     ),
     (
         "REDIS_SENTINEL_AUTH",
-        Handling::Ignored("Redis Sentinel is not supported (REDIS_TYPE=sentinel is refused)"),
+        Handling::Flag("--redis-sentinel-auth"),
     ),
     (
         "REDIS_HEALTH_CHECK_ACTIVE_CONNECTION",

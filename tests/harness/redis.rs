@@ -49,6 +49,27 @@ impl RedisServer {
         })
     }
 
+    /// A replica of `master` (`--replicaof`), once it has synced.
+    pub fn start_replica_of(master: &RedisServer) -> RedisServer {
+        let master_port = master.port.to_string();
+        let replica = RedisServer::start_with(false, move |_| {
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.clone(),
+            ]
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !replica
+            .cli(&["INFO", "replication"])
+            .contains("master_link_status:up")
+        {
+            assert!(Instant::now() < deadline, "the replica never synced");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        replica
+    }
+
     fn start_with(tls: bool, extra: impl Fn(&std::path::Path) -> Vec<String>) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let extra = extra(dir.path());
@@ -157,5 +178,84 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Redis Sentinel (`redis-server --sentinel`) of the test's own,
+/// monitoring `master` as `name` with a quorum of 1 and short timeouts, so
+/// a failover takes seconds; killed on drop.
+pub struct SentinelServer {
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl SentinelServer {
+    pub fn start(name: &str, master: &RedisServer) -> SentinelServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                 sentinel monitor {name} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {name} 500\n\
+                 sentinel failover-timeout {name} 2000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir.path().display(),
+                master.port
+            ),
+        )
+        .expect("write sentinel.conf");
+        let child = Command::new(super::tools::required("redis-server"))
+            .arg(&conf)
+            .arg("--sentinel")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run redis-server --sentinel");
+        let sentinel = SentinelServer {
+            port,
+            _dir: dir,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sentinel
+            .cli(&["SENTINEL", "get-master-addr-by-name", name])
+            .is_empty()
+        {
+            assert!(Instant::now() < deadline, "the sentinel never answered");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sentinel
+    }
+
+    /// The port of the master the sentinel names now.
+    pub fn master_port(&self, name: &str) -> Option<u16> {
+        self.cli(&["SENTINEL", "get-master-addr-by-name", name])
+            .lines()
+            .nth(1)
+            .and_then(|port| port.trim().parse().ok())
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(super::tools::required("redis-cli"))
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for SentinelServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -89,6 +89,7 @@ use moka::Expiry;
 use moka::sync::Cache;
 
 mod probe;
+mod sentinel;
 
 use super::{Check, CounterStore, Outcomes, StoreError, key};
 use crate::health::Health;
@@ -130,6 +131,9 @@ pub struct RedisOptions {
     pub connections: usize,
     /// Most keys remembered as over their limit; 0 disables the cache.
     pub over_limit_cache: u64,
+    /// The sentinels' own password, for a `redis+sentinel://` URL (the
+    /// reference's `REDIS_SENTINEL_AUTH`).
+    pub sentinel_password: Option<String>,
     /// TLS files for a `rediss://` URL (a private CA, a client
     /// certificate); `None`: the public web PKI roots, no client
     /// certificate.
@@ -188,6 +192,7 @@ impl RedisOptions {
             connections: 2,
             over_limit_cache: 100_000,
             tls: None,
+            sentinel_password: None,
         }
     }
 }
@@ -217,6 +222,7 @@ enum Backend {
         next: AtomicUsize,
     },
     Cluster(ClusterConnection),
+    Sentinel(Arc<sentinel::SentinelBackend>),
 }
 
 /// A key known to be over its limit until `until` (caller's clock).
@@ -278,6 +284,12 @@ enum Connector {
         connections: usize,
     },
     Cluster(ClusterClient),
+    Sentinel {
+        target: sentinel::SentinelTarget,
+        config: ConnectionManagerConfig,
+        connections: usize,
+        timeout: Duration,
+    },
 }
 
 impl Connector {
@@ -304,6 +316,28 @@ impl Connector {
                 }
                 Connector::Cluster(client) => {
                     Ok(Backend::Cluster(client.get_async_connection().await?))
+                }
+                Connector::Sentinel {
+                    target,
+                    config,
+                    connections,
+                    timeout,
+                } => {
+                    let client = target.client().map_err(|e| {
+                        ::redis::RedisError::from((
+                            ::redis::ErrorKind::InvalidClientConfig,
+                            "invalid sentinel",
+                            e,
+                        ))
+                    })?;
+                    let backend = sentinel::SentinelBackend::connect(
+                        client,
+                        config.clone(),
+                        *connections,
+                        *timeout,
+                    )
+                    .await?;
+                    Ok(Backend::Sentinel(Arc::new(backend)))
                 }
             }
         };
@@ -351,7 +385,10 @@ impl RedisStore {
             .tls
             .as_ref()
             .map(|files| {
-                if !(url.starts_with("rediss://") || url.starts_with("rediss+cluster://")) {
+                if !["rediss://", "rediss+cluster://", "rediss+sentinel://"]
+                    .iter()
+                    .any(|scheme| url.starts_with(scheme))
+                {
                     return Err(invalid(
                         "TLS files (REDIS_TLS_CACERT, REDIS_TLS_CLIENT_CERT) need a TLS URL: \
                          rediss:// (REDIS_TLS=true)",
@@ -362,7 +399,29 @@ impl RedisStore {
             .transpose()?;
         // Connecting may take longer than one request may wait; not forever.
         let connect_timeout = options.timeout.max(Duration::from_secs(1));
-        let connector = if let Some((scheme, rest)) = cluster_url(url) {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            // Requests time out on their own (`timeout`); the manager
+            // must not give up reconnecting after a few tries.
+            .set_response_timeout(None)
+            .set_number_of_retries(6)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_secs(2));
+        let sentinel = sentinel::SentinelTarget::parse(url, options.sentinel_password.as_deref());
+        let connector = if let Some(target) = sentinel {
+            if tls.is_some() {
+                return Err(invalid(
+                    "TLS files (a private CA, a client certificate) are not supported with \
+                     Sentinel: the master is verified against the public web PKI roots",
+                ));
+            }
+            Connector::Sentinel {
+                target: target.map_err(|reason| invalid(&reason))?,
+                config,
+                connections: options.connections.max(1),
+                timeout: connect_timeout,
+            }
+        } else if let Some((scheme, rest)) = cluster_url(url) {
             let (auth, hosts) = match rest.rsplit_once('@') {
                 Some((auth, hosts)) => (format!("{auth}@"), hosts),
                 None => (String::new(), rest),
@@ -390,7 +449,8 @@ impl RedisStore {
                 .any(|scheme| url.starts_with(scheme))
             {
                 return Err(invalid(
-                    "expected redis://, rediss://, redis+unix:// or redis+cluster://",
+                    "expected redis://, rediss://, redis+unix://, redis+cluster:// or \
+                     redis+sentinel://",
                 ));
             }
             let client = match tls {
@@ -398,14 +458,6 @@ impl RedisStore {
                 None => ::redis::Client::open(url),
             }
             .map_err(|e| invalid(&e.to_string()))?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(connect_timeout))
-                // Requests time out on their own (`timeout`); the manager
-                // must not give up reconnecting after a few tries.
-                .set_response_timeout(None)
-                .set_number_of_retries(6)
-                .set_min_delay(Duration::from_millis(10))
-                .set_max_delay(Duration::from_secs(2));
             Connector::Single {
                 client,
                 config,
@@ -495,6 +547,9 @@ impl RedisStore {
                         }
                         Some(Backend::Cluster(connection)) => {
                             Some(Pinger::Cluster(connection.clone()))
+                        }
+                        Some(Backend::Sentinel(sentinel)) => {
+                            Some(Pinger::Sentinel(Arc::clone(sentinel)))
                         }
                         // The background connector reports the connect.
                         None => None,
@@ -595,6 +650,17 @@ impl RedisStore {
                 Backend::Cluster(connection) => {
                     let mut connection = connection.clone();
                     invocation.invoke_async::<Vec<u8>>(&mut connection).await
+                }
+                Backend::Sentinel(sentinel) => {
+                    let Some(mut connection) = sentinel.connection() else {
+                        return Err(StoreError::Unavailable("no Redis connection".into()));
+                    };
+                    let result = invocation.invoke_async::<Vec<u8>>(&mut connection).await;
+                    if let Err(error) = &result {
+                        // A failover may have moved the master.
+                        sentinel.failed(error);
+                    }
+                    result
                 }
             }
             .map_err(|e| StoreError::Unavailable(e.to_string()))
@@ -726,7 +792,7 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         {
             match self.backend()? {
-                Backend::Single { .. } => {
+                Backend::Single { .. } | Backend::Sentinel(_) => {
                     self.run(checks, remote, denied, now, outcomes).await?;
                 }
                 Backend::Cluster(_) => {

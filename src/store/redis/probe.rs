@@ -72,6 +72,8 @@ pub(super) async fn probe(
 pub(super) enum Pinger {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    /// The master the sentinels name now; a failed `PING` asks them again.
+    Sentinel(Arc<super::sentinel::SentinelBackend>),
 }
 
 impl Pinger {
@@ -82,6 +84,19 @@ impl Pinger {
             match self {
                 Pinger::Single(connection) => command.query_async::<Value>(connection).await,
                 Pinger::Cluster(connection) => command.query_async::<Value>(connection).await,
+                Pinger::Sentinel(sentinel) => {
+                    let mut connection = sentinel.connection().ok_or_else(|| {
+                        ::redis::RedisError::from((
+                            ::redis::ErrorKind::Io,
+                            "no connection to the master",
+                        ))
+                    })?;
+                    let answer = command.query_async::<Value>(&mut connection).await;
+                    if let Err(error) = &answer {
+                        sentinel.failed(error);
+                    }
+                    answer
+                }
             }
         };
         matches!(tokio::time::timeout(timeout, answer).await, Ok(Ok(_)))
