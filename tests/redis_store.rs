@@ -698,3 +698,75 @@ async fn sentinel_names_the_master_and_the_store_follows_a_failover() {
         Some("role:master")
     );
 }
+
+/// A real Redis Cluster (three masters, one replica each): counters spread
+/// over every master; a master dies and its replica takes over with the
+/// counts; then every slot of a master migrates to another (MOVED and ASK
+/// on the way) and the counts go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_counts_through_a_failover_and_a_slot_migration() {
+    use harness::redis::RedisCluster;
+    let mut cluster = RedisCluster::start();
+    let store = RedisStore::connect(RedisOptions {
+        key_prefix: "cluster:".into(),
+        time_source: TimeSource::Caller,
+        timeout: Duration::from_secs(2),
+        ..RedisOptions::new(cluster.url())
+    })
+    .await
+    .expect("connects to the cluster");
+    let l = limit(Algorithm::FixedWindow, 100, Unit::Hour, 1, 100);
+    // Counter keys as the service writes them, so that their hash tags (the
+    // descriptor part's hash) spread them over the slots.
+    let keys: Vec<Vec<u8>> = (0..30)
+        .map(|i| {
+            let mut key = floodgate::store::key::KeyBuffer::new();
+            let value = format!("user-{i}");
+            let entries = [("user", value.as_str())];
+            let shared: &[(usize, &str)] = &[];
+            floodgate::store::key::write_counter_key(&mut key, "d", &entries, shared, &l, 0, false);
+            key.to_vec()
+        })
+        .collect();
+    // Each key once more, retrying (a bounded wait) while the cluster moves.
+    let round = |expected: u64| {
+        let store = &store;
+        let keys = &keys;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            for key in keys {
+                let checks = [Check {
+                    key,
+                    limit: l,
+                    hits: 1,
+                    group: 0,
+                    count_when_denied: false,
+                }];
+                let mut out = Outcomes::new();
+                while store.apply(&checks, T0, &mut out).await.is_err() {
+                    assert!(Instant::now() < deadline, "a counter never answered");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                assert_eq!(out[0].used, expected);
+            }
+        }
+    };
+    round(1).await;
+    for master in cluster.masters() {
+        let keys: u64 = cluster.nodes[master].cli(&["DBSIZE"]).parse().unwrap_or(0);
+        assert!(keys > 0, "every master holds some counters");
+    }
+
+    let victim = cluster.masters()[0];
+    assert_eq!(cluster.nodes[victim].cli(&["WAIT", "1", "5000"]), "1");
+    cluster.nodes[victim].kill();
+    round(2).await;
+    assert_eq!(cluster.masters().len(), 3, "a replica took over");
+    cluster.wait_until_ok();
+
+    let masters = cluster.masters();
+    let (from, to) = (masters[0], masters[1]);
+    cluster.move_all_slots(from, to);
+    assert_eq!(cluster.slots_of(from), 0);
+    round(3).await;
+}

@@ -70,7 +70,10 @@ impl RedisServer {
         replica
     }
 
-    fn start_with(tls: bool, extra: impl Fn(&std::path::Path) -> Vec<String>) -> RedisServer {
+    pub(crate) fn start_with(
+        tls: bool,
+        extra: impl Fn(&std::path::Path) -> Vec<String>,
+    ) -> RedisServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let extra = extra(dir.path());
         let mut server = RedisServer {
@@ -257,5 +260,143 @@ impl Drop for SentinelServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A Redis Cluster of the test's own: three masters with one replica each
+/// (`redis-cli --cluster create`), short node timeouts so a failover takes
+/// seconds.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                RedisServer::start_with(false, |_| {
+                    [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "1000",
+                    ]
+                    .map(String::from)
+                    .to_vec()
+                })
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let out = Command::new(super::tools::required("redis-cli"))
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create runs");
+        assert!(
+            out.status.success(),
+            "cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_until_ok();
+        // Every replica has synced with its master.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for node in &cluster.nodes {
+            loop {
+                let info = node.cli(&["INFO", "replication"]);
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "a replica never synced");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster
+    }
+
+    /// Waits until every live node says the cluster is ok.
+    pub fn wait_until_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for node in self.nodes.iter().filter(|node| node.child.is_some()) {
+            while !node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+                assert!(Instant::now() < deadline, "the cluster never became ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// `redis+cluster://` with every node.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// The indices of the nodes that are masters now (and alive).
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i].child.is_some()
+                    && self.nodes[i]
+                        .cli(&["INFO", "replication"])
+                        .contains("role:master")
+            })
+            .collect()
+    }
+
+    /// The node id of node `i`.
+    pub fn id(&self, i: usize) -> String {
+        self.nodes[i].cli(&["CLUSTER", "MYID"])
+    }
+
+    /// Moves every slot of master `from` to master `to`
+    /// (`redis-cli --cluster rebalance` would spread them; this empties
+    /// `from`), key by key as a live migration does (MIGRATE, ASK, MOVED).
+    pub fn move_all_slots(&self, from: usize, to: usize) {
+        let owned = self.slots_of(from);
+        let out = Command::new(super::tools::required("redis-cli"))
+            .args(["--cluster", "reshard"])
+            .arg(format!("127.0.0.1:{}", self.nodes[to].port))
+            .args(["--cluster-from", &self.id(from)])
+            .args(["--cluster-to", &self.id(to)])
+            .args(["--cluster-slots", &owned.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster reshard runs");
+        assert!(
+            out.status.success(),
+            "reshard failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        self.wait_until_ok();
+    }
+
+    /// How many slots master `i` owns.
+    pub fn slots_of(&self, i: usize) -> usize {
+        let id = self.id(i);
+        self.nodes[i]
+            .cli(&["CLUSTER", "NODES"])
+            .lines()
+            .find(|line| line.starts_with(&id))
+            .map(|line| {
+                line.split_whitespace()
+                    .skip(8)
+                    .map(|range| match range.split_once('-') {
+                        Some((a, b)) => {
+                            b.parse::<usize>().unwrap_or(0) + 1 - a.parse::<usize>().unwrap_or(0)
+                        }
+                        None => usize::from(!range.starts_with('[')),
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 }
