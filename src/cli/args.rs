@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use super::parse::{encode, parse_duration, parse_ratio};
+use super::parse::{parse_duration, parse_ratio};
 use crate::config::LoadOptions;
 use crate::decide::validate::{
     DEFAULT_MAX_DESCRIPTOR_ENTRIES, DEFAULT_MAX_DESCRIPTORS, DEFAULT_MAX_KEY_BYTES,
@@ -21,7 +21,7 @@ use crate::server::{LoadedTls, TlsFiles};
 use crate::store::AnyStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{
-    DEFAULT_KEY_PREFIX, RedisOptions, RedisStore, RedisTlsFiles, TimeSource,
+    DEFAULT_KEY_PREFIX, RedisOptions, RedisStore, RedisTlsFiles, TimeSource, percent_encode,
 };
 
 /// floodgate: a rate-limit decision service for Envoy, Istio and gRPC clients.
@@ -366,8 +366,10 @@ impl StoreArgs {
         }
         let auth = match self.redis_auth.as_deref().filter(|a| !a.is_empty()) {
             Some(auth) => match auth.split_once(':') {
-                Some((user, password)) => format!("{}:{}@", encode(user), encode(password)),
-                None => format!(":{}@", encode(auth)),
+                Some((user, password)) => {
+                    format!("{}:{}@", percent_encode(user), percent_encode(password))
+                }
+                None => format!(":{}@", percent_encode(auth)),
             },
             None => String::new(),
         };

@@ -1,6 +1,6 @@
 //! The value syntaxes of flags and variables, one parser each: durations,
-//! ratios, Go booleans, log levels; and the URL encoding and redaction of
-//! Redis credentials.
+//! ratios, Go booleans, log levels; and the redaction of Redis credentials
+//! in logs.
 
 use std::time::Duration;
 
@@ -9,19 +9,6 @@ pub(crate) fn parse_ratio(text: &str) -> Result<f32, String> {
         Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
         _ => Err(format!("expected a number from 0 to 1, got '{text}'")),
     }
-}
-
-/// Percent-encodes what may not appear raw in a URL's user info.
-pub(crate) fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// `url` with any password replaced, for logs (`REDIS_URL` may carry one).

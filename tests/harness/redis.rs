@@ -169,12 +169,7 @@ impl RedisServer {
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(super::tools::required("redis-cli"))
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        redis_cli(self.port, args)
     }
 }
 
@@ -247,12 +242,7 @@ impl SentinelServer {
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(super::tools::required("redis-cli"))
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli runs");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        redis_cli(self.port, args)
     }
 }
 
@@ -399,4 +389,14 @@ impl RedisCluster {
             })
             .unwrap_or(0)
     }
+}
+
+/// `redis-cli -p port args...`, its answer trimmed.
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new(super::tools::required("redis-cli"))
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

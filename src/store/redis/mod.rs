@@ -1,5 +1,10 @@
 //! Counters in Redis, shared by a fleet of floodgate instances.
 //!
+//! Files: `connect.rs` (URL forms, TLS files, connecting now or in the
+//! background), `script.rs` with `redis.lua` (one atomic call), `sentinel.rs`
+//! (following the master), `over_limit.rs` (the local over-limit cache),
+//! `probe.rs` (reachability and health).
+//!
 //! [`RedisStore`] implements [`CounterStore`] with one Lua script
 //! (`redis.lua`, next to this file) that evaluates *every* check of an
 //! [`CounterStore::apply`] call atomically, in one round trip: the three
@@ -75,33 +80,35 @@
 //! its data (flush, failover without replication), the cache keeps denying
 //! until the window it saw ends.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ::redis::Script;
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::cluster::ClusterClient;
+use ::redis::aio::ConnectionManager;
 use ::redis::cluster_async::ClusterConnection;
-use moka::Expiry;
 use moka::sync::Cache;
 
+mod connect;
+
+mod over_limit;
 mod probe;
+
+mod script;
 mod sentinel;
+
+pub use connect::RedisTlsFiles;
+
+pub use sentinel::percent_encode;
 
 use super::{Check, CounterStore, Outcomes, StoreError, key};
 use crate::health::Health;
-use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome};
+use crate::limit::{Nanos, Outcome};
+use over_limit::OverLimit;
+
 pub use probe::PROBE_INTERVAL;
 use probe::{Pinger, Reachability, probe};
-
-/// The script, evaluating all checks of one call.
-const SCRIPT: &str = include_str!("redis.lua");
-
-/// Values per check in the script's answer.
-const FIELDS_OUT: usize = 6;
 
 /// Where the script's "now" comes from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -138,46 +145,6 @@ pub struct RedisOptions {
     /// certificate); `None`: the public web PKI roots, no client
     /// certificate.
     pub tls: Option<RedisTlsFiles>,
-}
-
-/// The reference's `REDIS_TLS_CACERT`, `REDIS_TLS_CLIENT_CERT` and
-/// `REDIS_TLS_CLIENT_KEY`: PEM files.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RedisTlsFiles {
-    /// Trust only this CA (instead of the public web PKI roots).
-    pub ca: Option<std::path::PathBuf>,
-    /// Present this client certificate (needs `client_key`).
-    pub client_cert: Option<std::path::PathBuf>,
-    /// The client certificate's private key.
-    pub client_key: Option<std::path::PathBuf>,
-}
-
-impl RedisTlsFiles {
-    /// The files read, for the Redis client.
-    fn load(&self) -> Result<::redis::TlsCertificates, String> {
-        let read = |path: &std::path::Path| {
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-        };
-        let client_tls = match (&self.client_cert, &self.client_key) {
-            (Some(cert), Some(key)) => Some(::redis::ClientTlsConfig {
-                client_cert: read(cert)?,
-                client_key: read(key)?,
-            }),
-            (None, None) => None,
-            _ => {
-                return Err(
-                    "a Redis client certificate needs both its certificate and its key \
-                     (REDIS_TLS_CLIENT_CERT and REDIS_TLS_CLIENT_KEY)"
-                        .to_owned(),
-                );
-            }
-        };
-        let root_cert = self.ca.as_deref().map(read).transpose()?;
-        Ok(::redis::TlsCertificates {
-            client_tls,
-            root_cert,
-        })
-    }
 }
 
 impl RedisOptions {
@@ -225,38 +192,6 @@ enum Backend {
     Sentinel(Arc<sentinel::SentinelBackend>),
 }
 
-/// A key known to be over its limit until `until` (caller's clock).
-#[derive(Clone, Copy, Debug)]
-struct OverLimit {
-    until: Nanos,
-    count: u64,
-    /// Real time to keep the entry (bounds memory; correctness uses `until`).
-    keep: Duration,
-}
-
-struct OverLimitExpiry;
-
-impl Expiry<Box<[u8]>, OverLimit> for OverLimitExpiry {
-    fn expire_after_create(
-        &self,
-        _: &Box<[u8]>,
-        value: &OverLimit,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(value.keep)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &Box<[u8]>,
-        value: &OverLimit,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(value.keep)
-    }
-}
-
 /// A [`CounterStore`] in Redis (single node or cluster).
 pub struct RedisStore {
     shared: Arc<Shared>,
@@ -275,86 +210,6 @@ struct Shared {
     reachability: OnceLock<Arc<Reachability>>,
 }
 
-/// How to open the connections, kept by the background connector while
-/// Redis is not reachable yet.
-enum Connector {
-    Single {
-        client: ::redis::Client,
-        config: ConnectionManagerConfig,
-        connections: usize,
-    },
-    Cluster(ClusterClient),
-    Sentinel {
-        target: sentinel::SentinelTarget,
-        config: ConnectionManagerConfig,
-        connections: usize,
-        timeout: Duration,
-    },
-}
-
-impl Connector {
-    /// Opens every connection, within `timeout`.
-    async fn connect(&self, timeout: Duration) -> Result<Backend, String> {
-        let connect = async {
-            match self {
-                Connector::Single {
-                    client,
-                    config,
-                    connections,
-                } => {
-                    let mut managers = Vec::with_capacity(*connections);
-                    for _ in 0..*connections {
-                        let manager =
-                            ConnectionManager::new_with_config(client.clone(), config.clone())
-                                .await?;
-                        managers.push(manager);
-                    }
-                    Ok(Backend::Single {
-                        connections: managers,
-                        next: AtomicUsize::new(0),
-                    })
-                }
-                Connector::Cluster(client) => {
-                    Ok(Backend::Cluster(client.get_async_connection().await?))
-                }
-                Connector::Sentinel {
-                    target,
-                    config,
-                    connections,
-                    timeout,
-                } => {
-                    let client = target.client().map_err(|e| {
-                        ::redis::RedisError::from((
-                            ::redis::ErrorKind::InvalidClientConfig,
-                            "invalid sentinel",
-                            e,
-                        ))
-                    })?;
-                    let backend = sentinel::SentinelBackend::connect(
-                        client,
-                        config.clone(),
-                        *connections,
-                        *timeout,
-                    )
-                    .await?;
-                    Ok(Backend::Sentinel(Arc::new(backend)))
-                }
-            }
-        };
-        match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(backend)) => Ok(backend),
-            Ok(Err(e)) => Err(::redis::RedisError::to_string(&e)),
-            Err(_) => Err(format!("no answer within {timeout:?}")),
-        }
-    }
-}
-
-/// The first wait before connecting again to a Redis that was not
-/// reachable at start; it doubles up to [`CONNECT_RETRY_MAX`].
-const CONNECT_RETRY_FIRST: Duration = Duration::from_millis(100);
-/// The longest wait between two connection attempts at start.
-const CONNECT_RETRY_MAX: Duration = Duration::from_secs(5);
-
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
@@ -366,142 +221,6 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects to Redis as `options` say. Fails only when the options are
-    /// invalid: a Redis that cannot be reached now is connected to in the
-    /// background, with backoff, while calls fail with
-    /// [`StoreError::Unavailable`] (the store-error policy answers them).
-    /// Once connected, connections are re-established in the background
-    /// after any failure.
-    pub async fn connect(options: RedisOptions) -> Result<RedisStore, RedisConfigError> {
-        if options.key_prefix.contains(['{', '}']) {
-            return Err(RedisConfigError::InvalidPrefix(options.key_prefix));
-        }
-        let url = options.url.trim();
-        let invalid = |reason: &str| RedisConfigError::InvalidUrl {
-            url: url.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let tls = options
-            .tls
-            .as_ref()
-            .map(|files| {
-                if !["rediss://", "rediss+cluster://", "rediss+sentinel://"]
-                    .iter()
-                    .any(|scheme| url.starts_with(scheme))
-                {
-                    return Err(invalid(
-                        "TLS files (REDIS_TLS_CACERT, REDIS_TLS_CLIENT_CERT) need a TLS URL: \
-                         rediss:// (REDIS_TLS=true)",
-                    ));
-                }
-                files.load().map_err(|reason| invalid(&reason))
-            })
-            .transpose()?;
-        // Connecting may take longer than one request may wait; not forever.
-        let connect_timeout = options.timeout.max(Duration::from_secs(1));
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            // Requests time out on their own (`timeout`); the manager
-            // must not give up reconnecting after a few tries.
-            .set_response_timeout(None)
-            .set_number_of_retries(6)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_secs(2));
-        let sentinel = sentinel::SentinelTarget::parse(url, options.sentinel_password.as_deref());
-        let connector = if let Some(target) = sentinel {
-            if tls.is_some() {
-                return Err(invalid(
-                    "TLS files (a private CA, a client certificate) are not supported with \
-                     Sentinel: the master is verified against the public web PKI roots",
-                ));
-            }
-            Connector::Sentinel {
-                target: target.map_err(|reason| invalid(&reason))?,
-                config,
-                connections: options.connections.max(1),
-                timeout: connect_timeout,
-            }
-        } else if let Some((scheme, rest)) = cluster_url(url) {
-            let (auth, hosts) = match rest.rsplit_once('@') {
-                Some((auth, hosts)) => (format!("{auth}@"), hosts),
-                None => (String::new(), rest),
-            };
-            let nodes: Vec<String> = hosts
-                .split(',')
-                .map(str::trim)
-                .filter(|h| !h.is_empty())
-                .map(|h| format!("{scheme}://{auth}{h}"))
-                .collect();
-            if nodes.is_empty() {
-                return Err(invalid("a cluster URL needs at least one host:port"));
-            }
-            let mut builder = ClusterClient::builder(nodes)
-                .connection_timeout(connect_timeout)
-                .response_timeout(options.timeout);
-            if let Some(tls) = tls {
-                builder = builder.certs(tls);
-            }
-            let client = builder.build().map_err(|e| invalid(&e.to_string()))?;
-            Connector::Cluster(client)
-        } else {
-            if !["redis://", "rediss://", "redis+unix://", "unix://"]
-                .iter()
-                .any(|scheme| url.starts_with(scheme))
-            {
-                return Err(invalid(
-                    "expected redis://, rediss://, redis+unix://, redis+cluster:// or \
-                     redis+sentinel://",
-                ));
-            }
-            let client = match tls {
-                Some(tls) => ::redis::Client::build_with_tls(url, tls),
-                None => ::redis::Client::open(url),
-            }
-            .map_err(|e| invalid(&e.to_string()))?;
-            Connector::Single {
-                client,
-                config,
-                connections: options.connections.max(1),
-            }
-        };
-        let shared = Arc::new(Shared::default());
-        match connector.connect(connect_timeout).await {
-            Ok(backend) => {
-                let _ = shared.backend.set(backend);
-            }
-            Err(error) => {
-                // Pods start in any order: serve now (requests get the
-                // store-error policy) and connect in the background.
-                tracing::warn!(
-                    url = %redact(url),
-                    %error,
-                    "Redis is not reachable at start: serving with the store-error policy \
-                     and connecting in the background"
-                );
-                tokio::spawn(connect_in_background(
-                    connector,
-                    Arc::clone(&shared),
-                    connect_timeout,
-                    redact(url),
-                ));
-            }
-        }
-        let over_limit = (options.over_limit_cache > 0).then(|| {
-            Cache::builder()
-                .max_capacity(options.over_limit_cache)
-                .expire_after(OverLimitExpiry)
-                .build()
-        });
-        Ok(RedisStore {
-            shared,
-            prefix: options.key_prefix.into_bytes().into_boxed_slice(),
-            timeout: options.timeout,
-            time_source: options.time_source,
-            over_limit,
-            script: Script::new(SCRIPT),
-        })
-    }
-
     /// Reports to `health` whether Redis answers (see the module doc):
     /// reachable now if the store is connected; otherwise once the
     /// background connector connects.
@@ -563,153 +282,6 @@ impl RedisStore {
                 Err(_) => reachability.probing.store(false, Ordering::Release),
             }
         }
-    }
-
-    /// The local answer for `check`, if the over-limit cache is certain.
-    fn cached(&self, check: &Check<'_>, now: Nanos) -> Option<Outcome> {
-        let cache = self.over_limit.as_ref()?;
-        if check.limit.algorithm != Algorithm::FixedWindow {
-            return None;
-        }
-        let entry = cache.get(check.key)?;
-        let used = entry.count.saturating_add(check.hits);
-        (now < entry.until && used > check.limit.requests_per_unit).then_some(Outcome {
-            admitted: false,
-            remaining: 0,
-            reset_after: entry.until - now,
-            used,
-        })
-    }
-
-    /// Runs the script for `checks` (indices into `all`), with `denied`
-    /// groups already known to be denied; writes outcomes into `out`.
-    async fn run(
-        &self,
-        all: &[Check<'_>],
-        part: &[usize],
-        denied: &[u32],
-        now: Nanos,
-        out: &mut [Option<Outcome>],
-    ) -> Result<(), StoreError> {
-        let mut invocation = self.script.prepare_invoke();
-        match self.time_source {
-            TimeSource::Redis => invocation.arg("redis").arg(""),
-            TimeSource::Caller => invocation
-                .arg(now / NANOS_PER_SECOND)
-                .arg(now % NANOS_PER_SECOND),
-        };
-        invocation.arg(part.len());
-        let mut key_index: HashMap<&[u8], usize> = HashMap::with_capacity(part.len());
-        for &i in part {
-            let check = &all[i];
-            let next = key_index.len() + 1;
-            let index = *key_index.entry(check.key).or_insert_with(|| {
-                invocation.key(redis_key(&self.prefix, check.key));
-                next
-            });
-            let algorithm = match check.limit.algorithm {
-                Algorithm::FixedWindow if check.count_when_denied => "F",
-                Algorithm::FixedWindow => "f",
-                Algorithm::SlidingWindow => "s",
-                Algorithm::TokenBucket => "t",
-            };
-            invocation
-                .arg(index)
-                .arg(algorithm)
-                .arg(check.limit.window() / NANOS_PER_SECOND)
-                .arg(check.limit.requests_per_unit)
-                .arg(check.limit.burst)
-                .arg(check.hits)
-                .arg(check.group);
-        }
-        for group in denied {
-            invocation.arg(*group);
-        }
-
-        let backend = self.backend()?;
-        let call = async {
-            match backend {
-                Backend::Single { connections, next } => {
-                    let slot = next.fetch_add(1, Ordering::Relaxed) % connections.len().max(1);
-                    let Some(connection) = connections.get(slot) else {
-                        return Err(StoreError::Unavailable("no Redis connection".into()));
-                    };
-                    let mut connection = connection.clone();
-                    match invocation.invoke_async::<Vec<u8>>(&mut connection).await {
-                        // A connection found broken is being replaced by the
-                        // manager: one retry, within the same timeout. If the
-                        // connection broke after Redis ran the script (rare),
-                        // the retry counts the hits twice: conservative,
-                        // never admitting more than the limit.
-                        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-                            invocation.invoke_async::<Vec<u8>>(&mut connection).await
-                        }
-                        result => result,
-                    }
-                }
-                Backend::Cluster(connection) => {
-                    let mut connection = connection.clone();
-                    invocation.invoke_async::<Vec<u8>>(&mut connection).await
-                }
-                Backend::Sentinel(sentinel) => {
-                    let Some(mut connection) = sentinel.connection() else {
-                        return Err(StoreError::Unavailable("no Redis connection".into()));
-                    };
-                    let result = invocation.invoke_async::<Vec<u8>>(&mut connection).await;
-                    if let Err(error) = &result {
-                        // A failover may have moved the master.
-                        sentinel.failed(error);
-                    }
-                    result
-                }
-            }
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
-        };
-        let answer = tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| StoreError::Timeout)??;
-        let unexpected = || {
-            StoreError::Unavailable(format!(
-                "unexpected script answer for {} checks: {:?}",
-                part.len(),
-                String::from_utf8_lossy(&answer)
-            ))
-        };
-        let mut values = answer.split(|&b| b == b' ');
-        let mut fields = [0i128; FIELDS_OUT];
-        for &i in part {
-            for field in &mut fields {
-                *field = values.next().and_then(int).ok_or_else(unexpected)?;
-            }
-            let [admitted, remaining, used, reset_s, reset_ns, count] = fields;
-            let outcome = Outcome {
-                admitted: admitted == 1,
-                remaining: clamp(remaining),
-                used: clamp(used),
-                reset_after: clamp(reset_s * i128::from(NANOS_PER_SECOND) + reset_ns),
-            };
-            let check = &all[i];
-            let count = clamp(count);
-            if let Some(cache) = &self.over_limit
-                && check.limit.algorithm == Algorithm::FixedWindow
-                && count > check.limit.requests_per_unit
-                && outcome.reset_after > 0
-            {
-                cache.insert(
-                    Box::from(check.key),
-                    OverLimit {
-                        until: now.saturating_add(outcome.reset_after),
-                        count,
-                        keep: Duration::from_nanos(outcome.reset_after),
-                    },
-                );
-            }
-            out[i] = Some(outcome);
-        }
-        if values.next().is_some() {
-            return Err(unexpected());
-        }
-        Ok(())
     }
 }
 
@@ -826,87 +398,6 @@ impl RedisStore {
         }
         Ok(())
     }
-}
-
-/// Connects `connector` until it succeeds, waiting longer after each
-/// failure, then hands the connections to the store and reports Redis
-/// reachable.
-async fn connect_in_background(
-    connector: Connector,
-    shared: Arc<Shared>,
-    timeout: Duration,
-    url: String,
-) {
-    let mut wait = CONNECT_RETRY_FIRST;
-    let mut attempts: u64 = 1;
-    loop {
-        tokio::time::sleep(wait).await;
-        attempts += 1;
-        match connector.connect(timeout).await {
-            Ok(backend) => {
-                let _ = shared.backend.set(backend);
-                tracing::info!(%url, attempts, "connected to Redis");
-                if let Some(reachability) = shared.reachability.get() {
-                    reachability.record(true);
-                    reachability.probing.store(false, Ordering::Release);
-                }
-                return;
-            }
-            Err(error) => {
-                tracing::debug!(%url, %error, attempts, "Redis still not reachable");
-                wait = (wait * 2).min(CONNECT_RETRY_MAX);
-            }
-        }
-    }
-}
-
-/// `(scheme, hosts)` of a `redis+cluster://` or `rediss+cluster://` URL.
-fn cluster_url(url: &str) -> Option<(&'static str, &str)> {
-    if let Some(rest) = url.strip_prefix("redis+cluster://") {
-        Some(("redis", rest))
-    } else {
-        url.strip_prefix("rediss+cluster://")
-            .map(|rest| ("rediss", rest))
-    }
-}
-
-/// The URL without its password, for error messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// The Redis key of a counter key: `<prefix>{<tag>}<key>`, the tag in 16
-/// lowercase hex digits.
-fn redis_key(prefix: &[u8], key: &[u8]) -> Vec<u8> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(prefix.len() + 18 + key.len());
-    out.extend_from_slice(prefix);
-    out.push(b'{');
-    // `{:016x}`, without the formatting machinery on the request path.
-    let tag = key::hash_tag(key);
-    out.extend(
-        (0..16)
-            .rev()
-            .map(|digit| HEX[(tag >> (digit * 4)) as usize & 0xf]),
-    );
-    out.push(b'}');
-    out.extend_from_slice(key);
-    out
-}
-
-/// One decimal integer of the script's answer.
-fn int(text: &[u8]) -> Option<i128> {
-    std::str::from_utf8(text).ok()?.parse().ok()
-}
-
-/// Narrows to `u64`, clamping negatives to 0 and large values to the maximum.
-fn clamp(value: i128) -> u64 {
-    u64::try_from(value.max(0)).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -124,8 +124,9 @@ impl SentinelTarget {
     }
 }
 
-/// What may not appear raw in a URL's user info, `%XX`-escaped.
-fn percent_encode(text: &str) -> String {
+/// What may not appear raw in a URL's user info, `%XX`-escaped: how a
+/// password goes into a Redis URL (the command line builds them too).
+pub fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {

@@ -1,3 +1,5 @@
+use super::connect::redact;
+use super::script::redis_key;
 use super::*;
 
 fn put(buf: &mut Vec<u8>, s: &str) {
