@@ -770,3 +770,118 @@ async fn redis_cluster_counts_through_a_failover_and_a_slot_migration() {
     assert_eq!(cluster.slots_of(from), 0);
     round(3).await;
 }
+
+async fn leased_store(server: &RedisServer, prefix: &str) -> RedisStore {
+    RedisStore::connect(RedisOptions {
+        key_prefix: prefix.to_owned(),
+        timeout: Duration::from_secs(2),
+        mode: floodgate::store::redis::StoreMode::Leased,
+        ..RedisOptions::new(server.url())
+    })
+    .await
+    .expect("connects")
+}
+
+/// Leased mode's promise, with three instances hammering one key
+/// concurrently: never more than the limit fleet-wide, and, since the
+/// demand (3× the limit) reaches every instance, the whole limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn leased_instances_never_admit_more_than_the_limit() {
+    let server = RedisServer::start();
+    let limit_value = 1_000;
+    let l = limit(
+        Algorithm::FixedWindow,
+        limit_value,
+        Unit::Day,
+        1,
+        limit_value,
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let store = Arc::new(leased_store(&server, "leased:").await);
+        for _ in 0..4 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let checks = [check("hot", l, 1, 0, false)];
+                let mut out = Outcomes::new();
+                let mut admitted = 0u64;
+                for _ in 0..250 {
+                    store.apply(&checks, T0, &mut out).await.expect("answers");
+                    admitted += u64::from(out[0].admitted);
+                }
+                admitted
+            }));
+        }
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += task.await.expect("task");
+    }
+    assert!(
+        admitted <= limit_value,
+        "admitted {admitted} > {limit_value}"
+    );
+    assert_eq!(
+        admitted, limit_value,
+        "demand above the limit everywhere uses every block"
+    );
+    // Redis holds the claimed count: exactly the limit, never more.
+    let raw = server.cli(&["--no-raw", "KEYS", "leased:*"]);
+    assert!(!raw.is_empty(), "the counter is in Redis");
+}
+
+/// One leased instance decides a sequential stream exactly as the memory
+/// store does (hits of 0 to 3 against one fixed window): blocks change how
+/// often Redis is asked, never whether a request fits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leased_instance_admits_as_the_memory_store_does() {
+    let server = RedisServer::start();
+    let store = leased_store(&server, "stream:").await;
+    let memory = MemoryStore::new(1000);
+    let l = limit(Algorithm::FixedWindow, 40, Unit::Day, 1, 40);
+    let mut out = Outcomes::new();
+    let mut expected = Outcomes::new();
+    for i in 0..200u64 {
+        let hits = (i * 7 + 3) % 4;
+        let checks = [check("k", l, hits, 0, false)];
+        store.apply(&checks, T0, &mut out).await.expect("answers");
+        memory
+            .apply(&checks, T0, &mut expected)
+            .await
+            .expect("answers");
+        assert_eq!(
+            out[0].admitted, expected[0].admitted,
+            "request {i} ({hits} hits)"
+        );
+    }
+}
+
+/// A group is all-or-nothing in leased mode too: a descriptor whose second
+/// limit is exhausted takes nothing from its first.
+#[tokio::test(flavor = "multi_thread")]
+async fn leased_groups_are_all_or_nothing() {
+    let server = RedisServer::start();
+    let store = leased_store(&server, "group:").await;
+    let wide = limit(Algorithm::FixedWindow, 100, Unit::Day, 1, 100);
+    let narrow = limit(Algorithm::FixedWindow, 2, Unit::Day, 1, 2);
+    let mut out = Outcomes::new();
+    let both = [
+        check("wide", wide, 1, 0, false),
+        check("narrow", narrow, 1, 0, false),
+    ];
+    for _ in 0..2 {
+        store.apply(&both, T0, &mut out).await.expect("answers");
+        assert!(out.iter().all(|o| o.admitted));
+    }
+    for _ in 0..5 {
+        store.apply(&both, T0, &mut out).await.expect("answers");
+        assert!(!out[0].admitted && !out[1].admitted, "{out:?}");
+    }
+    // `wide` gave 2 hits only: 98 more fit.
+    let alone = [check("wide", wide, 98, 0, false)];
+    store.apply(&alone, T0, &mut out).await.expect("answers");
+    assert!(out[0].admitted);
+    let alone = [check("wide", wide, 1, 0, false)];
+    store.apply(&alone, T0, &mut out).await.expect("answers");
+    assert!(!out[0].admitted, "100 of 100 used");
+}

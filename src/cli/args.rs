@@ -21,7 +21,8 @@ use crate::server::{LoadedTls, TlsFiles};
 use crate::store::AnyStore;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{
-    DEFAULT_KEY_PREFIX, RedisOptions, RedisStore, RedisTlsFiles, TimeSource, percent_encode,
+    DEFAULT_KEY_PREFIX, RedisOptions, RedisStore, RedisTlsFiles, StoreMode, TimeSource,
+    percent_encode,
 };
 
 /// floodgate: a rate-limit decision service for Envoy, Istio and gRPC clients.
@@ -235,6 +236,16 @@ pub enum OnStoreError {
     Error,
 }
 
+/// How a fleet shares counters in Redis (`--store-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum StoreModeArg {
+    /// Every decision one atomic call: exact counts.
+    #[default]
+    Exact,
+    /// Blocks of fixed windows' quotas claimed from Redis.
+    Leased,
+}
+
 /// Whose clock the Redis store counts with (`--store-time`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum StoreTime {
@@ -271,6 +282,13 @@ pub struct StoreArgs {
     /// Prepended to every Redis key, so deployments can share one Redis.
     #[arg(long, env = "FLOODGATE_KEY_PREFIX", default_value = DEFAULT_KEY_PREFIX)]
     pub key_prefix: String,
+
+    /// `exact` (every decision one atomic call to Redis) or `leased` (fixed
+    /// windows admitted from blocks of quota claimed from Redis: never more
+    /// than the limit fleet-wide, far fewer round trips; README "Leased
+    /// mode").
+    #[arg(long, env = "FLOODGATE_STORE_MODE", value_enum, default_value_t = StoreModeArg::Exact)]
+    pub store_mode: StoreModeArg,
 
     /// Whose clock Redis counters use.
     #[arg(long, env = "FLOODGATE_STORE_TIME", value_enum, default_value_t = StoreTime::Redis)]
@@ -386,6 +404,13 @@ impl StoreArgs {
     /// reachable to `health`.
     pub async fn open(&self, max_counters: u64, health: &Health) -> Result<AnyStore, String> {
         let Some(url) = self.redis_url()? else {
+            if self.store_mode == StoreModeArg::Leased {
+                return Err(
+                    "--store-mode leased shares quotas through Redis: name one with --store \
+                     or REDIS_URL"
+                        .to_owned(),
+                );
+            }
             return Ok(AnyStore::Memory(MemoryStore::new(max_counters)));
         };
         let options = RedisOptions {
@@ -396,6 +421,10 @@ impl StoreArgs {
                 StoreTime::Local => TimeSource::Caller,
             },
             sentinel_password: self.redis_sentinel_auth.clone(),
+            mode: match self.store_mode {
+                StoreModeArg::Exact => StoreMode::Exact,
+                StoreModeArg::Leased => StoreMode::Leased,
+            },
             tls: (self.redis_tls_cacert.is_some()
                 || self.redis_tls_client_cert.is_some()
                 || self.redis_tls_client_key.is_some())

@@ -13,7 +13,7 @@ pub mod reference_env;
 
 pub use args::{
     CheckArgs, Cli, Command, ConfigArgs, LogFormat, OnStoreError, RequestLimitArgs, ServeArgs,
-    StoreArgs, StoreTime, TlsArgs, reference_invocation,
+    StoreArgs, StoreModeArg, StoreTime, TlsArgs, reference_invocation,
 };
 
 pub use parse::parse_duration;

@@ -13,7 +13,7 @@ use moka::sync::Cache;
 
 use super::over_limit::OverLimitExpiry;
 use super::script::SCRIPT;
-use super::{Backend, RedisConfigError, RedisOptions, RedisStore, Shared, sentinel};
+use super::{Backend, RedisConfigError, RedisOptions, RedisStore, Shared, StoreMode, sentinel};
 
 impl RedisStore {
     /// Connects to Redis as `options` say. Fails only when the options are
@@ -149,6 +149,8 @@ impl RedisStore {
             time_source: options.time_source,
             over_limit,
             script: Script::new(SCRIPT),
+            leases: (options.mode == StoreMode::Leased)
+                .then(|| Arc::new(super::lease::Leases::new())),
         })
     }
 }

@@ -91,6 +91,7 @@ use ::redis::cluster_async::ClusterConnection;
 use moka::sync::Cache;
 
 mod connect;
+mod lease;
 
 mod over_limit;
 mod probe;
@@ -99,6 +100,7 @@ mod script;
 mod sentinel;
 
 pub use connect::RedisTlsFiles;
+pub use lease::LEASE_DIVISOR;
 
 pub use sentinel::percent_encode;
 
@@ -145,6 +147,8 @@ pub struct RedisOptions {
     /// certificate); `None`: the public web PKI roots, no client
     /// certificate.
     pub tls: Option<RedisTlsFiles>,
+    /// Exact counting or leased blocks of quota.
+    pub mode: StoreMode,
 }
 
 impl RedisOptions {
@@ -160,6 +164,7 @@ impl RedisOptions {
             over_limit_cache: 100_000,
             tls: None,
             sentinel_password: None,
+            mode: StoreMode::Exact,
         }
     }
 }
@@ -200,6 +205,19 @@ pub struct RedisStore {
     time_source: TimeSource,
     over_limit: Option<Cache<Box<[u8]>, OverLimit>>,
     script: Script,
+    /// In leased mode, the blocks of quota this instance holds.
+    leases: Option<Arc<lease::Leases>>,
+}
+
+/// How the fleet shares counters in Redis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoreMode {
+    /// Every decision is one atomic script call: exact counts.
+    #[default]
+    Exact,
+    /// Fixed windows are admitted from blocks of quota claimed from Redis
+    /// (never more than the limit fleet-wide; see the `lease` module).
+    Leased,
 }
 
 /// What the store shares with its background connector: the connections,
@@ -241,6 +259,11 @@ impl RedisStore {
             reachability.probing.store(false, Ordering::Release);
         }
         self
+    }
+
+    /// Whether the store talks to a Redis Cluster.
+    fn is_cluster(&self) -> bool {
+        matches!(self.shared.backend.get(), Some(Backend::Cluster(_)))
     }
 
     /// The connections, or the error a call gets before the first connect.
@@ -295,6 +318,11 @@ impl CounterStore for RedisStore {
         out.clear();
         if checks.is_empty() {
             return Ok(());
+        }
+        if let Some(leases) = &self.leases
+            && lease::leasable(checks)
+        {
+            return self.apply_leased(leases, checks, out).await;
         }
         let mut outcomes: Vec<Option<Outcome>> = vec![None; checks.len()];
         let mut denied: Vec<u32> = Vec::new();

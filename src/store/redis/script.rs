@@ -63,48 +63,7 @@ impl RedisStore {
             invocation.arg(*group);
         }
 
-        let backend = self.backend()?;
-        let call = async {
-            match backend {
-                Backend::Single { connections, next } => {
-                    let slot = next.fetch_add(1, Ordering::Relaxed) % connections.len().max(1);
-                    let Some(connection) = connections.get(slot) else {
-                        return Err(StoreError::Unavailable("no Redis connection".into()));
-                    };
-                    let mut connection = connection.clone();
-                    match invocation.invoke_async::<Vec<u8>>(&mut connection).await {
-                        // A connection found broken is being replaced by the
-                        // manager: one retry, within the same timeout. If the
-                        // connection broke after Redis ran the script (rare),
-                        // the retry counts the hits twice: conservative,
-                        // never admitting more than the limit.
-                        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-                            invocation.invoke_async::<Vec<u8>>(&mut connection).await
-                        }
-                        result => result,
-                    }
-                }
-                Backend::Cluster(connection) => {
-                    let mut connection = connection.clone();
-                    invocation.invoke_async::<Vec<u8>>(&mut connection).await
-                }
-                Backend::Sentinel(sentinel) => {
-                    let Some(mut connection) = sentinel.connection() else {
-                        return Err(StoreError::Unavailable("no Redis connection".into()));
-                    };
-                    let result = invocation.invoke_async::<Vec<u8>>(&mut connection).await;
-                    if let Err(error) = &result {
-                        // A failover may have moved the master.
-                        sentinel.failed(error);
-                    }
-                    result
-                }
-            }
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
-        };
-        let answer = tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| StoreError::Timeout)??;
+        let answer = self.invoke(&invocation).await?;
         let unexpected = || {
             StoreError::Unavailable(format!(
                 "unexpected script answer for {} checks: {:?}",
@@ -147,6 +106,57 @@ impl RedisStore {
             return Err(unexpected());
         }
         Ok(())
+    }
+
+    /// Sends one prepared script call, within the store's timeout: on one
+    /// of the connections (round-robin), to the slot of its first key in a
+    /// cluster, or to the master the sentinels name.
+    pub(super) async fn invoke(
+        &self,
+        invocation: &::redis::ScriptInvocation<'_>,
+    ) -> Result<Vec<u8>, StoreError> {
+        let backend = self.backend()?;
+        let call = async {
+            match backend {
+                Backend::Single { connections, next } => {
+                    let slot = next.fetch_add(1, Ordering::Relaxed) % connections.len().max(1);
+                    let Some(connection) = connections.get(slot) else {
+                        return Err(StoreError::Unavailable("no Redis connection".into()));
+                    };
+                    let mut connection = connection.clone();
+                    match invocation.invoke_async::<Vec<u8>>(&mut connection).await {
+                        // A connection found broken is being replaced by the
+                        // manager: one retry, within the same timeout. If the
+                        // connection broke after Redis ran the script (rare),
+                        // the retry counts the hits twice: conservative,
+                        // never admitting more than the limit.
+                        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                            invocation.invoke_async::<Vec<u8>>(&mut connection).await
+                        }
+                        result => result,
+                    }
+                }
+                Backend::Cluster(connection) => {
+                    let mut connection = connection.clone();
+                    invocation.invoke_async::<Vec<u8>>(&mut connection).await
+                }
+                Backend::Sentinel(sentinel) => {
+                    let Some(mut connection) = sentinel.connection() else {
+                        return Err(StoreError::Unavailable("no Redis connection".into()));
+                    };
+                    let result = invocation.invoke_async::<Vec<u8>>(&mut connection).await;
+                    if let Err(error) = &result {
+                        // A failover may have moved the master.
+                        sentinel.failed(error);
+                    }
+                    result
+                }
+            }
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| StoreError::Timeout)?
     }
 }
 
