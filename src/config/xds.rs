@@ -12,10 +12,12 @@
 //! YAML model the same way (`config_xds.go`). `metadata` is not carried
 //! over: floodgate's YAML loader accepts and ignores it too.
 //!
-//! The stream itself (connect, ACK/NACK, backoff) is the edge tier's: see
-//! `server::xds`.
+//! [`XdsSettings`] says where the management server is and how to talk to
+//! it; the stream itself (connect, ACK/NACK, backoff) is the edge tier's:
+//! see `server::xds`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use prost::Message;
 use serde_json::{Map, Value, json};
@@ -32,6 +34,122 @@ pub const RATE_LIMIT_CONFIG_TYPE: &str =
 /// The message name an `Any`'s type URL must end with (after its last `/`,
 /// as protobuf's `Any` unpacking reads it).
 const RATE_LIMIT_CONFIG_NAME: &str = "ratelimit.config.ratelimit.v3.RateLimitConfig";
+
+/// The `--config` prefix that names an xDS management server:
+/// `xds://host:port`.
+pub const XDS_SCHEME: &str = "xds://";
+
+/// Where the management server is and how to talk to it. The defaults are
+/// the reference's (`src/settings/settings.go`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct XdsSettings {
+    /// `host:port` (the reference's `CONFIG_GRPC_XDS_SERVER_URL`).
+    pub server: String,
+    /// The node id the server keys its snapshots by (Envoy Gateway:
+    /// `envoy-ratelimit`).
+    pub node_id: String,
+    /// The node's metadata, string values only.
+    pub node_metadata: Vec<(String, String)>,
+    /// Headers sent with the stream.
+    pub headers: Vec<(String, String)>,
+    /// TLS to the server; plaintext when `None`.
+    pub tls: Option<XdsTls>,
+    /// The largest response accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Wait between attempts to connect (jittered by ±50 %).
+    pub connect_retry: Duration,
+    /// Wait before opening a stream again after one broke.
+    pub backoff: Backoff,
+}
+
+/// Default of [`XdsSettings::max_message_bytes`]: gRPC's 4 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+impl XdsSettings {
+    /// The reference's defaults, for the server at `server` (`host:port`).
+    pub fn new(server: &str) -> XdsSettings {
+        XdsSettings {
+            server: server.to_owned(),
+            node_id: "default".to_owned(),
+            node_metadata: Vec::new(),
+            headers: Vec::new(),
+            tls: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            connect_retry: Duration::from_secs(3),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// TLS to the management server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct XdsTls {
+    /// The CA the server's certificate must chain to (PEM); the public web
+    /// PKI roots when `None`.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for mutual TLS.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// The name to check the server's certificate against, instead of the
+    /// host of [`XdsSettings::server`].
+    pub server_name: Option<String>,
+}
+
+/// Jittered exponential backoff between streams.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backoff {
+    /// The first wait.
+    pub initial: Duration,
+    /// The longest wait.
+    pub max: Duration,
+    /// With `jitter`, each wait is drawn from `wait × (1 ± random_factor)`.
+    pub random_factor: f64,
+    /// Randomise waits, so a fleet does not reconnect in step.
+    pub jitter: bool,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(60),
+            random_factor: 0.5,
+            jitter: true,
+        }
+    }
+}
+
+impl Backoff {
+    /// The wait before attempt `attempt` (0 for the first retry): doubling
+    /// from `initial`, at most `max`; `random` (in `0..1`) jitters it.
+    pub fn delay(&self, attempt: u32, random: f64) -> Duration {
+        let max = self.max.as_secs_f64();
+        let base = (self.initial.as_secs_f64() * 2f64.powi(attempt.min(62) as i32)).min(max);
+        let factor = self.random_factor.clamp(0.0, 1.0);
+        let seconds = if self.jitter {
+            base * (1.0 + factor * (2.0 * random.clamp(0.0, 1.0) - 1.0))
+        } else {
+            base
+        };
+        Duration::try_from_secs_f64(seconds.clamp(0.0, max)).unwrap_or(self.max)
+    }
+}
+
+/// Loads one discovery response: its `type_url` must be
+/// [`RATE_LIMIT_CONFIG_TYPE`], and its resources are loaded with
+/// [`load_resources`].
+pub fn load_response(
+    type_url: &str,
+    resources: &[prost_types::Any],
+    options: &LoadOptions,
+) -> Result<Loaded, ConfigErrors> {
+    if type_url != RATE_LIMIT_CONFIG_TYPE {
+        return Err(ConfigErrors(vec![resource_error(
+            PathBuf::from("xds:response"),
+            format!("a response of type '{type_url}' (subscribed to {RATE_LIMIT_CONFIG_TYPE})"),
+        )]));
+    }
+    load_resources(resources, options)
+}
 
 /// Loads the resources of one response (the whole rule set: a domain not
 /// among them is gone) into a rule set, or every reason why not: a resource

@@ -253,3 +253,38 @@ fn hostile_strings_stay_strings() {
         assert_eq!(loaded.rules.domains().count(), 1);
     }
 }
+
+#[test]
+fn a_response_of_another_type_is_refused() {
+    let message = match load_response("type.googleapis.com/x.Y", &[], &LoadOptions::default()) {
+        Ok(_) => panic!("loaded"),
+        Err(errors) => errors.to_string(),
+    };
+    assert!(message.contains("x.Y"), "{message}");
+    assert!(load_response(RATE_LIMIT_CONFIG_TYPE, &[], &LoadOptions::default()).is_ok());
+}
+
+#[test]
+fn backoff_doubles_up_to_the_max_and_jitters_within_the_factor() {
+    let backoff = Backoff {
+        jitter: false,
+        ..Backoff::default()
+    };
+    let secs = |attempt| backoff.delay(attempt, 0.9).as_secs();
+    assert_eq!(
+        [secs(0), secs(1), secs(2), secs(3), secs(200)],
+        [10, 20, 40, 60, 60]
+    );
+    let jittered = Backoff::default();
+    assert_eq!(jittered.delay(0, 0.0), Duration::from_secs(5));
+    assert_eq!(jittered.delay(0, 0.5), Duration::from_secs(10));
+    assert_eq!(jittered.delay(0, 1.0), Duration::from_secs(15));
+    // Never above the max, never negative, whatever the inputs.
+    assert_eq!(jittered.delay(9, 1.0), Duration::from_secs(60));
+    let wild = Backoff {
+        random_factor: 7.0,
+        ..Backoff::default()
+    };
+    assert_eq!(wild.delay(0, 0.0), Duration::ZERO);
+    assert!(wild.delay(0, f64::NAN) <= Duration::from_secs(60));
+}
