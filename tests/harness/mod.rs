@@ -9,7 +9,9 @@
 //! - [`http`]: a minimal HTTP/1.1 client over a plain TCP stream;
 //! - [`process`]: the `floodgate` binary as a child process, free ports;
 //! - [`redis`]: a `redis-server` of the test's own on a free port;
-//! - [`tls`]: a test CA that signs server and client certificates.
+//! - [`tls`]: a test CA that signs server and client certificates;
+//! - [`xds`]: a test xDS management server (ADS, state of the world) and a
+//!   floodgate fed by it.
 
 #![allow(dead_code, unused_imports)] // each test crate uses a different subset
 
@@ -19,6 +21,7 @@ pub mod process;
 pub mod redis;
 pub mod server;
 pub mod tls;
+pub mod xds;
 
 use floodgate::proto::{
     Code, Entry, RateLimitDescriptor, RateLimitOverride, RateLimitRequest, RateLimitResponse,

@@ -64,6 +64,11 @@ impl TestCa {
         )
     }
 
+    /// A server certificate for the given names only.
+    pub fn server_named(&self, names: &[&str]) -> Pem {
+        self.sign(names, ExtendedKeyUsagePurpose::ServerAuth, "xds")
+    }
+
     /// A client certificate.
     pub fn client(&self, name: &str) -> Pem {
         self.sign(&[name], ExtendedKeyUsagePurpose::ClientAuth, name)

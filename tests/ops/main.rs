@@ -1,5 +1,6 @@
 //! Operations: the binary and its command line, reference environment,
-//! admin server, dashboard, metrics, reload, shutdown and store health.
+//! admin server, dashboard, metrics, reload, shutdown, store health and
+//! rules from an xDS management server.
 //! One binary of modules, for the link time (see tests/grpc/main.rs).
 
 #[path = "../harness/mod.rs"]
@@ -16,3 +17,4 @@ mod reference_env;
 mod reload;
 mod shutdown;
 mod store_health;
+mod xds;
