@@ -18,3 +18,4 @@ mod reload;
 mod shutdown;
 mod store_health;
 mod xds;
+mod xds_envoy_gateway;
