@@ -119,6 +119,12 @@ async fn subscribes_as_its_node_applies_and_acks() {
         rules.contains("edge.user_a: unit=DAY requests_per_unit=1"),
         "{rules}"
     );
+    // The dashboard's config badge reads the same status.
+    let (code, data) = http_get(admin, "/dashboard/data").await;
+    assert_eq!(code, 200, "{data}");
+    let data: serde_json::Value = serde_json::from_str(&data).expect("JSON");
+    assert_eq!(data["config"]["xds"]["accepted_version"], "v1");
+    assert_eq!(data["config"]["rules"], 1);
     server.running.shutdown().await.expect("clean shutdown");
 }
 
