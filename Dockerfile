@@ -16,16 +16,19 @@ COPY src src
 COPY benches benches
 RUN cargo build --release --locked --bin floodgate
 
-# Run stage: a small Debian with the binary, running as a non-root user.
+# Run stage: a small Debian with the binary, running as a non-root user:
+# 65534 (nobody), the UID Envoy Gateway's rate-limit Deployment runs as,
+# on a read-only root filesystem (floodgate writes no files).
 FROM debian:bookworm-slim
 COPY --from=build /src/target/release/floodgate /usr/local/bin/floodgate
-# The reference image's entry point: Istio's sample Deployment runs
-# `/bin/ratelimit` without arguments, which floodgate answers by serving.
+# The reference image's entry point: Istio's sample Deployment and Envoy
+# Gateway's rate-limit Deployment run `/bin/ratelimit` without arguments,
+# which floodgate answers by serving.
 RUN ln -s /usr/local/bin/floodgate /bin/ratelimit
 # Rules served by default (./config); RUNTIME_ROOT or --config pick others.
 COPY config /etc/floodgate/config
 WORKDIR /etc/floodgate
-USER 65532:65532
+USER 65534:65534
 # 8080: HTTP (/json, /healthcheck, /metrics); 8081: gRPC (RLS v3, health,
 # reflection); 6070: admin (/rlconfig, /usage, /reload; loopback unless
 # --admin-addr or DEBUG_HOST/DEBUG_PORT say otherwise).

@@ -1,4 +1,7 @@
-//! Compiles Envoy's RLS v3 protobufs in `proto/` with tonic/prost.
+//! Compiles Envoy's RLS v3 protobufs in `proto/` with tonic/prost, and
+//! apart from them (so that gRPC reflection lists only what floodgate
+//! serves) the xDS client's: the aggregated discovery service and the
+//! reference's `RateLimitConfig` resource.
 //!
 //! `protoc` comes from the `protoc-bin-vendored` crate, so a machine needs no
 //! system protobuf compiler; its bundled include directory supplies the
@@ -24,6 +27,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[std::path::PathBuf::from(
                 "proto/envoy/service/ratelimit/v3/rls.proto",
             )],
+            &[std::path::PathBuf::from("proto"), include.clone()],
+        )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .extern_path(
+            ".google.protobuf.Struct",
+            "crate::proto::encoded_struct::EncodedStruct",
+        )
+        .extern_path(
+            ".envoy.config.core.v3",
+            "crate::proto::envoy::config::core::v3",
+        )
+        .compile_protos(
+            &[
+                std::path::PathBuf::from("proto/envoy/service/discovery/v3/ads.proto"),
+                std::path::PathBuf::from("proto/ratelimit/config/ratelimit/v3/rls_conf.proto"),
+            ],
             &[std::path::PathBuf::from("proto"), include.clone()],
         )?;
     println!("cargo:rerun-if-changed=proto");

@@ -1,5 +1,5 @@
 //! Whether this server should receive traffic, from the few facts that decide
-//! it: rules are loaded, the server is not shutting down, and the counter
+//! it: rules are loaded (unless the operator says none are needed), the server is not shutting down, and the counter
 //! store is reachable (when the store's failure policy makes it matter).
 //!
 //! One [`Health`] is shared (by cloning) between the transports, which
@@ -26,6 +26,11 @@ pub struct Health {
 #[derive(Debug)]
 struct Inner {
     rules_loaded: AtomicBool,
+    /// Loaded rules are needed to serve: the reference's
+    /// `HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED`. False for a server fed
+    /// by an xDS server under Envoy Gateway, which must pass its readiness
+    /// probe before the first config arrives.
+    rules_required: AtomicBool,
     shutting_down: AtomicBool,
     store_reachable: AtomicBool,
     /// An unreachable store makes the server not serving: true under
@@ -49,6 +54,7 @@ impl Health {
         Health {
             inner: Arc::new(Inner {
                 rules_loaded: AtomicBool::new(false),
+                rules_required: AtomicBool::new(true),
                 shutting_down: AtomicBool::new(false),
                 store_reachable: AtomicBool::new(true),
                 store_required: AtomicBool::new(false),
@@ -61,6 +67,13 @@ impl Health {
     /// is given rules, and by the reloader after each successful load.
     pub fn set_rules_loaded(&self, loaded: bool) {
         self.inner.rules_loaded.store(loaded, Ordering::Release);
+        self.publish();
+    }
+
+    /// Whether serving needs rules loaded at least once (true unless set):
+    /// the reference's `HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED`.
+    pub fn set_rules_required(&self, required: bool) {
+        self.inner.rules_required.store(required, Ordering::Release);
         self.publish();
     }
 
@@ -104,7 +117,8 @@ impl Health {
     /// Whether the server should receive traffic now.
     pub fn is_serving(&self) -> bool {
         let inner = &self.inner;
-        inner.rules_loaded.load(Ordering::Acquire)
+        (inner.rules_loaded.load(Ordering::Acquire)
+            || !inner.rules_required.load(Ordering::Acquire))
             && !inner.shutting_down.load(Ordering::Acquire)
             && (inner.store_reachable.load(Ordering::Acquire)
                 || !inner.store_required.load(Ordering::Acquire))
@@ -136,6 +150,15 @@ mod tests {
         assert!(!health.is_serving());
         health.set_rules_loaded(true);
         assert!(health.is_serving());
+        health.set_shutting_down();
+        assert!(!health.is_serving());
+    }
+
+    #[test]
+    fn rules_matter_only_when_required() {
+        let health = Health::new();
+        health.set_rules_required(false);
+        assert!(health.is_serving(), "no config yet, and none needed");
         health.set_shutting_down();
         assert!(!health.is_serving());
     }

@@ -16,7 +16,8 @@
 //!     the global allocator.
 //!   - [`server`]: transports (gRPC RLS v3 with health and reflection,
 //!     HTTP `/json` and `/healthcheck`), the admin server and its live
-//!     dashboard, config reload, TLS, start and graceful shutdown.
+//!     dashboard, config reload and the xDS client that streams rules from
+//!     a management server, TLS, start and graceful shutdown.
 //! - **Decide** (the one decision path)
 //!   - [`decide`]: `RateLimiter::decide` = validate, `plan` (match, fallbacks,
 //!     `replaces`, counter keys; shared with `/usage`), the store's `apply`,
@@ -26,9 +27,10 @@
 //!   - [`observe`]: what the path records: metrics, the dashboard's live
 //!     histogram and top-K.
 //! - **State** (rules and counters)
-//!   - [`config`]: where rules come from ([`config::Source`]: a path or the
-//!     built-in set) and the YAML they are compiled from, with errors by file,
-//!     line and rule.
+//!   - [`config`]: where rules come from ([`config::Source`]: a path, the
+//!     built-in set or an xDS server, whose resources go through the same
+//!     YAML loader) and the YAML they are compiled from, with errors by
+//!     file (or resource), line and rule.
 //!   - [`rules`]: the compiled, immutable rule tree and matching; a domain's
 //!     `response:` and `fallbacks:` policy.
 //!   - [`store`]: where counters live ([`store::CounterStore`]: memory or

@@ -767,7 +767,8 @@ fn the_dockerfile_copies_what_the_build_needs() {
     }
     assert!(text.contains("--locked"), "build from the lockfile");
     assert!(text.contains("EXPOSE 8080 8081 6070"));
-    assert!(text.contains("USER 65532"), "run as non-root");
+    // Envoy Gateway's Deployment runs the rate-limit image as 65534.
+    assert!(text.contains("USER 65534"), "run as non-root");
     assert!(
         text.contains("/bin/ratelimit"),
         "the reference's entry point"

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use super::parse::{parse_duration, parse_ratio};
-use crate::config::LoadOptions;
+use super::parse::{parse_bool, parse_duration, parse_factor, parse_pairs, parse_ratio};
+use crate::config::xds::{self, Backoff, XdsSettings, XdsTls};
+use crate::config::{LoadOptions, Source};
 use crate::decide::validate::{
     DEFAULT_MAX_DESCRIPTOR_ENTRIES, DEFAULT_MAX_DESCRIPTORS, DEFAULT_MAX_KEY_BYTES,
     DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_VALUE_BYTES,
@@ -192,9 +193,22 @@ pub struct ServeArgs {
 
     /// Start even when the config cannot be loaded: the server then
     /// reports NOT_SERVING until a reload (file change, SIGHUP, admin)
-    /// succeeds, instead of exiting.
+    /// succeeds, instead of exiting. With an xDS server: serve (healthy,
+    /// unless `--healthy-with-at-least-one-config-loaded true`) before its
+    /// first rules arrive, as Envoy Gateway runs the reference.
     #[arg(long, env = "FORCE_START_WITHOUT_INITIAL_CONFIG")]
     pub force_start_without_initial_config: bool,
+
+    /// Whether health needs rules loaded at least once. Default: true,
+    /// except with an xDS server and `--force-start-without-initial-config`,
+    /// where it is the reference's default, false (Envoy Gateway's
+    /// readiness probe must pass before the first config arrives).
+    #[arg(long, env = "HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED", value_parser = parse_bool)]
+    pub healthy_with_at_least_one_config_loaded: Option<bool>,
+
+    /// How to reach an xDS management server (`--config xds://host:port`).
+    #[command(flatten)]
+    pub xds: XdsArgs,
 
     /// Refuse a reload whose config has no rules at all while rules are
     /// serving (an emptied directory, every file deleted): the previous
@@ -207,6 +221,126 @@ pub struct ServeArgs {
     /// The largest request accepted (`--max-descriptors`, ...).
     #[command(flatten)]
     pub request_limits: RequestLimitArgs,
+}
+
+impl ServeArgs {
+    /// The rule source `--config` names, with the xDS flags applied to an
+    /// `xds://` one.
+    pub fn source(&self) -> Result<Source, String> {
+        let mut source = Source::from_arg(&self.config.config);
+        if let Source::Xds(settings) = &mut source {
+            self.xds.apply(settings)?;
+        }
+        Ok(source)
+    }
+
+    /// Whether health needs rules loaded at least once, for `source`.
+    pub fn rules_required(&self, source: &Source) -> bool {
+        self.healthy_with_at_least_one_config_loaded
+            .unwrap_or(!(source.is_pushed() && self.force_start_without_initial_config))
+    }
+}
+
+/// The xDS client's flags (`--config xds://host:port`); each reads the
+/// reference's variable of the same meaning.
+#[derive(Debug, Args)]
+pub struct XdsArgs {
+    /// The node id to subscribe as; the management server keys its
+    /// snapshots by it (Envoy Gateway: `envoy-ratelimit`).
+    #[arg(long, env = "CONFIG_GRPC_XDS_NODE_ID", default_value = "default")]
+    pub xds_node_id: String,
+    /// The node's metadata: `key1=value1,key2=value2`.
+    #[arg(long, env = "CONFIG_GRPC_XDS_NODE_METADATA", default_value = "")]
+    pub xds_node_metadata: String,
+    /// Headers sent with the stream: `name1:value1,name2:value2`.
+    #[arg(
+        long,
+        env = "CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS",
+        default_value = ""
+    )]
+    pub xds_headers: String,
+    /// Connect to the management server over TLS.
+    #[arg(long, env = "CONFIG_GRPC_XDS_SERVER_USE_TLS")]
+    pub xds_tls: bool,
+    /// With `--xds-tls`: a client certificate (PEM), for mutual TLS.
+    #[arg(long, env = "CONFIG_GRPC_XDS_CLIENT_TLS_CERT")]
+    pub xds_tls_cert: Option<PathBuf>,
+    /// With `--xds-tls`: the client certificate's key (PEM).
+    #[arg(long, env = "CONFIG_GRPC_XDS_CLIENT_TLS_KEY")]
+    pub xds_tls_key: Option<PathBuf>,
+    /// With `--xds-tls`: the CA the server's certificate must chain to
+    /// (PEM); the public web PKI roots without it.
+    #[arg(long, env = "CONFIG_GRPC_XDS_SERVER_TLS_CACERT")]
+    pub xds_tls_ca: Option<PathBuf>,
+    /// With `--xds-tls`: the name the server's certificate must carry,
+    /// instead of the host in `--config`.
+    #[arg(long, env = "CONFIG_GRPC_XDS_SERVER_TLS_SAN")]
+    pub xds_tls_server_name: Option<String>,
+    /// The largest response accepted, in bytes (0: gRPC's 4 MiB). Envoy
+    /// Gateway's rule sets have passed 4 MiB.
+    #[arg(long, env = "XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES", default_value_t = 0)]
+    pub xds_max_message_bytes: usize,
+    /// Wait between attempts to connect (jittered by ±50 %).
+    #[arg(long, env = "CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL", default_value = "3s", value_parser = parse_duration)]
+    pub xds_connect_retry_interval: Duration,
+    /// First wait before opening a stream again after one broke; doubles
+    /// on each further failure.
+    #[arg(long, env = "XDS_CLIENT_BACKOFF_INITIAL_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub xds_backoff_initial: Duration,
+    /// Longest wait between streams.
+    #[arg(long, env = "XDS_CLIENT_BACKOFF_MAX_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub xds_backoff_max: Duration,
+    /// With jitter, each wait is drawn from `wait × (1 ± factor)`.
+    #[arg(long, env = "XDS_CLIENT_BACKOFF_RANDOM_FACTOR", default_value = "0.5", value_parser = parse_factor)]
+    pub xds_backoff_random_factor: f64,
+    /// Randomise the waits between streams.
+    #[arg(long, env = "XDS_CLIENT_BACKOFF_JITTER", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub xds_backoff_jitter: bool,
+}
+
+impl XdsArgs {
+    /// Sets `settings` (the server's defaults) from the flags; an error
+    /// names the flag whose value cannot be used.
+    pub fn apply(&self, settings: &mut XdsSettings) -> Result<(), String> {
+        settings.node_id = self.xds_node_id.clone();
+        // As the reference: an item without `=` is skipped.
+        settings.node_metadata = self
+            .xds_node_metadata
+            .split(',')
+            .filter_map(|item| item.split_once('='))
+            .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+            .filter(|(key, _)| !key.is_empty())
+            .collect();
+        settings.headers = parse_pairs(&self.xds_headers, ':').map_err(|e| {
+            format!("--xds-headers (CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS): {e}")
+        })?;
+        settings.tls = if self.xds_tls {
+            let identity = match (&self.xds_tls_cert, &self.xds_tls_key) {
+                (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+                (None, None) => None,
+                _ => return Err("--xds-tls-cert and --xds-tls-key go together".to_owned()),
+            };
+            Some(XdsTls {
+                ca: self.xds_tls_ca.clone(),
+                identity,
+                server_name: self.xds_tls_server_name.clone().filter(|n| !n.is_empty()),
+            })
+        } else {
+            None
+        };
+        settings.max_message_bytes = match self.xds_max_message_bytes {
+            0 => xds::DEFAULT_MAX_MESSAGE_BYTES,
+            bytes => bytes,
+        };
+        settings.connect_retry = self.xds_connect_retry_interval;
+        settings.backoff = Backoff {
+            initial: self.xds_backoff_initial,
+            max: self.xds_backoff_max.max(self.xds_backoff_initial),
+            random_factor: self.xds_backoff_random_factor,
+            jitter: self.xds_backoff_jitter,
+        };
+        Ok(())
+    }
 }
 
 /// The command line to parse: `args` as given, except that a binary named
@@ -491,199 +625,6 @@ impl TlsArgs {
     }
 }
 
-#[cfg(test)]
-mod store_args_tests {
-    use super::*;
-
-    fn args(list: &[&str]) -> StoreArgs {
-        #[derive(Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            store: StoreArgs,
-        }
-        let mut all = vec!["x"];
-        all.extend_from_slice(list);
-        match Wrap::try_parse_from(all) {
-            Ok(wrap) => wrap.store,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    #[test]
-    fn reference_variables_build_a_url() {
-        let a = args(&["--redis-url", "cache:6379", "--redis-auth", "u:p@ss"]);
-        assert_eq!(
-            a.redis_url(),
-            Ok(Some("redis://u:p%40ss@cache:6379".into()))
-        );
-        let a = args(&[
-            "--redis-url",
-            "a:1,b:2",
-            "--redis-type",
-            "cluster",
-            "--redis-tls",
-        ]);
-        assert_eq!(a.redis_url(), Ok(Some("rediss+cluster://a:1,b:2".into())));
-        let a = args(&["--redis-url", "/run/redis.sock"]);
-        assert_eq!(
-            a.redis_url(),
-            Ok(Some("redis+unix:///run/redis.sock".into()))
-        );
-        let a = args(&["--store", "memory", "--redis-url", "cache:6379"]);
-        assert_eq!(a.redis_url(), Ok(None));
-        // The reference's Sentinel form: the master's name, then the sentinels.
-        let a = args(&[
-            "--redis-url",
-            "mymaster,s1:26379, s2:26379",
-            "--redis-type",
-            "sentinel",
-            "--redis-auth",
-            "pw",
-        ]);
-        assert_eq!(
-            a.redis_url(),
-            Ok(Some(
-                "redis+sentinel://:pw@s1:26379, s2:26379/mymaster".into()
-            ))
-        );
-        let a = args(&["--redis-url", "s1:26379", "--redis-type", "sentinel"]);
-        assert!(a.redis_url().is_err_and(|e| e.contains("master-name")));
-    }
-}
-
-#[cfg(test)]
-mod reference_var_tests {
-    use super::*;
-    use crate::cli::reference_env::{Handling, KNOWN_REFERENCE_VARS, ReferenceEnv};
-    use clap::{CommandFactory, FromArgMatches};
-
-    fn serve_command() -> clap::Command {
-        match Cli::command().find_subcommand("serve") {
-            Some(serve) => serve.clone(),
-            None => panic!("no serve subcommand"),
-        }
-    }
-
-    fn arg<'a>(serve: &'a clap::Command, flag: &str) -> &'a clap::Arg {
-        serve
-            .get_arguments()
-            .find(|a| a.get_long().is_some_and(|l| format!("--{l}") == flag))
-            .unwrap_or_else(|| panic!("serve has no {flag}"))
-    }
-
-    #[test]
-    fn a_bare_ratelimit_serves() {
-        let args = |list: &[&str]| -> Vec<std::ffi::OsString> {
-            list.iter().map(std::ffi::OsString::from).collect()
-        };
-        assert_eq!(
-            reference_invocation(args(&["/bin/ratelimit"])),
-            args(&["/bin/ratelimit", "serve"])
-        );
-        assert_eq!(
-            reference_invocation(args(&["/bin/ratelimit", "check"])),
-            args(&["/bin/ratelimit", "check"])
-        );
-        assert_eq!(
-            reference_invocation(args(&["floodgate"])),
-            args(&["floodgate"])
-        );
-    }
-
-    /// A variable said to be read by a flag is that flag's `env`; one said
-    /// to set a flag's default names a real flag.
-    #[test]
-    fn reference_variables_name_real_flags() {
-        let serve = serve_command();
-        for (name, handling) in KNOWN_REFERENCE_VARS {
-            match handling {
-                Handling::Flag(flag) => assert_eq!(
-                    arg(&serve, flag).get_env(),
-                    Some(std::ffi::OsStr::new(name)),
-                    "{flag} should read {name}"
-                ),
-                Handling::FlagDefault(flag) => {
-                    arg(&serve, flag);
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// Every default the reference variables produce lands on a real
-    /// argument of `serve`, and the values parse.
-    #[test]
-    fn reference_defaults_apply_and_parse() {
-        let env = ReferenceEnv::from_vars([
-            ("HOST", "127.0.0.1"),
-            ("PORT", "18080"),
-            ("GRPC_PORT", "18081"),
-            ("DEBUG_PORT", "16070"),
-            ("RUNTIME_ROOT", "/data"),
-            ("RUNTIME_SUBDIRECTORY", "ratelimit"),
-            ("LOG_FORMAT", "JSON"),
-            ("CACHE_KEY_PREFIX", "rl_"),
-            ("REDIS_TIMEOUT", "250ms"),
-            ("RESPONSE_DYNAMIC_METADATA", "false"),
-        ]);
-        let resolved = match env.resolve(true) {
-            Ok(resolved) => resolved,
-            Err(e) => panic!("{e}"),
-        };
-        let serve = serve_command();
-        for (id, _) in &resolved.defaults {
-            assert!(
-                serve.get_arguments().any(|a| a.get_id() == id),
-                "no argument {id}"
-            );
-        }
-        let matches = resolved
-            .apply(Cli::command())
-            .try_get_matches_from(["floodgate", "serve"]);
-        let cli = match matches.and_then(|m| Cli::from_arg_matches(&m)) {
-            Ok(cli) => cli,
-            Err(e) => panic!("{e}"),
-        };
-        let Command::Serve(args) = cli.command else {
-            panic!("not serve")
-        };
-        assert_eq!(args.http_addr.to_string(), "127.0.0.1:18080");
-        assert_eq!(args.grpc_addr.port(), 18081);
-        assert_eq!(args.admin_addr.port(), 16070);
-        assert_eq!(args.config.config, PathBuf::from("/data/ratelimit/config"));
-        assert_eq!(args.config_watch_root, Some(PathBuf::from("/data")));
-        assert_eq!(args.log_format, LogFormat::Json);
-        assert_eq!(args.store.key_prefix, "rl_");
-        assert_eq!(args.store.store_timeout, Duration::from_millis(250));
-        assert!(!args.dynamic_metadata);
-    }
-}
-
-#[cfg(test)]
-mod store_health_tests {
-    use super::*;
-
-    #[test]
-    fn an_outage_matters_to_health_when_it_fails_requests_or_when_asked() {
-        #[derive(Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            store: StoreArgs,
-        }
-        let unhealthy = |list: &[&str]| {
-            let all = std::iter::once("x").chain(list.iter().copied());
-            match Wrap::try_parse_from(all) {
-                Ok(wrap) => wrap.store.outage_makes_unhealthy(),
-                Err(e) => panic!("{e}"),
-            }
-        };
-        assert!(!unhealthy(&[]));
-        assert!(unhealthy(&["--on-store-error", "deny"]));
-        assert!(unhealthy(&["--on-store-error", "error"]));
-        assert!(unhealthy(&["--redis-health-check-active-connection"]));
-    }
-}
-
 /// The largest request accepted: the flags of [`RequestLimits`].
 #[derive(Args, Clone, Debug, PartialEq, Eq)]
 pub struct RequestLimitArgs {
@@ -720,3 +661,6 @@ impl From<&RequestLimitArgs> for RequestLimits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -89,21 +89,38 @@ pub async fn serve(args: ServeArgs) -> i32 {
             return 1;
         }
     };
-    let source = Source::from_arg(&args.config.config);
-    // Loaded once: the server records this load as the reloader's first.
-    let initial = match load_rules(&source, &args.config.load_options()) {
-        Ok(loaded) => Ok(loaded),
-        Err(errors) if args.force_start_without_initial_config => {
-            eprintln!(
-                "floodgate: starting without rules (--force-start-without-initial-config): \
-                     NOT_SERVING until the config loads"
-            );
-            Err(errors)
+    let source = match args.source() {
+        Ok(source) => source,
+        Err(e) => {
+            eprintln!("floodgate: {e}");
+            return 1;
         }
-        Err(_) => return 1,
     };
-    let rules_loaded = initial.is_ok();
+    // Loaded once: the server records this load as the reloader's first.
+    // An xDS server pushes its rules once the server runs.
+    let initial = match &source {
+        Source::Xds(settings) => {
+            if let Err(e) = server::xds::XdsClient::prepare(settings) {
+                eprintln!("floodgate: {e}");
+                return 1;
+            }
+            None
+        }
+        _ => Some(match load_rules(&source, &args.config.load_options()) {
+            Ok(loaded) => Ok(loaded),
+            Err(errors) if args.force_start_without_initial_config => {
+                eprintln!(
+                    "floodgate: starting without rules (--force-start-without-initial-config): \
+                         NOT_SERVING until the config loads"
+                );
+                Err(errors)
+            }
+            Err(_) => return 1,
+        }),
+    };
+    let rules_loaded = initial.as_ref().is_some_and(Result::is_ok);
     let health = Health::new();
+    health.set_rules_required(args.rules_required(&source));
     health.set_store_required(args.store.outage_makes_unhealthy());
     let store = match args.store.open(args.max_counters, &health).await {
         Ok(store) => store,
@@ -147,7 +164,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
         tls,
         health,
         rules_loaded,
-        initial_load: Some(initial),
+        initial_load: initial,
         max_connection_age: (!args.grpc_max_connection_age.is_zero()).then_some((
             args.grpc_max_connection_age,
             args.grpc_max_connection_age_grace,

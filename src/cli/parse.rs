@@ -19,6 +19,36 @@ pub(crate) fn redact_url(url: &str) -> String {
     }
 }
 
+/// A number from 0 to 1 (`XDS_CLIENT_BACKOFF_RANDOM_FACTOR`).
+pub(crate) fn parse_factor(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(factor) if (0.0..=1.0).contains(&factor) => Ok(factor),
+        _ => Err(format!("expected a number from 0 to 1, got '{text}'")),
+    }
+}
+
+/// A boolean as Go's `strconv.ParseBool` reads it, for flags that take a
+/// value (`--xds-backoff-jitter false`).
+pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
+    parse_go_bool(text.trim())
+        .ok_or_else(|| format!("expected a boolean (true/false, 1/0, t/f), got '{text}'"))
+}
+
+/// `k1<sep>v1,k2<sep>v2` into pairs (names and values trimmed); an item
+/// without `sep` is an error, as with the reference's envconfig maps.
+pub(crate) fn parse_pairs(text: &str, sep: char) -> Result<Vec<(String, String)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| match item.split_once(sep) {
+            Some((name, value)) if !name.trim().is_empty() => {
+                Ok((name.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => Err(format!("'{item}' is not name{sep}value")),
+        })
+        .collect()
+}
+
 /// Go's `strconv.ParseBool`, which envconfig uses.
 pub(crate) fn parse_go_bool(value: &str) -> Option<bool> {
     match value {
@@ -40,6 +70,21 @@ pub fn tracing_filter(level: &str) -> String {
         "error" | "fatal" | "panic" => "error".to_owned(),
         _ => level.to_owned(),
     }
+}
+
+#[cfg(test)]
+#[test]
+fn pairs_and_factors() {
+    assert_eq!(
+        parse_pairs("a:1, b : x:y ,", ':'),
+        Ok(vec![("a".into(), "1".into()), ("b".into(), "x:y".into())])
+    );
+    assert!(parse_pairs("a:1,b", ':').is_err());
+    assert_eq!(parse_pairs("", '='), Ok(Vec::new()));
+    assert_eq!(parse_factor("0.5"), Ok(0.5));
+    assert!(parse_factor("1.5").is_err());
+    assert_eq!(parse_bool("T"), Ok(true));
+    assert!(parse_bool("yes").is_err());
 }
 
 /// Parses a duration as Go's `time.ParseDuration` does, the syntax of the

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use super::parse::{parse_duration, parse_go_bool, redact_url};
 use crate::config::source::EMBEDDED_CONFIG;
+use crate::config::xds::XDS_SCHEME;
 
 /// A reference variable with a value floodgate cannot use. The reference
 /// panics at start on these too.
@@ -135,299 +136,8 @@ pub enum Handling {
     },
 }
 
-const NO_STATSD: &str =
-    "floodgate sends no statsd metrics; scrape GET /metrics on the HTTP address";
-
-const NO_XDS: &str = "only read with CONFIG_TYPE=GRPC_XDS_SOTW, which floodgate refuses";
-const NO_MEMCACHE: &str = "only read with BACKEND_TYPE=memcache, which floodgate refuses";
-
-const NO_PERSECOND: &str =
-    "only read with REDIS_PERSECOND=true; floodgate keeps every counter in REDIS_URL's Redis";
-
-const NO_TRACING: &str = "floodgate exports no traces; it logs with tracing to stdout";
-/// Every variable of the reference server's settings
-/// (envoyproxy/ratelimit `src/settings/settings.go`) and what floodgate
-/// does with it. The README's table is checked against this list.
-pub const KNOWN_REFERENCE_VARS: &[(&str, Handling)] = &[
-    ("HOST", Handling::FlagDefault("--http-addr")),
-    ("PORT", Handling::FlagDefault("--http-addr")),
-    ("DEBUG_HOST", Handling::FlagDefault("--admin-addr")),
-    ("DEBUG_PORT", Handling::FlagDefault("--admin-addr")),
-    ("GRPC_HOST", Handling::FlagDefault("--grpc-addr")),
-    ("GRPC_PORT", Handling::FlagDefault("--grpc-addr")),
-    (
-        "GRPC_UDS",
-        Handling::Ignored("gRPC is served on TCP only (GRPC_HOST/GRPC_PORT)"),
-    ),
-    (
-        "GRPC_MAX_CONNECTION_AGE",
-        Handling::Flag("--grpc-max-connection-age"),
-    ),
-    (
-        "GRPC_MAX_CONNECTION_AGE_GRACE",
-        Handling::Flag("--grpc-max-connection-age-grace"),
-    ),
-    ("GRPC_SERVER_USE_TLS", Handling::FlagDefault("--tls-cert")),
-    ("GRPC_SERVER_TLS_CERT", Handling::FlagDefault("--tls-cert")),
-    ("GRPC_SERVER_TLS_KEY", Handling::FlagDefault("--tls-key")),
-    (
-        "GRPC_CLIENT_TLS_CACERT",
-        Handling::FlagDefault("--tls-client-ca"),
-    ),
-    (
-        "GRPC_CLIENT_TLS_SAN",
-        Handling::Restricted {
-            accepted: &[],
-            why: "with GRPC_SERVER_USE_TLS=true floodgate cannot check a client's SAN; \
-                  issue client certificates from a dedicated CA instead",
-        },
-    ),
-    ("LOG_LEVEL", Handling::Flag("--log-level")),
-    ("LOG_FORMAT", Handling::FlagDefault("--log-format")),
-    (
-        "CONFIG_TYPE",
-        Handling::Restricted {
-            accepted: &["FILE"],
-            why: "floodgate loads rules from files only, not from an xDS server",
-        },
-    ),
-    (
-        "FORCE_START_WITHOUT_INITIAL_CONFIG",
-        Handling::Flag("--force-start-without-initial-config"),
-    ),
-    ("CONFIG_GRPC_XDS_NODE_ID", Handling::Ignored(NO_XDS)),
-    ("CONFIG_GRPC_XDS_NODE_METADATA", Handling::Ignored(NO_XDS)),
-    ("CONFIG_GRPC_XDS_SERVER_URL", Handling::Ignored(NO_XDS)),
-    (
-        "CONFIG_GRPC_XDS_SERVER_CONNECT_RETRY_INTERVAL",
-        Handling::Ignored(NO_XDS),
-    ),
-    (
-        "CONFIG_GRPC_XDS_CLIENT_ADDITIONAL_HEADERS",
-        Handling::Ignored(NO_XDS),
-    ),
-    ("CONFIG_GRPC_XDS_SERVER_USE_TLS", Handling::Ignored(NO_XDS)),
-    ("CONFIG_GRPC_XDS_CLIENT_TLS_CERT", Handling::Ignored(NO_XDS)),
-    ("CONFIG_GRPC_XDS_CLIENT_TLS_KEY", Handling::Ignored(NO_XDS)),
-    (
-        "CONFIG_GRPC_XDS_SERVER_TLS_CACERT",
-        Handling::Ignored(NO_XDS),
-    ),
-    ("CONFIG_GRPC_XDS_SERVER_TLS_SAN", Handling::Ignored(NO_XDS)),
-    (
-        "XDS_CLIENT_BACKOFF_INITIAL_INTERVAL",
-        Handling::Ignored(NO_XDS),
-    ),
-    ("XDS_CLIENT_BACKOFF_MAX_INTERVAL", Handling::Ignored(NO_XDS)),
-    (
-        "XDS_CLIENT_BACKOFF_RANDOM_FACTOR",
-        Handling::Ignored(NO_XDS),
-    ),
-    ("XDS_CLIENT_BACKOFF_JITTER", Handling::Ignored(NO_XDS)),
-    (
-        "USE_STATSD",
-        Handling::Fixed {
-            value: "false",
-            why: NO_STATSD,
-        },
-    ),
-    ("STATSD_HOST", Handling::Ignored(NO_STATSD)),
-    ("STATSD_PORT", Handling::Ignored(NO_STATSD)),
-    (
-        "USE_DOG_STATSD",
-        Handling::Fixed {
-            value: "false",
-            why: NO_STATSD,
-        },
-    ),
-    ("USE_DOG_STATSD_MOGRIFIERS", Handling::Ignored(NO_STATSD)),
-    ("EXTRA_TAGS", Handling::Ignored(NO_STATSD)),
-    ("STATS_FLUSH_INTERVAL", Handling::Ignored(NO_STATSD)),
-    (
-        "DISABLE_STATS",
-        Handling::Fixed {
-            value: "false",
-            why: "metrics are always kept (they cost a few atomic adds); do not scrape them",
-        },
-    ),
-    (
-        "USE_PROMETHEUS",
-        Handling::Fixed {
-            value: "true",
-            why: "Prometheus text is always served, at GET /metrics on the HTTP address",
-        },
-    ),
-    (
-        "PROMETHEUS_ADDR",
-        Handling::Ignored("metrics are served at GET /metrics on the HTTP address (--http-addr)"),
-    ),
-    (
-        "PROMETHEUS_PATH",
-        Handling::Ignored("metrics are served at GET /metrics on the HTTP address (--http-addr)"),
-    ),
-    (
-        "PROMETHEUS_MAPPER_YAML",
-        Handling::Ignored("floodgate's metric names are fixed (see the README)"),
-    ),
-    ("RUNTIME_ROOT", Handling::FlagDefault("--config")),
-    ("RUNTIME_SUBDIRECTORY", Handling::FlagDefault("--config")),
-    ("RUNTIME_APPDIRECTORY", Handling::FlagDefault("--config")),
-    (
-        "RUNTIME_IGNOREDOTFILES",
-        Handling::Fixed {
-            value: "true",
-            why: "files and directories whose names start with '.' are never loaded",
-        },
-    ),
-    (
-        "RUNTIME_WATCH_ROOT",
-        Handling::FlagDefault("--config-watch-root"),
-    ),
-    (
-        "EXPIRATION_JITTER_MAX_SECONDS",
-        Handling::Ignored("Redis keys expire exactly when their state stops mattering"),
-    ),
-    (
-        "LOCAL_CACHE_SIZE_IN_BYTES",
-        Handling::Ignored("the local over-limit cache is always on, bounded to 100 000 keys"),
-    ),
-    ("NEAR_LIMIT_RATIO", Handling::Flag("--near-limit-ratio")),
-    ("CACHE_KEY_PREFIX", Handling::FlagDefault("--key-prefix")),
-    (
-        "BACKEND_TYPE",
-        Handling::Restricted {
-            accepted: &["redis"],
-            why: "counters are kept in memory or in Redis, not in memcached",
-        },
-    ),
-    (
-        "STOP_CACHE_KEY_INCREMENT_WHEN_OVERLIMIT",
-        Handling::Flag("--stop-cache-key-increment-when-overlimit"),
-    ),
-    (
-        "LIMIT_RESPONSE_HEADERS_ENABLED",
-        Handling::Flag("--limit-response-headers-enabled"),
-    ),
-    ("LIMIT_LIMIT_HEADER", Handling::Flag("--limit-limit-header")),
-    (
-        "LIMIT_REMAINING_HEADER",
-        Handling::Flag("--limit-remaining-header"),
-    ),
-    ("LIMIT_RESET_HEADER", Handling::Flag("--limit-reset-header")),
-    (
-        "HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED",
-        Handling::Fixed {
-            value: "true",
-            why: "health is NOT_SERVING until rules have loaded once",
-        },
-    ),
-    ("REDIS_SOCKET_TYPE", Handling::Flag("--redis-socket-type")),
-    ("REDIS_TYPE", Handling::Flag("--redis-type")),
-    ("REDIS_URL", Handling::Flag("--redis-url")),
-    (
-        "REDIS_POOL_SIZE",
-        Handling::Ignored("requests are pipelined over 2 multiplexed connections"),
-    ),
-    ("REDIS_AUTH", Handling::Flag("--redis-auth")),
-    ("REDIS_TLS", Handling::Flag("--redis-tls")),
-    (
-        "REDIS_TLS_CLIENT_CERT",
-        Handling::Flag("--redis-tls-client-cert"),
-    ),
-    (
-        "REDIS_TLS_CLIENT_KEY",
-        Handling::Flag("--redis-tls-client-key"),
-    ),
-    ("REDIS_TLS_CACERT", Handling::Flag("--redis-tls-cacert")),
-    (
-        "REDIS_TLS_SKIP_HOSTNAME_VERIFICATION",
-        Handling::Fixed {
-            value: "false",
-            why: "Redis's certificate is always verified",
-        },
-    ),
-    (
-        "REDIS_PIPELINE_WINDOW",
-        Handling::Ignored("concurrent requests are always pipelined, without a window"),
-    ),
-    (
-        "REDIS_PIPELINE_LIMIT",
-        Handling::Ignored("concurrent requests are always pipelined, without a limit"),
-    ),
-    (
-        "REDIS_PERSECOND",
-        Handling::Fixed {
-            value: "false",
-            why: "every counter, per-second ones included, is kept in REDIS_URL's Redis",
-        },
-    ),
-    (
-        "REDIS_PERSECOND_SOCKET_TYPE",
-        Handling::Ignored(NO_PERSECOND),
-    ),
-    ("REDIS_PERSECOND_TYPE", Handling::Ignored(NO_PERSECOND)),
-    ("REDIS_PERSECOND_URL", Handling::Ignored(NO_PERSECOND)),
-    ("REDIS_PERSECOND_POOL_SIZE", Handling::Ignored(NO_PERSECOND)),
-    ("REDIS_PERSECOND_AUTH", Handling::Ignored(NO_PERSECOND)),
-    ("REDIS_PERSECOND_TLS", Handling::Ignored(NO_PERSECOND)),
-    (
-        "REDIS_PERSECOND_PIPELINE_WINDOW",
-        Handling::Ignored(NO_PERSECOND),
-    ),
-    (
-        "REDIS_PERSECOND_PIPELINE_LIMIT",
-        Handling::Ignored(NO_PERSECOND),
-    ),
-    (
-        "REDIS_SENTINEL_AUTH",
-        Handling::Flag("--redis-sentinel-auth"),
-    ),
-    (
-        "REDIS_HEALTH_CHECK_ACTIVE_CONNECTION",
-        Handling::Flag("--redis-health-check-active-connection"),
-    ),
-    ("REDIS_TIMEOUT", Handling::FlagDefault("--store-timeout")),
-    ("MEMCACHE_HOST_PORT", Handling::Ignored(NO_MEMCACHE)),
-    ("MEMCACHE_MAX_IDLE_CONNS", Handling::Ignored(NO_MEMCACHE)),
-    ("MEMCACHE_SRV", Handling::Ignored(NO_MEMCACHE)),
-    ("MEMCACHE_SRV_REFRESH", Handling::Ignored(NO_MEMCACHE)),
-    ("MEMCACHE_TLS", Handling::Ignored(NO_MEMCACHE)),
-    ("MEMCACHE_TLS_CLIENT_CERT", Handling::Ignored(NO_MEMCACHE)),
-    ("MEMCACHE_TLS_CLIENT_KEY", Handling::Ignored(NO_MEMCACHE)),
-    ("MEMCACHE_TLS_CACERT", Handling::Ignored(NO_MEMCACHE)),
-    (
-        "MEMCACHE_TLS_SKIP_HOSTNAME_VERIFICATION",
-        Handling::Ignored(NO_MEMCACHE),
-    ),
-    ("SHADOW_MODE", Handling::Flag("--shadow-mode")),
-    (
-        "RESPONSE_DYNAMIC_METADATA",
-        Handling::FlagDefault("--dynamic-metadata"),
-    ),
-    (
-        "MERGE_DOMAIN_CONFIG",
-        Handling::Flag("--merge-domain-config"),
-    ),
-    (
-        "TRACING_ENABLED",
-        Handling::Fixed {
-            value: "false",
-            why: NO_TRACING,
-        },
-    ),
-    ("TRACING_SERVICE_NAME", Handling::Ignored(NO_TRACING)),
-    ("TRACING_SERVICE_NAMESPACE", Handling::Ignored(NO_TRACING)),
-    ("TRACING_SERVICE_INSTANCE_ID", Handling::Ignored(NO_TRACING)),
-    ("TRACING_SAMPLING_RATE", Handling::Ignored(NO_TRACING)),
-    ("TRACING_EXPORTER_PROTOCOL", Handling::Ignored(NO_TRACING)),
-    (
-        "PROTO",
-        Handling::Fixed {
-            value: "tcp",
-            why: "the HTTP and admin servers listen on TCP",
-        },
-    ),
-];
+mod known;
+pub use known::KNOWN_REFERENCE_VARS;
 
 /// The reference server's variables, as found in the environment.
 #[derive(Clone, Debug, Default)]
@@ -561,7 +271,23 @@ impl ReferenceEnv {
         // either way (which is what sees a ConfigMap update), and the root
         // symlink too when the reference would.
         let watch_root = self.bool("RUNTIME_WATCH_ROOT", true)?;
-        if let Some(root) = self.get("RUNTIME_ROOT") {
+        let from_xds = self
+            .get("CONFIG_TYPE")
+            .is_some_and(|kind| kind.eq_ignore_ascii_case("GRPC_XDS_SOTW"));
+        if from_xds {
+            // The reference's default server; Envoy Gateway names its own.
+            let server = self
+                .get("CONFIG_GRPC_XDS_SERVER_URL")
+                .unwrap_or("localhost:18000");
+            notes.push(Note {
+                level: NoteLevel::Info,
+                message: format!(
+                    "rules from the xDS server {server} (CONFIG_TYPE=GRPC_XDS_SOTW); \
+                     RUNTIME_ROOT is not read"
+                ),
+            });
+            defaults.push(("config", format!("{XDS_SCHEME}{server}")));
+        } else if let Some(root) = self.get("RUNTIME_ROOT") {
             let mut path = PathBuf::from(root);
             if let Some(sub) = self.get("RUNTIME_SUBDIRECTORY") {
                 path.push(sub);
@@ -610,12 +336,19 @@ impl ReferenceEnv {
                              issue client certificates from a dedicated CA instead",
                 });
             }
-            for (var, arg) in [
-                ("GRPC_SERVER_TLS_CERT", "tls_cert"),
-                ("GRPC_SERVER_TLS_KEY", "tls_key"),
-                ("GRPC_CLIENT_TLS_CACERT", "tls_client_ca"),
+            // Envoy Gateway names the client CA GRPC_SERVER_TLS_CA_CERT,
+            // which the reference does not read (so it verifies no client
+            // certificate there); floodgate takes it as the client CA: Envoy
+            // presents its certificate from the same CA.
+            let client_ca = self
+                .get("GRPC_CLIENT_TLS_CACERT")
+                .or_else(|| self.get("GRPC_SERVER_TLS_CA_CERT"));
+            for (arg, path) in [
+                ("tls_cert", self.get("GRPC_SERVER_TLS_CERT")),
+                ("tls_key", self.get("GRPC_SERVER_TLS_KEY")),
+                ("tls_client_ca", client_ca),
             ] {
-                if let Some(path) = self.get(var) {
+                if let Some(path) = path {
                     defaults.push((arg, path.to_owned()));
                 }
             }

@@ -25,6 +25,7 @@ mod error;
 mod schema;
 pub mod source;
 mod validate;
+pub mod xds;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

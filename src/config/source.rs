@@ -1,17 +1,21 @@
 //! Where rules come from: THE way anyone loads them. `floodgate check`,
 //! `floodgate serve` at start and the reloader all go through [`Source`], so
-//! they agree on what `--config` names: a file, a directory, or the rule
-//! set built into the binary.
+//! they agree on what `--config` names: a file, a directory, the rule
+//! set built into the binary, or an xDS management server
+//! (`xds://host:port`), which pushes rules rather than being read: its
+//! stream is driven by the server's reloader (`server::xds`), each response
+//! loaded by [`super::xds::load_response`].
 
 use std::path::{Path, PathBuf};
 
-use super::{ConfigErrors, LoadOptions, Loaded};
+use super::xds::{XDS_SCHEME, XdsSettings};
+use super::{ConfigError, ConfigErrors, LoadOptions, Loaded};
 
 /// The `--config` value that selects the built-in rule set.
 pub const EMBEDDED_CONFIG: &str = "embedded:";
 
 /// A source of rules.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Source {
     /// A YAML file, or a directory of `*.yaml`/`*.yml` files.
     Path(PathBuf),
@@ -19,17 +23,29 @@ pub enum Source {
     /// ([`EMBEDDED_RULES`]), served when no config is named and `./config`
     /// does not exist.
     BuiltIn,
+    /// An xDS management server that pushes the whole rule set on every
+    /// change (state of the world over ADS).
+    Xds(Box<XdsSettings>),
 }
 
 impl Source {
     /// The source `--config` names: [`EMBEDDED_CONFIG`] is the built-in set,
-    /// anything else a path.
+    /// `xds://host:port` a management server (with the reference's default
+    /// settings), anything else a path.
     pub fn from_arg(path: &Path) -> Source {
         if path.as_os_str() == EMBEDDED_CONFIG {
-            Source::BuiltIn
-        } else {
-            Source::Path(path.to_path_buf())
+            return Source::BuiltIn;
         }
+        match path.to_str().and_then(|text| text.strip_prefix(XDS_SCHEME)) {
+            Some(server) => Source::Xds(Box::new(XdsSettings::new(server.trim_end_matches('/')))),
+            None => Source::Path(path.to_path_buf()),
+        }
+    }
+
+    /// Whether rules are pushed to floodgate (by an xDS server) rather than
+    /// read by it: such a source is never loaded, watched or reloaded.
+    pub fn is_pushed(&self) -> bool {
+        matches!(self, Source::Xds(_))
     }
 
     /// Loads the whole rule set, with its warnings and version.
@@ -43,6 +59,15 @@ impl Source {
                     .collect();
                 super::load_sources_with_warnings(&sources, options)
             }
+            Source::Xds(_) => Err(ConfigErrors(vec![ConfigError {
+                file: self.display(),
+                line: None,
+                column: None,
+                rule_path: String::new(),
+                reason: "an xDS server pushes its rules to `floodgate serve`; they cannot be \
+                         read from here"
+                    .to_owned(),
+            }])),
         }
     }
 
@@ -51,7 +76,7 @@ impl Source {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Source::Path(path) => Some(path),
-            Source::BuiltIn => None,
+            Source::BuiltIn | Source::Xds(_) => None,
         }
     }
 
@@ -60,6 +85,7 @@ impl Source {
         match self {
             Source::Path(path) => path.clone(),
             Source::BuiltIn => PathBuf::from(EMBEDDED_CONFIG),
+            Source::Xds(settings) => PathBuf::from(format!("{XDS_SCHEME}{}", settings.server)),
         }
     }
 }
@@ -104,6 +130,21 @@ mod tests {
             "EMBEDDED_RULES must list every file of config/"
         );
         assert_eq!(embedded, on_disk);
+    }
+
+    #[test]
+    fn an_xds_url_names_a_management_server() {
+        let source = Source::from_arg(Path::new("xds://envoy-gateway:18001"));
+        let Source::Xds(settings) = &source else {
+            panic!("{source:?}")
+        };
+        assert_eq!(settings.server, "envoy-gateway:18001");
+        assert_eq!(settings.node_id, "default");
+        assert!(source.is_pushed());
+        assert_eq!(source.path(), None);
+        assert_eq!(source.display(), PathBuf::from("xds://envoy-gateway:18001"));
+        assert!(source.load(&LoadOptions::default()).is_err());
+        assert!(!Source::from_arg(Path::new("xds/rules")).is_pushed());
     }
 
     #[test]

@@ -31,6 +31,8 @@
 //! | `floodgate_config_reloads_total` | counter | `outcome` | config loads, `success` or `failure` |
 //! | `floodgate_config_last_reload_success` | gauge | | 1 if the last load succeeded, else 0 |
 //! | `floodgate_config_last_reload_timestamp_seconds` | gauge | | Unix time of the last load attempt |
+//! | `floodgate_config_xds_connected` | gauge | | with an xDS rule source: 1 while a stream to the management server is open, else 0 |
+//! | `floodgate_config_xds_stream_failures_total` | counter | | with an xDS rule source: connections that failed and streams that broke (each followed by a reconnect) |
 //! | `floodgate_counters` | gauge | | counters held by the store (absent with Redis, which floodgate does not count: see [`crate::store::redis::RedisStore`]) |
 //! | `floodgate_counter_evictions_total` | counter | | counters evicted to make room |
 //!
@@ -85,6 +87,10 @@ pub const CONFIG_RELOADS: &str = "floodgate_config_reloads_total";
 pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "floodgate_config_last_reload_success";
 /// Unix time of the last config load attempt.
 pub const CONFIG_LAST_RELOAD_TIMESTAMP: &str = "floodgate_config_last_reload_timestamp_seconds";
+/// 1 while a stream to the xDS management server is open.
+pub const CONFIG_XDS_CONNECTED: &str = "floodgate_config_xds_connected";
+/// Failed connections to, and broken streams from, the xDS server.
+pub const CONFIG_XDS_STREAM_FAILURES: &str = "floodgate_config_xds_stream_failures_total";
 /// Counters held by the store.
 pub const COUNTERS: &str = "floodgate_counters";
 /// Config loads that found no rules at all (applied, or refused with
@@ -278,6 +284,9 @@ pub struct Metrics {
     last_reload_success: Gauge,
     last_reload_timestamp: Gauge,
     empty_loads: Counter,
+    /// Registered on first use, so that a server without an xDS source has
+    /// no xDS series.
+    xds: std::sync::OnceLock<(Gauge, Counter)>,
     /// Registered on the first render with a count, so that a store that
     /// does not track its counters (Redis) has no series rather than a 0.
     counters: std::sync::OnceLock<Gauge>,
@@ -354,6 +363,7 @@ impl Metrics {
             last_reload_success: gauge(CONFIG_LAST_RELOAD_SUCCESS),
             last_reload_timestamp: gauge(CONFIG_LAST_RELOAD_TIMESTAMP),
             empty_loads: counter(CONFIG_EMPTY_LOADS, Vec::new()),
+            xds: std::sync::OnceLock::new(),
             counters: std::sync::OnceLock::new(),
             evictions: counter(COUNTER_EVICTIONS, Vec::new()),
             rules: ArcSwap::from_pointee(HashMap::new()),
@@ -558,6 +568,28 @@ impl Metrics {
         self.empty_loads.increment(1);
     }
 
+    fn xds(&self) -> &(Gauge, Counter) {
+        self.xds.get_or_init(|| {
+            (
+                self.recorder
+                    .register_gauge(&Key::from_name(CONFIG_XDS_CONNECTED), &metadata()),
+                self.recorder
+                    .register_counter(&Key::from_name(CONFIG_XDS_STREAM_FAILURES), &metadata()),
+            )
+        })
+    }
+
+    /// Whether a stream to the xDS management server is open.
+    pub fn set_xds_connected(&self, connected: bool) {
+        self.xds().0.set(if connected { 1.0 } else { 0.0 });
+    }
+
+    /// Counts a failed connection to, or a broken stream from, the xDS
+    /// management server.
+    pub fn record_xds_stream_failure(&self) {
+        self.xds().1.increment(1);
+    }
+
     /// The Prometheus text exposition, with the store's gauges as given;
     /// `counters` is `None` for a store that does not track them, and the
     /// series is then absent (not 0).
@@ -612,7 +644,7 @@ fn add(counters: &RuleCounters, counts: RuleCounts) {
 }
 
 fn describe(recorder: &PrometheusRecorder) {
-    let help: [(&'static str, &'static str); 14] = [
+    let help: [(&'static str, &'static str); 16] = [
         (RULE_HITS, "Hits on a rule's limit."),
         (RULE_OVER_LIMIT, "Hits over a rule's limit."),
         (
@@ -646,6 +678,14 @@ fn describe(recorder: &PrometheusRecorder) {
             CONFIG_EMPTY_LOADS,
             "Config loads that found no rules at all.",
         ),
+        (
+            CONFIG_XDS_CONNECTED,
+            "1 while a stream to the xDS management server is open.",
+        ),
+        (
+            CONFIG_XDS_STREAM_FAILURES,
+            "Failed connections to, and broken streams from, the xDS management server.",
+        ),
         (COUNTERS, "Counters held by the counter store."),
         (
             COUNTER_EVICTIONS,
@@ -657,9 +697,10 @@ fn describe(recorder: &PrometheusRecorder) {
         let text = SharedString::const_str(text);
         match name.as_str() {
             DECISION_DURATION => recorder.describe_histogram(name, None, text),
-            CONFIG_LAST_RELOAD_SUCCESS | CONFIG_LAST_RELOAD_TIMESTAMP | COUNTERS => {
-                recorder.describe_gauge(name, None, text)
-            }
+            CONFIG_LAST_RELOAD_SUCCESS
+            | CONFIG_LAST_RELOAD_TIMESTAMP
+            | CONFIG_XDS_CONNECTED
+            | COUNTERS => recorder.describe_gauge(name, None, text),
             _ => recorder.describe_counter(name, None, text),
         }
     }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::decide::{DecideError, RateLimiter};
+use crate::health::Health;
 use crate::observe::metrics::{Metrics, Transport};
 use crate::proto::{RateLimitRequest, RateLimitResponse, RateLimitService};
 use crate::respond::{self, ResponseOptions};
@@ -16,7 +17,13 @@ pub struct GrpcService<S> {
     limiter: Arc<RateLimiter<S>>,
     response: ResponseOptions,
     metrics: Option<Arc<Metrics>>,
+    health: Option<Health>,
 }
+
+/// What the reference answers (gRPC UNKNOWN) while no config has ever
+/// loaded: Envoy's `failure_mode_deny` then decides, as it would for the
+/// reference.
+pub(crate) const NO_CONFIG: &str = "no rate limit configuration loaded";
 
 impl<S> GrpcService<S> {
     /// Serves decisions from `limiter`, answers carrying what `response`
@@ -26,7 +33,14 @@ impl<S> GrpcService<S> {
             limiter,
             response,
             metrics: None,
+            health: None,
         }
+    }
+
+    /// Answers [`NO_CONFIG`] until `health` says rules have loaded.
+    pub fn with_health(mut self, health: Health) -> GrpcService<S> {
+        self.health = Some(health);
+        self
     }
 
     /// Records every request in `metrics`.
@@ -50,6 +64,11 @@ impl<S: CounterStore> RateLimitService for GrpcService<S> {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
+        if let Some(health) = &self.health
+            && !health.rules_loaded()
+        {
+            return Err(Status::unknown(NO_CONFIG));
+        }
         let request = request.into_inner();
         let started = Instant::now();
         let result = self.limiter.decide(&request).await;

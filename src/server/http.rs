@@ -78,6 +78,9 @@ async fn json<S: CounterStore>(
             );
         }
     };
+    if !state.health.rules_loaded() {
+        return error_body(StatusCode::INTERNAL_SERVER_ERROR, super::grpc::NO_CONFIG);
+    }
     let request = request.into_proto();
     let started = Instant::now();
     let result = state.limiter.decide(&request).await;

@@ -18,6 +18,7 @@ mod malformed;
 pub mod reload;
 mod shutdown;
 mod tls;
+pub mod xds;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,11 +31,11 @@ use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 
 pub use grpc::{GrpcService, status_of};
-pub use reload::{ConfigSource, ReloadOutcome, ReloadStatus, Reloader};
+pub use reload::{ConfigSource, ReloadOutcome, ReloadStatus, Reloader, XdsStatus};
 pub use shutdown::ShutdownError;
 pub use tls::{LoadedTls, TlsError, TlsFiles};
 
-use crate::config::{ConfigErrors, Loaded};
+use crate::config::{ConfigErrors, Loaded, Source};
 use crate::decide::RateLimiter;
 use crate::health::Health;
 use crate::observe::metrics::{DEFAULT_NEAR_LIMIT_RATIO, Metrics};
@@ -248,6 +249,17 @@ pub async fn start_with<S: CounterStore>(
             }
         }
         tasks.push(reload::spawn(Arc::clone(reloader), signal.clone()));
+        let source = &reloader.source().source;
+        if let Source::Xds(settings) = source {
+            let client = xds::XdsClient::prepare(settings).map_err(std::io::Error::other)?;
+            tasks.push(xds::spawn(
+                client,
+                Arc::clone(reloader),
+                reloader.source().load_options.clone(),
+                Arc::clone(&metrics),
+                signal.clone(),
+            ));
+        }
     }
 
     let health_reporter = tonic_health::server::HealthReporter::new();
@@ -282,7 +294,8 @@ pub async fn start_with<S: CounterStore>(
     let grpc_service = malformed::Malformed(
         RateLimitServiceServer::new(
             GrpcService::new(Arc::clone(&limiter), options.response.clone())
-                .with_metrics(Arc::clone(&metrics)),
+                .with_metrics(Arc::clone(&metrics))
+                .with_health(health.clone()),
         )
         .max_decoding_message_size(limiter.request_limits().max_message_bytes),
     );

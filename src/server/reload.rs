@@ -2,7 +2,10 @@
 //! in atomically, or keep the old rules serving when the new files are bad.
 //!
 //! A reload is triggered by a change under the config path (watched with
-//! `notify`), by SIGHUP, or by `POST /reload` on the admin server.
+//! `notify`), by SIGHUP, or by `POST /reload` on the admin server. Rules
+//! pushed by an xDS server are not reloaded: each response is
+//! [recorded](Reloader::record) by the xDS client (`super::xds`), with the
+//! stream's state in [`ReloadStatus::xds`].
 //!
 //! What is watched: a config directory is watched recursively, itself and
 //! not only its files, because Kubernetes updates a ConfigMap volume by
@@ -97,6 +100,39 @@ pub struct ReloadStatus {
     pub successes: u64,
     /// Failed loads so far.
     pub failures: u64,
+    /// With an xDS source: the stream and its ACKs and NACKs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xds: Option<XdsStatus>,
+}
+
+/// The state of the stream from an xDS management server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct XdsStatus {
+    /// The server (`host:port`).
+    pub server: String,
+    /// The node id floodgate subscribes with.
+    pub node_id: String,
+    /// Whether a stream is open now.
+    pub connected: bool,
+    /// The `version_info` of the last response applied and ACKed: the
+    /// version floodgate resumes from when it reconnects.
+    pub accepted_version: Option<String>,
+    /// Unix time of the last ACK, in seconds.
+    pub last_ack_unix_seconds: Option<f64>,
+    /// The `version_info` of the last response refused (NACKed).
+    pub rejected_version: Option<String>,
+    /// Unix time of the last NACK, in seconds.
+    pub last_nack_unix_seconds: Option<f64>,
+    /// The last NACK's `error_detail`; cleared by an ACK.
+    pub last_nack_error: Option<String>,
+    /// Responses ACKed.
+    pub acks: u64,
+    /// Responses NACKed.
+    pub nacks: u64,
+    /// Failed connections and broken streams (each followed by a reconnect).
+    pub stream_failures: u64,
+    /// Why the last connection or stream failed.
+    pub last_stream_error: Option<String>,
 }
 
 /// Reloads rules into a limiter and keeps score.
@@ -145,9 +181,24 @@ impl<S: CounterStore> Reloader<S> {
         self.status.lock().clone()
     }
 
+    /// Updates the xDS stream's part of the status.
+    pub fn update_xds(&self, update: impl FnOnce(&mut XdsStatus)) {
+        update(
+            self.status
+                .lock()
+                .xds
+                .get_or_insert_with(XdsStatus::default),
+        );
+    }
+
     /// Loads the config whole and [records](Reloader::record) the load.
-    /// Blocking file I/O: call it from a blocking context.
+    /// Blocking file I/O: call it from a blocking context. A pushed source
+    /// (xDS) has nothing to load: its rules arrive on their own.
     pub fn reload(&self, trigger: &str) -> Result<(), ConfigErrors> {
+        if self.source.source.is_pushed() {
+            tracing::info!(trigger, "rules come from the xDS server; nothing to reload");
+            return Ok(());
+        }
         let _one_at_a_time = self.loading.lock();
         let result = self.source.source.load(&self.source.load_options);
         self.apply(result, trigger)
@@ -272,7 +323,7 @@ impl<S: CounterStore> Reloader<S> {
     }
 }
 
-fn unix_seconds() -> f64 {
+pub(crate) fn unix_seconds() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())

@@ -157,7 +157,7 @@ fn check_certificates(pem: &[u8], path: &Path, what: &'static str) -> Result<(),
 
 /// An error and its sources on one line: tonic's top-level transport error
 /// says little on its own.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(inner) = source {

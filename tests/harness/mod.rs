@@ -11,6 +11,8 @@
 //! - [`redis`]: a `redis-server` of the test's own on a free port;
 //! - [`tls`]: a test CA that signs server and client certificates;
 //! - [`tools`]: the external programs some tests run, checked all at once.
+//! - [`xds`]: a test xDS management server (ADS, state of the world) and a
+//!   floodgate fed by it.
 
 #![allow(dead_code, unused_imports)] // each test crate uses a different subset
 
@@ -21,6 +23,7 @@ pub mod redis;
 pub mod server;
 pub mod tls;
 pub mod tools;
+pub mod xds;
 
 use floodgate::proto::{
     Code, Entry, RateLimitDescriptor, RateLimitOverride, RateLimitRequest, RateLimitResponse,

@@ -40,12 +40,21 @@ impl TestCa {
     }
 
     fn sign(&self, names: &[&str], usage: ExtendedKeyUsagePurpose, common_name: &str) -> Pem {
+        self.sign_for(names, &[usage], common_name)
+    }
+
+    fn sign_for(
+        &self,
+        names: &[&str],
+        usages: &[ExtendedKeyUsagePurpose],
+        common_name: &str,
+    ) -> Pem {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names).unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usages.to_vec();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
@@ -61,6 +70,24 @@ impl TestCa {
             &["localhost", "127.0.0.1"],
             ExtendedKeyUsagePurpose::ServerAuth,
             "floodgate",
+        )
+    }
+
+    /// A server certificate for the given names only.
+    pub fn server_named(&self, names: &[&str]) -> Pem {
+        self.sign(names, ExtendedKeyUsagePurpose::ServerAuth, "xds")
+    }
+
+    /// One certificate for both ends, as Envoy Gateway's `envoy-rate-limit`
+    /// Secret serves floodgate's gRPC port and its xDS client alike.
+    pub fn server_and_client(&self, names: &[&str]) -> Pem {
+        self.sign_for(
+            names,
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            "envoy-ratelimit",
         )
     }
 

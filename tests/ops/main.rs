@@ -1,5 +1,6 @@
 //! Operations: the binary and its command line, reference environment,
-//! admin server, dashboard, metrics, reload, shutdown and store health.
+//! admin server, dashboard, metrics, reload, shutdown, store health and
+//! rules from an xDS management server.
 //! One binary of modules, for the link time (see tests/grpc/main.rs).
 
 #[path = "../harness/mod.rs"]
@@ -17,3 +18,5 @@ mod reload;
 mod shutdown;
 mod store_health;
 mod tools;
+mod xds;
+mod xds_envoy_gateway;

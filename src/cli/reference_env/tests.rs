@@ -118,7 +118,7 @@ fn ignored_variables_warn_once_and_fixed_ones_only_when_different() {
 #[test]
 fn restricted_variables_refuse_other_values() {
     for (name, value) in [
-        ("CONFIG_TYPE", "GRPC_XDS_SOTW"),
+        ("CONFIG_TYPE", "GRPC_XDS_DELTA"),
         ("BACKEND_TYPE", "memcache"),
     ] {
         let err = ReferenceEnv::from_vars([(name, value)]).resolve(true);
@@ -127,7 +127,11 @@ fn restricted_variables_refuse_other_values() {
             "{name}={value}: {err:?}"
         );
     }
-    for (name, value) in [("CONFIG_TYPE", "file"), ("BACKEND_TYPE", "REDIS")] {
+    for (name, value) in [
+        ("CONFIG_TYPE", "file"),
+        ("CONFIG_TYPE", "GRPC_XDS_SOTW"),
+        ("BACKEND_TYPE", "REDIS"),
+    ] {
         assert!(
             ReferenceEnv::from_vars([(name, value)])
                 .resolve(true)
@@ -266,4 +270,52 @@ fn statsd_is_warned_about_when_on() {
         .resolve(true)
         .unwrap();
     assert!(resolved.notes.iter().any(|n| n.level == NoteLevel::Warn));
+}
+
+/// Envoy Gateway's environment for its rate-limit Deployment: rules from
+/// its xDS server (not RUNTIME_ROOT), gRPC TLS with its client CA.
+#[test]
+fn envoy_gateways_environment() {
+    let env = ReferenceEnv::from_vars([
+        ("RUNTIME_ROOT", "/data"),
+        ("RUNTIME_SUBDIRECTORY", "ratelimit"),
+        ("RUNTIME_IGNOREDOTFILES", "true"),
+        ("RUNTIME_WATCH_ROOT", "false"),
+        ("LOG_LEVEL", "info"),
+        ("USE_STATSD", "false"),
+        ("CONFIG_TYPE", "GRPC_XDS_SOTW"),
+        ("CONFIG_GRPC_XDS_SERVER_URL", "envoy-gateway:18001"),
+        ("CONFIG_GRPC_XDS_NODE_ID", "envoy-ratelimit"),
+        ("GRPC_SERVER_USE_TLS", "true"),
+        ("GRPC_SERVER_TLS_CERT", "/certs/tls.crt"),
+        ("GRPC_SERVER_TLS_KEY", "/certs/tls.key"),
+        ("GRPC_SERVER_TLS_CA_CERT", "/certs/ca.crt"),
+        ("CONFIG_GRPC_XDS_SERVER_USE_TLS", "true"),
+        ("CONFIG_GRPC_XDS_CLIENT_TLS_CERT", "/certs/tls.crt"),
+        ("CONFIG_GRPC_XDS_CLIENT_TLS_KEY", "/certs/tls.key"),
+        ("CONFIG_GRPC_XDS_SERVER_TLS_CACERT", "/certs/ca.crt"),
+        ("FORCE_START_WITHOUT_INITIAL_CONFIG", "true"),
+    ]);
+    let resolved = env.resolve(false).unwrap();
+    assert_eq!(
+        resolved
+            .defaults
+            .iter()
+            .filter(|(id, _)| *id == "config")
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>(),
+        ["xds://envoy-gateway:18001"]
+    );
+    assert_eq!(default_of(&resolved, "tls_cert"), Some("/certs/tls.crt"));
+    assert_eq!(
+        default_of(&resolved, "tls_client_ca"),
+        Some("/certs/ca.crt")
+    );
+    let warned: Vec<&str> = resolved
+        .notes
+        .iter()
+        .filter(|n| n.level == NoteLevel::Warn)
+        .map(|n| n.message.as_str())
+        .collect();
+    assert!(warned.is_empty(), "{warned:?}");
 }

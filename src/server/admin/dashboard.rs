@@ -19,7 +19,7 @@
 //! | `window_seconds` | the recent window (60 s) of `per_second` rates, shares and latency quantiles |
 //! | `step_seconds`, `history_seconds` | the resolution of `history` (`?step=1..60`, default 5) and how far back it goes (600) |
 //! | `serving` | the server accepts traffic (rules loaded, store reachable when required, not shutting down) |
-//! | `config` | `version` (hash of the loaded files), `rules` (how many), `loaded_unix_seconds`, `last_outcome` (`success`/`failure`), `last_trigger`, `last_attempt_unix_seconds`, `last_error` (text of the failed load), `successes`, `failures` |
+//! | `config` | `version` (hash of the loaded files), `rules` (how many), `loaded_unix_seconds`, `last_outcome` (`success`/`failure`), `last_trigger`, `last_attempt_unix_seconds`, `last_error` (text of the failed load), `successes`, `failures`, and with an xDS source `xds` (the stream: `server`, `connected`, `accepted_version`, `rejected_version`, `last_nack_error`, `acks`, `nacks`, `stream_failures`, ...) |
 //! | `store` | `reachable`, `errors_total`, `counters` (held now; `null` when the store does not track them: Redis), `evictions_total` |
 //! | `requests` | `totals` and `per_second` of `ok`, `over_limit`, `invalid`, `error` |
 //! | `latency` | `count` of decisions in the window and `p50_seconds`, `p90_seconds`, `p99_seconds` (`null` without decisions; log buckets at most 25% wide, interpolated) |
@@ -242,6 +242,8 @@ struct ConfigReport {
     last_error: Option<String>,
     successes: u64,
     failures: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    xds: Option<crate::server::XdsStatus>,
 }
 
 #[derive(Serialize)]
@@ -530,6 +532,7 @@ fn data<S: CounterStore>(state: &AdminState<S>, step: u64) -> Data {
             last_error: status.as_ref().and_then(|s| s.last_error.clone()),
             successes: status.as_ref().map_or(0, |s| s.successes),
             failures: status.as_ref().map_or(0, |s| s.failures),
+            xds: status.as_ref().and_then(|s| s.xds.clone()),
         },
         store: StoreReport {
             reachable: state.health.store_reachable(),

@@ -184,12 +184,23 @@
     var store = $("store-pill");
     store.textContent = d.store.reachable ? "Store reachable" : "Store unreachable";
     store.className = "pill " + (d.store.reachable ? "good" : "bad");
-    var cfg = $("config-pill"), c = d.config;
+    var cfg = $("config-pill"), c = d.config, x = c.xds;
     var version = c.version ? c.version.slice(0, 8) : "no version";
-    cfg.textContent = "Config " + version + " · " + c.rules + " rules" +
-      (c.last_outcome === "failure" ? " · reload failed" : "");
-    cfg.className = "pill " + (c.last_outcome === "failure" ? "bad" : "");
-    cfg.title = c.version ? "version " + c.version + ", loaded " + fmtClock(c.loaded_unix_seconds) : "";
+    if (x) {
+      // Rules pushed by an xDS server: its version, and what became of the last push.
+      cfg.textContent = "xDS " + (x.accepted_version || "no config yet") + " · " + c.rules + " rules" +
+        (c.last_outcome === "failure" ? " · NACKed " + (x.rejected_version || "") : "") +
+        (x.connected ? "" : " · disconnected");
+      cfg.className = "pill " + (c.last_outcome === "failure" || !x.connected ? "bad" : "");
+      cfg.title = "server " + x.server + " (node " + x.node_id + "), " + x.acks + " ACKs, " +
+        x.nacks + " NACKs, " + x.stream_failures + " stream failures" +
+        (x.last_stream_error ? "; last: " + x.last_stream_error : "");
+    } else {
+      cfg.textContent = "Config " + version + " · " + c.rules + " rules" +
+        (c.last_outcome === "failure" ? " · reload failed" : "");
+      cfg.className = "pill " + (c.last_outcome === "failure" ? "bad" : "");
+      cfg.title = c.version ? "version " + c.version + ", loaded " + fmtClock(c.loaded_unix_seconds) : "";
+    }
     $("updated").textContent = "updated " + fmtClock(d.generated_unix_seconds) + " · every 2 s";
     var banner = $("reload-error");
     if (c.last_outcome === "failure") {
@@ -363,6 +374,12 @@
     fact("Store errors", fmtCount(s.errors_total), s.errors_total > 0 ? "bad" : null);
     fact("Counters held", s.counters === null ? "not tracked (Redis)" : fmtCount(s.counters) + " (" + fmtCount(s.evictions_total) + " evicted)");
     fact("Config version", c.version || "–");
+    if (c.xds) {
+      fact("xDS server", c.xds.server + (c.xds.connected ? " (connected)" : " (disconnected)"),
+        c.xds.connected ? "good" : "bad");
+      fact("xDS version", (c.xds.accepted_version || "–") + " · " + fmtCount(c.xds.acks) + " ACK · " +
+        fmtCount(c.xds.nacks) + " NACK", c.xds.last_nack_error ? "bad" : null);
+    }
     fact("Loaded at", fmtClock(c.loaded_unix_seconds) + " · " + c.rules + " rules");
     fact("Last reload", (c.last_outcome || "–") + (c.last_trigger ? " (" + c.last_trigger + ", " + fmtClock(c.last_attempt_unix_seconds) + ")" : ""),
       c.last_outcome === "failure" ? "bad" : (c.last_outcome === "success" ? "good" : null));
