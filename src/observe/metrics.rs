@@ -27,7 +27,7 @@
 //! | `floodgate_rule_shadow_mode_total` | counter | `domain`, `rule` | over-limit hits reported OK by the rule's shadow mode (`shadow_mode`) |
 //! | `floodgate_decision_duration_seconds` | histogram | `transport` | time to decide one request |
 //! | `floodgate_requests_total` | counter | `transport`, `code` | requests by answer: `ok`, `over_limit`, `invalid`, `error` |
-//! | `floodgate_store_errors_total` | counter | | requests the counter store could not answer |
+//! | `floodgate_store_errors_total` | counter | | requests the counter store could not answer, under every `--on-store-error` policy |
 //! | `floodgate_config_reloads_total` | counter | `outcome` | config loads, `success` or `failure` |
 //! | `floodgate_config_last_reload_success` | gauge | | 1 if the last load succeeded, else 0 |
 //! | `floodgate_config_last_reload_timestamp_seconds` | gauge | | Unix time of the last load attempt |
@@ -273,6 +273,8 @@ pub struct Metrics {
     requests: [[Counter; 4]; 2],
     durations: [Histogram; 2],
     store_errors: Counter,
+    /// The same count, readable back.
+    store_error_total: AtomicU64,
     reload_success: Counter,
     reload_failure: Counter,
     last_reload_success: Gauge,
@@ -349,6 +351,7 @@ impl Metrics {
             requests,
             durations,
             store_errors: counter(STORE_ERRORS, Vec::new()),
+            store_error_total: AtomicU64::new(0),
             reload_success: counter(CONFIG_RELOADS, outcome("success")),
             reload_failure: counter(CONFIG_RELOADS, outcome("failure")),
             last_reload_success: gauge(CONFIG_LAST_RELOAD_SUCCESS),
@@ -472,6 +475,11 @@ impl Metrics {
             .record(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
         let code = match result {
             Ok(decision) => {
+                // Failed open (`allow`) or closed (`deny`): answered, but a
+                // store error all the same.
+                if decision.store_failed {
+                    self.count_store_error();
+                }
                 self.record_rules(request, decision);
                 if decision.over_limit {
                     RequestCode::OverLimit
@@ -481,12 +489,24 @@ impl Metrics {
             }
             Err(DecideError::InvalidRequest(_)) => RequestCode::Invalid,
             Err(DecideError::Store(_)) => {
-                self.store_errors.increment(1);
+                self.count_store_error();
                 RequestCode::Error
             }
         };
         self.requests[t][code as usize].increment(1);
         self.answers[code as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_store_error(&self) {
+        self.store_errors.increment(1);
+        self.store_error_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests whose counter store call failed since the start, under
+    /// every `--on-store-error` policy (what `floodgate_store_errors_total`
+    /// says, readable back for the dashboard).
+    pub fn store_errors(&self) -> u64 {
+        self.store_error_total.load(Ordering::Relaxed)
     }
 
     fn record_rules(&self, request: &RateLimitRequest, decision: &Decision) {

@@ -202,6 +202,7 @@ mod tests {
         Decision {
             over_limit: descriptors.iter().any(|d| d.over_limit),
             global_shadowed: false,
+            store_failed: false,
             descriptors: descriptors.into(),
             context: ResponseContext {
                 domain: domain.into(),
