@@ -13,18 +13,21 @@ pub mod reference_env;
 
 pub use args::{
     CheckArgs, Cli, Command, ConfigArgs, LogFormat, OnStoreError, RequestLimitArgs, ServeArgs,
-    StoreArgs, StoreTime, TlsArgs, reference_invocation,
+    StatsArgs, StoreArgs, StoreTime, TlsArgs, reference_invocation,
 };
 
-pub use parse::parse_duration;
+pub use parse::{Tags, parse_duration};
 
 use crate::clock::SystemClock;
 use crate::config::{self, ConfigErrors, LoadOptions, Loaded, Source};
 use crate::decide::{RateLimiter, ServiceOptions, StoreErrorPolicy};
 use crate::health::Health;
+use crate::observe::mapper::Mapper;
+use crate::observe::reference::ReferenceStats;
+use crate::observe::statsd::StatsdOptions;
 use crate::respond::{LimitHeaderNames, ResponseOptions};
 use crate::rules::RuleSet;
-use crate::server::{self, ConfigSource, Listeners, ServerOptions};
+use crate::server::{self, ConfigSource, Listeners, ReferenceSinks, ServerOptions};
 
 /// Loads rules, printing every error (file, line, reason) to stderr.
 fn load_rules(source: &Source, options: &LoadOptions) -> Result<Loaded, ConfigErrors> {
@@ -99,6 +102,13 @@ pub async fn serve(args: ServeArgs) -> i32 {
         Err(_) => return 1,
     };
     let rules_loaded = initial.is_ok();
+    let reference = match reference_sinks(&args.stats) {
+        Ok(reference) => reference,
+        Err(e) => {
+            eprintln!("floodgate: {e}");
+            return 1;
+        }
+    };
     let health = Health::new();
     health.set_store_required(args.store.outage_makes_unhealthy());
     let store = match args.store.open(args.max_counters, &health).await {
@@ -154,6 +164,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
             }),
             dynamic_metadata: args.dynamic_metadata,
         },
+        reference,
     };
     let running = match server::start_with(limiter, &listeners, options).await {
         Ok(running) => running,
@@ -185,6 +196,46 @@ pub async fn serve(args: ServeArgs) -> i32 {
             1
         }
     }
+}
+
+/// The reference's stats and their sinks, as `args` ask; `None` when no
+/// sink reads them. A mapping file that cannot be read or used is an error
+/// (the reference ignores a broken one and serves unmapped names, which
+/// would silently break every dashboard).
+fn reference_sinks(args: &StatsArgs) -> Result<Option<ReferenceSinks>, String> {
+    let statsd = args.use_statsd || args.use_dog_statsd;
+    if args.disable_stats || !(statsd || args.use_prometheus) {
+        return Ok(None);
+    }
+    let mapper = if !args.use_prometheus {
+        None
+    } else if let Some(path) = &args.prometheus_mapper_yaml {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("PROMETHEUS_MAPPER_YAML {}: {e}", path.display()))?;
+        Some(Mapper::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+    } else {
+        Some(Mapper::reference_default(
+            args.prometheus_response_time_as_milliseconds,
+        ))
+    };
+    let host = &args.statsd_host;
+    let target = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{}", args.statsd_port)
+    } else {
+        format!("{host}:{}", args.statsd_port)
+    };
+    Ok(Some(ReferenceSinks {
+        stats: Arc::new(ReferenceStats::new(mapper, args.stats_max_dynamic_keys)),
+        prometheus: args
+            .use_prometheus
+            .then(|| (args.prometheus_addr, args.prometheus_path.clone())),
+        statsd: statsd.then(|| StatsdOptions {
+            target,
+            interval: args.stats_flush_interval,
+            tags: args.extra_tags.0.clone(),
+            dogstatsd: args.use_dog_statsd,
+        }),
+    }))
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -13,6 +13,7 @@ mod grpc;
 mod http;
 pub(crate) mod json;
 mod malformed;
+mod prometheus;
 pub mod reload;
 mod shutdown;
 mod tls;
@@ -34,6 +35,8 @@ use crate::config::{ConfigErrors, Loaded};
 use crate::decide::RateLimiter;
 use crate::health::Health;
 use crate::observe::metrics::{DEFAULT_NEAR_LIMIT_RATIO, Metrics};
+use crate::observe::reference::ReferenceStats;
+use crate::observe::statsd::StatsdOptions;
 use crate::proto::{FILE_DESCRIPTOR_SET, RateLimitServiceServer};
 use crate::respond::ResponseOptions;
 use crate::store::CounterStore;
@@ -79,6 +82,21 @@ pub struct ServerOptions {
     /// What answers carry besides statuses (the reference's limit headers,
     /// dynamic metadata), on gRPC and `/json` alike.
     pub response: ResponseOptions,
+    /// The reference-named stats and their sinks; `None`: not kept
+    /// (`DISABLE_STATS`, or neither statsd nor `USE_PROMETHEUS`).
+    pub reference: Option<ReferenceSinks>,
+}
+
+/// The reference's stats and where they go.
+#[derive(Debug)]
+pub struct ReferenceSinks {
+    /// The stats (built with a mapper when `prometheus` is set).
+    pub stats: Arc<ReferenceStats>,
+    /// The reference's Prometheus listener (`PROMETHEUS_ADDR`) and path
+    /// (`PROMETHEUS_PATH`).
+    pub prometheus: Option<(SocketAddr, String)>,
+    /// Where statsd lines go.
+    pub statsd: Option<StatsdOptions>,
 }
 
 impl Default for ServerOptions {
@@ -92,6 +110,7 @@ impl Default for ServerOptions {
             rules_loaded: true,
             tls: None,
             response: ResponseOptions::default(),
+            reference: None,
         }
     }
 }
@@ -104,6 +123,9 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The bound admin address, when an admin server was asked for.
     pub admin_addr: Option<SocketAddr>,
+    /// The bound address of the reference's Prometheus listener, when one
+    /// was asked for.
+    pub prometheus_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), String>>>,
     health: Health,
@@ -159,6 +181,18 @@ pub async fn start_with<S: CounterStore>(
         Some(addr) => Some(TcpListener::bind(addr).await?),
         None => None,
     };
+    let prometheus_listener = match options
+        .reference
+        .as_ref()
+        .and_then(|r| r.prometheus.as_ref())
+    {
+        Some((addr, _)) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    let prometheus_addr = match &prometheus_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let admin_addr = match &admin_listener {
@@ -167,7 +201,11 @@ pub async fn start_with<S: CounterStore>(
     };
     let (shutdown, signal) = watch::channel(false);
     let health = options.health.clone();
-    let metrics = Arc::new(Metrics::new(options.near_limit_ratio));
+    let mut metrics = Metrics::new(options.near_limit_ratio);
+    if let Some(reference) = &options.reference {
+        metrics = metrics.with_reference(Arc::clone(&reference.stats));
+    }
+    let metrics = Arc::new(metrics);
     metrics.set_rules(&limiter.rules());
     if options.rules_loaded {
         health.set_rules_loaded(true);
@@ -208,6 +246,23 @@ pub async fn start_with<S: CounterStore>(
         signal.clone(),
     ));
     tasks.push(spawn_upkeep(Arc::clone(&metrics), signal.clone()));
+    if let Some(reference) = options.reference {
+        if let (Some(listener), Some((_, path))) = (prometheus_listener, &reference.prometheus) {
+            tasks.push(prometheus::spawn(
+                listener,
+                path,
+                Arc::clone(&reference.stats),
+                signal.clone(),
+            ));
+        }
+        if let Some(statsd) = reference.statsd {
+            tasks.push(crate::observe::statsd::spawn(
+                Arc::clone(&reference.stats),
+                statsd,
+                signal.clone(),
+            ));
+        }
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -292,6 +347,7 @@ pub async fn start_with<S: CounterStore>(
         grpc_addr,
         http_addr,
         admin_addr,
+        prometheus_addr,
         shutdown,
         tasks,
         health,

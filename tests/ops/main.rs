@@ -13,6 +13,7 @@ mod dashboard_browser;
 mod metrics;
 mod monitoring;
 mod reference_env;
+mod reference_metrics;
 mod reload;
 mod shutdown;
 mod store_health;
