@@ -199,6 +199,10 @@ pub struct ServeArgs {
     /// The reference's stats: statsd and its Prometheus listener.
     #[command(flatten)]
     pub stats: StatsArgs,
+
+    /// OpenTelemetry traces, as the reference exports them.
+    #[command(flatten)]
+    pub tracing: TracingArgs,
 }
 
 /// The reference server's stats, under its names (its variables read as
@@ -265,6 +269,35 @@ pub struct StatsArgs {
     /// count under the rule's own key.
     #[arg(long, env = "FLOODGATE_STATS_MAX_DYNAMIC_KEYS", default_value_t = crate::observe::reference::DEFAULT_MAX_DYNAMIC_KEYS)]
     pub stats_max_dynamic_keys: usize,
+}
+
+/// OpenTelemetry traces (the reference's variables; the exporter reads the
+/// standard `OTEL_EXPORTER_OTLP_*` variables itself).
+#[derive(Debug, Args)]
+pub struct TracingArgs {
+    /// Export a span per `ShouldRateLimit` (and one per store call) over OTLP.
+    #[arg(long, env = "TRACING_ENABLED", default_value_t = false, action = clap::ArgAction::Set, value_parser = parse_bool_value)]
+    pub tracing_enabled: bool,
+
+    /// The spans' `service.name`.
+    #[arg(long, env = "TRACING_SERVICE_NAME", default_value = "RateLimit")]
+    pub tracing_service_name: String,
+
+    /// The spans' `service.namespace`.
+    #[arg(long, env = "TRACING_SERVICE_NAMESPACE", default_value = "")]
+    pub tracing_service_namespace: String,
+
+    /// The spans' `service.instance.id` (a random UUID when empty).
+    #[arg(long, env = "TRACING_SERVICE_INSTANCE_ID", default_value = "")]
+    pub tracing_service_instance_id: String,
+
+    /// Share of traces sampled when the caller did not decide (0 to 1).
+    #[arg(long, env = "TRACING_SAMPLING_RATE", default_value_t = 1.0)]
+    pub tracing_sampling_rate: f64,
+
+    /// OTLP over `http` (protobuf) or `grpc`.
+    #[arg(long, env = "TRACING_EXPORTER_PROTOCOL", default_value = "http")]
+    pub tracing_exporter_protocol: String,
 }
 
 /// The command line to parse: `args` as given, except that a binary named

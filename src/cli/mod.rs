@@ -13,7 +13,7 @@ pub mod reference_env;
 
 pub use args::{
     CheckArgs, Cli, Command, ConfigArgs, LogFormat, OnStoreError, RequestLimitArgs, ServeArgs,
-    StatsArgs, StoreArgs, StoreTime, TlsArgs, reference_invocation,
+    StatsArgs, StoreArgs, StoreTime, TlsArgs, TracingArgs, reference_invocation,
 };
 
 pub use parse::{Tags, parse_duration};
@@ -25,6 +25,7 @@ use crate::health::Health;
 use crate::observe::mapper::Mapper;
 use crate::observe::reference::ReferenceStats;
 use crate::observe::statsd::StatsdOptions;
+use crate::observe::traces::{Protocol, TracedStore, Traces, TracingOptions};
 use crate::respond::{LimitHeaderNames, ResponseOptions};
 use crate::rules::RuleSet;
 use crate::server::{self, ConfigSource, Listeners, ReferenceSinks, ServerOptions};
@@ -118,6 +119,14 @@ pub async fn serve(args: ServeArgs) -> i32 {
             return 1;
         }
     };
+    let traces = match traces(&args.tracing) {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("floodgate: {e}");
+            return 1;
+        }
+    };
+    let store = TracedStore::new(store, traces.as_ref().map(|t| t.tracer()));
     // The rules go in with the initial load, before any listener serves.
     let limiter = Arc::new(RateLimiter::new(
         RuleSet::empty(),
@@ -165,6 +174,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
             dynamic_metadata: args.dynamic_metadata,
         },
         reference,
+        traces,
     };
     let running = match server::start_with(limiter, &listeners, options).await {
         Ok(running) => running,
@@ -236,6 +246,29 @@ fn reference_sinks(args: &StatsArgs) -> Result<Option<ReferenceSinks>, String> {
             dogstatsd: args.use_dog_statsd,
         }),
     }))
+}
+
+/// The trace pipeline when `TRACING_ENABLED`; call on the runtime.
+fn traces(args: &TracingArgs) -> Result<Option<Arc<Traces>>, String> {
+    if !args.tracing_enabled {
+        return Ok(None);
+    }
+    let options = TracingOptions {
+        service_name: args.tracing_service_name.clone(),
+        service_namespace: args.tracing_service_namespace.clone(),
+        service_instance_id: args.tracing_service_instance_id.clone(),
+        sampling_rate: args.tracing_sampling_rate,
+        protocol: Protocol::parse(&args.tracing_exporter_protocol)?,
+        endpoint: None,
+    };
+    let traces = Traces::new(&options)?;
+    tracing::info!(
+        service = %options.service_name,
+        protocol = ?options.protocol,
+        sampling_rate = options.sampling_rate,
+        "exporting OpenTelemetry traces"
+    );
+    Ok(Some(Arc::new(traces)))
 }
 
 /// Resolves on SIGINT or SIGTERM.

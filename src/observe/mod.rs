@@ -2,7 +2,8 @@
 //! ([`metrics`], Prometheus text), what the dashboard reads back live
 //! ([`live`]: a latency histogram and the top-K descriptors closest to their
 //! limits), the reference server's stats under its names ([`reference`],
-//! mapped to Prometheus by [`mapper`], sent by [`statsd`]).
+//! mapped to Prometheus by [`mapper`], sent by [`statsd`]) and OpenTelemetry
+//! traces ([`traces`]).
 
 pub mod counts;
 pub mod live;
@@ -10,3 +11,4 @@ pub mod mapper;
 pub mod metrics;
 pub mod reference;
 pub mod statsd;
+pub mod traces;

@@ -3,10 +3,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::propagation::Extractor;
+use tonic::metadata::{KeyRef, MetadataMap};
 use tonic::{Request, Response, Status};
 
 use crate::decide::{DecideError, RateLimiter};
 use crate::observe::metrics::{Metrics, Transport};
+use crate::observe::traces::{SpanCode, Traces};
 use crate::proto::{RateLimitRequest, RateLimitResponse, RateLimitService};
 use crate::respond::{self, ResponseOptions};
 use crate::store::CounterStore;
@@ -16,6 +20,7 @@ pub struct GrpcService<S> {
     limiter: Arc<RateLimiter<S>>,
     response: ResponseOptions,
     metrics: Option<Arc<Metrics>>,
+    traces: Option<Arc<Traces>>,
 }
 
 impl<S> GrpcService<S> {
@@ -26,6 +31,7 @@ impl<S> GrpcService<S> {
             limiter,
             response,
             metrics: None,
+            traces: None,
         }
     }
 
@@ -33,6 +39,31 @@ impl<S> GrpcService<S> {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> GrpcService<S> {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Traces every request with `traces`.
+    pub fn with_traces(mut self, traces: Option<Arc<Traces>>) -> GrpcService<S> {
+        self.traces = traces;
+        self
+    }
+}
+
+/// A request's gRPC metadata, read by the trace-context propagator.
+struct MetadataExtractor<'a>(&'a MetadataMap);
+
+impl Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|key| match key {
+                KeyRef::Ascii(key) => Some(key.as_str()),
+                KeyRef::Binary(_) => None,
+            })
+            .collect()
     }
 }
 
@@ -50,11 +81,27 @@ impl<S: CounterStore> RateLimitService for GrpcService<S> {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
+        let span = self
+            .traces
+            .as_ref()
+            .map(|traces| traces.start_request(&MetadataExtractor(request.metadata())));
         let request = request.into_inner();
         let started = Instant::now();
-        let result = self.limiter.decide(&request).await;
+        let result = match &span {
+            None => self.limiter.decide(&request).await,
+            // The store's span finds its parent in this context.
+            Some(cx) => self.limiter.decide(&request).with_context(cx.clone()).await,
+        };
         if let Some(metrics) = &self.metrics {
             metrics.observe(Transport::Grpc, &request, &result, started.elapsed());
+        }
+        if let Some(cx) = &span {
+            let code = match &result {
+                Ok(decision) if decision.over_limit => SpanCode::OverLimit,
+                Ok(_) => SpanCode::Ok,
+                Err(_) => SpanCode::Error,
+            };
+            Traces::finish_request(cx, &request.domain, request.descriptors.len(), code);
         }
         match result {
             Ok(decision) => Ok(Response::new(respond::to_response(

@@ -37,6 +37,7 @@ use crate::health::Health;
 use crate::observe::metrics::{DEFAULT_NEAR_LIMIT_RATIO, Metrics};
 use crate::observe::reference::ReferenceStats;
 use crate::observe::statsd::StatsdOptions;
+use crate::observe::traces::Traces;
 use crate::proto::{FILE_DESCRIPTOR_SET, RateLimitServiceServer};
 use crate::respond::ResponseOptions;
 use crate::store::CounterStore;
@@ -85,6 +86,9 @@ pub struct ServerOptions {
     /// The reference-named stats and their sinks; `None`: not kept
     /// (`DISABLE_STATS`, or neither statsd nor `USE_PROMETHEUS`).
     pub reference: Option<ReferenceSinks>,
+    /// OpenTelemetry traces of gRPC requests; `None`: off. Exported until
+    /// the server stops, then flushed.
+    pub traces: Option<Arc<Traces>>,
 }
 
 /// The reference's stats and where they go.
@@ -111,6 +115,7 @@ impl Default for ServerOptions {
             tls: None,
             response: ResponseOptions::default(),
             reference: None,
+            traces: None,
         }
     }
 }
@@ -130,6 +135,7 @@ pub struct Running {
     tasks: Vec<JoinHandle<Result<(), String>>>,
     health: Health,
     metrics: Arc<Metrics>,
+    traces: Option<Arc<Traces>>,
     reload_status: Option<Arc<dyn Fn() -> ReloadStatus + Send + Sync>>,
 }
 
@@ -272,7 +278,8 @@ pub async fn start_with<S: CounterStore>(
     let grpc_service = malformed::Malformed(
         RateLimitServiceServer::new(
             GrpcService::new(Arc::clone(&limiter), options.response.clone())
-                .with_metrics(Arc::clone(&metrics)),
+                .with_metrics(Arc::clone(&metrics))
+                .with_traces(options.traces.clone()),
         )
         .max_decoding_message_size(limiter.request_limits().max_message_bytes),
     );
@@ -352,6 +359,7 @@ pub async fn start_with<S: CounterStore>(
         tasks,
         health,
         metrics,
+        traces: options.traces,
         reload_status,
     })
 }
@@ -436,7 +444,8 @@ impl Running {
         self.wait().await
     }
 
-    /// Waits until both transports have stopped.
+    /// Waits until both transports have stopped, then exports the spans
+    /// still batched.
     pub async fn wait(self) -> Result<(), String> {
         let mut result = Ok(());
         for task in self.tasks {
@@ -445,6 +454,10 @@ impl Running {
                 Ok(Err(e)) => result = Err(e),
                 Err(e) => result = Err(format!("server task failed: {e}")),
             }
+        }
+        if let Some(traces) = self.traces {
+            // Shutting the exporter down blocks until the batch task is done.
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
         }
         result
     }

@@ -17,3 +17,4 @@ mod reference_metrics;
 mod reload;
 mod shutdown;
 mod store_health;
+mod traces;

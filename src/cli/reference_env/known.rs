@@ -3,8 +3,6 @@
 
 use super::Handling;
 
-const NO_TRACING: &str = "floodgate exports no traces; it logs with tracing to stdout";
-
 const NO_XDS: &str = "only read with CONFIG_TYPE=GRPC_XDS_SOTW, which floodgate refuses";
 const NO_MEMCACHE: &str = "only read with BACKEND_TYPE=memcache, which floodgate refuses";
 
@@ -251,18 +249,27 @@ pub const KNOWN_REFERENCE_VARS: &[(&str, Handling)] = &[
         "MERGE_DOMAIN_CONFIG",
         Handling::Flag("--merge-domain-config"),
     ),
+    ("TRACING_ENABLED", Handling::Flag("--tracing-enabled")),
     (
-        "TRACING_ENABLED",
-        Handling::Fixed {
-            value: "false",
-            why: NO_TRACING,
-        },
+        "TRACING_SERVICE_NAME",
+        Handling::Flag("--tracing-service-name"),
     ),
-    ("TRACING_SERVICE_NAME", Handling::Ignored(NO_TRACING)),
-    ("TRACING_SERVICE_NAMESPACE", Handling::Ignored(NO_TRACING)),
-    ("TRACING_SERVICE_INSTANCE_ID", Handling::Ignored(NO_TRACING)),
-    ("TRACING_SAMPLING_RATE", Handling::Ignored(NO_TRACING)),
-    ("TRACING_EXPORTER_PROTOCOL", Handling::Ignored(NO_TRACING)),
+    (
+        "TRACING_SERVICE_NAMESPACE",
+        Handling::Flag("--tracing-service-namespace"),
+    ),
+    (
+        "TRACING_SERVICE_INSTANCE_ID",
+        Handling::Flag("--tracing-service-instance-id"),
+    ),
+    (
+        "TRACING_SAMPLING_RATE",
+        Handling::Flag("--tracing-sampling-rate"),
+    ),
+    (
+        "TRACING_EXPORTER_PROTOCOL",
+        Handling::Flag("--tracing-exporter-protocol"),
+    ),
     (
         "PROTO",
         Handling::Fixed {

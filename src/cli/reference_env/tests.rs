@@ -280,9 +280,13 @@ fn prometheus_alone_turns_statsd_off_as_the_reference_requires() {
         None
     );
     assert_eq!(statsd_default(&[]), None);
-    // The statsd variables are read, not warned about.
-    let resolved = ReferenceEnv::from_vars([("USE_STATSD", "true"), ("STATSD_HOST", "statsd")])
-        .resolve(true)
-        .unwrap();
+    // The statsd and tracing variables are read, not warned about.
+    let resolved = ReferenceEnv::from_vars([
+        ("USE_STATSD", "true"),
+        ("STATSD_HOST", "statsd"),
+        ("TRACING_ENABLED", "true"),
+    ])
+    .resolve(true)
+    .unwrap();
     assert!(resolved.notes.is_empty(), "{:?}", resolved.notes);
 }
