@@ -246,6 +246,7 @@ fn match_descriptor<'r>(
             reference_form: true,
             detailed_metric: false,
             value_to_metric: Vec::new(),
+            stat_levels: Vec::new(),
         };
         return Some(Applied {
             rule: Arc::new(rule),

@@ -25,8 +25,9 @@
 //! (`key_value` for a rule with a value, `key` for one without; levels
 //! joined by `.`), sanitised as the reference does (`:` and `|` become `_`,
 //! and so do the dots of anything shaped like an IPv4 address). A rule with
-//! `detailed_metric: true` and a request's limit override are keyed by the
-//! request's own values, as in the reference; those keys are **bounded**:
+//! `detailed_metric: true`, one with `value_to_metric: true` levels and a
+//! request's limit override are keyed by the request's own values, as in
+//! the reference; those keys are **bounded**:
 //! at most `max_dynamic_keys` of them exist over the process's life, and a
 //! request value arriving after that counts under the rule's own key (for
 //! an override, `D.(override)`), so no request can grow the series without
@@ -182,9 +183,9 @@ impl ReferenceStats {
     }
 
     /// Adds one descriptor's counts. `own` are the stats of the rule's own
-    /// key; a `detailed_metric` rule or a limit override counts under the
-    /// request's values instead while fewer than `max_dynamic_keys` such
-    /// keys exist, else under `own`.
+    /// key; a `detailed_metric` or `value_to_metric` rule and a limit
+    /// override count under the request's values instead while fewer than
+    /// `max_dynamic_keys` such keys exist, else under `own`.
     pub fn add(
         &self,
         own: &RuleStats,
@@ -197,6 +198,8 @@ impl ReferenceStats {
             self.dynamic(|key| override_key(key, domain, descriptor))
         } else if rule.detailed_metric {
             self.dynamic(|key| detailed_key(key, domain, descriptor))
+        } else if !rule.stat_levels.is_empty() {
+            self.dynamic(|key| value_to_metric_key(key, domain, rule, descriptor))
         } else {
             None
         };
@@ -419,6 +422,30 @@ fn detailed_key(out: &mut String, domain: &str, descriptor: &RateLimitDescriptor
         out.push_str(&entry.key);
         out.push('_');
         out.push_str(&entry.value);
+    }
+}
+
+/// The reference's `value_to_metric` key: each level as configured, except
+/// that a `value_to_metric` level (not a `share_threshold` wildcard) takes
+/// the request's value: `key_value`, or `key` for an empty value.
+fn value_to_metric_key(
+    out: &mut String,
+    domain: &str,
+    rule: &Rule,
+    descriptor: &RateLimitDescriptor,
+) {
+    out.push_str(domain);
+    for (level, entry) in rule.stat_levels.iter().zip(&descriptor.entries) {
+        out.push('.');
+        if level.value_to_metric && !level.shared {
+            out.push_str(&entry.key);
+            if !entry.value.is_empty() {
+                out.push('_');
+                out.push_str(&entry.value);
+            }
+        } else {
+            out.push_str(&level.configured);
+        }
     }
 }
 

@@ -191,6 +191,7 @@ mod tests {
             reference_form: false,
             detailed_metric: false,
             value_to_metric: Vec::new(),
+            stat_levels: Vec::new(),
         })
     }
 

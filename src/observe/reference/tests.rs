@@ -30,6 +30,7 @@ fn rule(id: &str, detailed_metric: bool) -> Rule {
         reference_form: true,
         detailed_metric,
         value_to_metric: Vec::new(),
+        stat_levels: Vec::new(),
     }
 }
 
@@ -179,4 +180,41 @@ fn without_a_mapper_nothing_is_rendered_but_everything_counts() {
         .iter()
         .find(|s| s.name() == "ratelimit.service.call.should_rate_limit.redis_error");
     assert_eq!(redis.map(|s| s.value()), Some(1));
+}
+
+#[test]
+fn value_to_metric_levels_take_the_request_value() {
+    let rules = crate::config::load_sources(
+        &[(
+            "d.yaml".into(),
+            "domain: d\ndescriptors:\n  - key: route\n    value_to_metric: true\n    descriptors:\n      - key: user\n        rate_limit: {unit: day, requests_per_unit: 5}\n  - key: path\n    value: 'a*'\n    share_threshold: true\n    value_to_metric: true\n    rate_limit: {unit: day, requests_per_unit: 5}\n"
+                .to_owned(),
+        )],
+        &crate::config::LoadOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stats = mapped();
+    let request = descriptor(&[("route", "r1"), ("user", "u1")]);
+    let rule = rules
+        .lookup("d", &request.entries)
+        .map(|m| m.rule.clone())
+        .unwrap_or_else(|| panic!("no rule"));
+    let own = stats.rule_stats(&rule.id);
+    stats.add(&own, "d", &rule, &request, hits(1));
+    // A shared wildcard keeps its pattern.
+    let shared = descriptor(&[("path", "abc")]);
+    let rule = rules
+        .lookup("d", &shared.entries)
+        .map(|m| m.rule.clone())
+        .unwrap_or_else(|| panic!("no rule"));
+    let own = stats.rule_stats(&rule.id);
+    stats.add(&own, "d", &rule, &shared, hits(1));
+    let text = stats.render();
+    assert!(
+        text.contains(
+            "ratelimit_service_rate_limit_total_hits{domain=\"d\",key1=\"route_r1\",key2=\"user\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("key1=\"path_a*\"} 1"), "{text}");
 }
