@@ -187,6 +187,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
         grpc = %running.grpc_addr,
         http = %running.http_addr,
         admin = %running.admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+        prometheus = %running.prometheus_addr.map(|a| a.to_string()).unwrap_or_default(),
         tls = tls_mode,
         "floodgate serving"
     );
@@ -211,7 +212,8 @@ pub async fn serve(args: ServeArgs) -> i32 {
 /// The reference's stats and their sinks, as `args` ask; `None` when no
 /// sink reads them. A mapping file that cannot be read or used is an error
 /// (the reference ignores a broken one and serves unmapped names, which
-/// would silently break every dashboard).
+/// would silently break every dashboard); a missing one is warned about
+/// and the default mapping serves.
 fn reference_sinks(args: &StatsArgs) -> Result<Option<ReferenceSinks>, String> {
     let statsd = args.use_statsd || args.use_dog_statsd;
     if args.disable_stats || !(statsd || args.use_prometheus) {
@@ -220,9 +222,22 @@ fn reference_sinks(args: &StatsArgs) -> Result<Option<ReferenceSinks>, String> {
     let mapper = if !args.use_prometheus {
         None
     } else if let Some(path) = &args.prometheus_mapper_yaml {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("PROMETHEUS_MAPPER_YAML {}: {e}", path.display()))?;
-        Some(Mapper::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?)
+        match std::fs::read_to_string(path) {
+            Ok(text) => Some(Mapper::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?),
+            // Envoy Gateway mounts its mapping from an optional ConfigMap:
+            // without it, the reference's default names beat refusing to
+            // start (and beat the reference's unmapped names).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "PROMETHEUS_MAPPER_YAML does not exist: serving the reference's default mapping"
+                );
+                Some(Mapper::reference_default(
+                    args.prometheus_response_time_as_milliseconds,
+                ))
+            }
+            Err(e) => return Err(format!("PROMETHEUS_MAPPER_YAML {}: {e}", path.display())),
+        }
     } else {
         Some(Mapper::reference_default(
             args.prometheus_response_time_as_milliseconds,

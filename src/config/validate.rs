@@ -504,7 +504,7 @@ fn build_rule(
     sink: &mut Sink<'_>,
 ) -> Option<Rule> {
     let value_to_metric: Vec<bool> = levels.iter().map(|l| l.value_to_metric).collect();
-    let stat_levels = if value_to_metric.contains(&true) {
+    let stat_levels = if value_to_metric.contains(&true) || raw.detailed_metric.value {
         levels.to_vec()
     } else {
         Vec::new()

@@ -197,8 +197,8 @@ impl ReferenceStats {
         let dynamic = if descriptor.limit.is_some() {
             self.dynamic(|key| override_key(key, domain, descriptor))
         } else if rule.detailed_metric {
-            self.dynamic(|key| detailed_key(key, domain, descriptor))
-        } else if !rule.stat_levels.is_empty() {
+            self.dynamic(|key| detailed_key(key, domain, rule, descriptor))
+        } else if rule.value_to_metric.contains(&true) {
             self.dynamic(|key| value_to_metric_key(key, domain, rule, descriptor))
         } else {
             None
@@ -414,14 +414,24 @@ fn override_key(out: &mut String, domain: &str, descriptor: &RateLimitDescriptor
     }
 }
 
-/// The reference's `detailed_metric` key: every entry as `key_value`.
-fn detailed_key(out: &mut String, domain: &str, descriptor: &RateLimitDescriptor) {
+/// The reference's `detailed_metric` key: every entry as `key_value`; when
+/// the path has `share_threshold` wildcards, those levels keep their
+/// pattern and the others drop the `_` of an empty value.
+fn detailed_key(out: &mut String, domain: &str, rule: &Rule, descriptor: &RateLimitDescriptor) {
+    let shared = rule.stat_levels.iter().any(|level| level.shared);
     out.push_str(domain);
-    for entry in &descriptor.entries {
+    for (index, entry) in descriptor.entries.iter().enumerate() {
         out.push('.');
-        out.push_str(&entry.key);
-        out.push('_');
-        out.push_str(&entry.value);
+        match rule.stat_levels.get(index) {
+            Some(level) if level.shared => out.push_str(&level.configured),
+            _ => {
+                out.push_str(&entry.key);
+                if !shared || !entry.value.is_empty() {
+                    out.push('_');
+                    out.push_str(&entry.value);
+                }
+            }
+        }
     }
 }
 

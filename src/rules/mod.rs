@@ -123,8 +123,8 @@ pub struct Rule {
     /// after the request's value instead of the configured one.
     pub value_to_metric: Vec<bool>,
     /// The rule's config path, one level per entry, kept only when some
-    /// level has `value_to_metric` (empty otherwise): what the reference's
-    /// stat key is built from then.
+    /// level has `value_to_metric` or the rule `detailed_metric` (empty
+    /// otherwise): what the reference's stat key is built from then.
     pub stat_levels: Vec<StatLevel>,
 }
 

@@ -37,7 +37,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn text_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
+pub fn text_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
     attributes
         .iter()
         .find(|kv| kv.key == key)
@@ -50,7 +50,7 @@ fn text_attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
 }
 
 /// An OTLP/HTTP collector: every export request it receives, decoded.
-async fn collector() -> (
+pub async fn collector() -> (
     std::net::SocketAddr,
     mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
 ) {

@@ -218,3 +218,81 @@ fn value_to_metric_levels_take_the_request_value() {
     );
     assert!(text.contains("key1=\"path_a*\"} 1"), "{text}");
 }
+
+#[test]
+fn detailed_metric_keeps_a_shared_wildcard_pattern() {
+    let rules = crate::config::load_sources(
+        &[(
+            "d.yaml".into(),
+            "domain: d\ndescriptors:\n  - key: file\n    value: 'a*'\n    share_threshold: true\n    descriptors:\n      - key: user\n        detailed_metric: true\n        rate_limit: {unit: day, requests_per_unit: 5}\n"
+                .to_owned(),
+        )],
+        &crate::config::LoadOptions::default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stats = mapped();
+    let request = descriptor(&[("file", "abc"), ("user", "u1")]);
+    let rule = rules
+        .lookup("d", &request.entries)
+        .map(|m| m.rule.clone())
+        .unwrap_or_else(|| panic!("no rule"));
+    let own = stats.rule_stats(&rule.id);
+    stats.add(&own, "d", &rule, &request, hits(1));
+    let text = stats.render();
+    assert!(
+        text.contains("{domain=\"d\",key1=\"file_a*\",key2=\"user_u1\"} 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_envoy_gateway_style_mapping_labels_three_levels_and_drops_the_rest() {
+    let mapper = Mapper::parse(
+        r#"
+mappings:
+  - match: "ratelimit.service.rate_limit.*.*.*.total_hits"
+    name: "ratelimit_service_rate_limit_total_hits"
+    timer_type: "histogram"
+    labels: {domain: "$1", key1: "$2", key2: "$3"}
+  - match: "ratelimit_server.*.response_time"
+    name: "ratelimit_service_response_time_seconds"
+    timer_type: histogram
+    labels: {grpc_method: "$1"}
+  - match: "."
+    match_type: "regex"
+    action: "drop"
+    name: "dropped"
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let stats = ReferenceStats::new(Some(mapper), 10);
+    let nested = stats.rule_stats("d.a_x.b");
+    let flat = stats.rule_stats("d.a_x");
+    stats.add(
+        &nested,
+        "d",
+        &rule("d.a_x.b", false),
+        &descriptor(&[]),
+        hits(1),
+    );
+    stats.add(&flat, "d", &rule("d.a_x", false), &descriptor(&[]), hits(1));
+    stats.record_store_error();
+    stats.record_request(Duration::from_millis(3));
+    let text = stats.render();
+    assert!(
+        text.contains(
+            "ratelimit_service_rate_limit_total_hits{domain=\"d\",key1=\"a_x\",key2=\"b\"} 1"
+        ),
+        "{text}"
+    );
+    // Everything else is dropped, the one-level key included.
+    assert!(!text.contains("key1=\"a_x\"} "), "{text}");
+    assert!(!text.contains("redis_error"), "{text}");
+    // No scale: milliseconds, as that mapping serves them.
+    assert!(
+        text.contains(
+            "ratelimit_service_response_time_seconds_sum{grpc_method=\"ShouldRateLimit\"} 3"
+        ),
+        "{text}"
+    );
+}
