@@ -171,3 +171,6 @@ impl Sender {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
