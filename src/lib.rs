@@ -25,7 +25,8 @@
 //!   - [`respond`]: a decision on the wire: statuses, headers, 429 bodies,
 //!     dynamic metadata, with the options the transport hands in.
 //!   - [`observe`]: what the path records: metrics, the dashboard's live
-//!     histogram and top-K.
+//!     histogram and top-K, the reference server's stats (statsd, its
+//!     Prometheus names) and OpenTelemetry traces.
 //! - **State** (rules and counters)
 //!   - [`config`]: where rules come from ([`config::Source`]: a path, the
 //!     built-in set or an xDS server, whose resources go through the same

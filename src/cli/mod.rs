@@ -13,18 +13,22 @@ pub mod reference_env;
 
 pub use args::{
     CheckArgs, Cli, Command, ConfigArgs, LogFormat, OnStoreError, RequestLimitArgs, ServeArgs,
-    StoreArgs, StoreModeArg, StoreTime, TlsArgs, reference_invocation,
+    StatsArgs, StoreArgs, StoreModeArg, StoreTime, TlsArgs, TracingArgs, reference_invocation,
 };
 
-pub use parse::parse_duration;
+pub use parse::{Tags, parse_duration};
 
 use crate::clock::SystemClock;
 use crate::config::{self, ConfigErrors, LoadOptions, Loaded, Source};
 use crate::decide::{RateLimiter, ServiceOptions, StoreErrorPolicy};
 use crate::health::Health;
+use crate::observe::mapper::Mapper;
+use crate::observe::reference::ReferenceStats;
+use crate::observe::statsd::StatsdOptions;
+use crate::observe::traces::{Protocol, TracedStore, Traces, TracingOptions};
 use crate::respond::{LimitHeaderNames, ResponseOptions};
 use crate::rules::RuleSet;
-use crate::server::{self, ConfigSource, Listeners, ServerOptions};
+use crate::server::{self, ConfigSource, Listeners, ReferenceSinks, ServerOptions};
 
 /// Loads rules, printing every error (file, line, reason) to stderr.
 fn load_rules(source: &Source, options: &LoadOptions) -> Result<Loaded, ConfigErrors> {
@@ -119,6 +123,13 @@ pub async fn serve(args: ServeArgs) -> i32 {
         }),
     };
     let rules_loaded = initial.as_ref().is_some_and(Result::is_ok);
+    let reference = match reference_sinks(&args.stats) {
+        Ok(reference) => reference,
+        Err(e) => {
+            eprintln!("floodgate: {e}");
+            return 1;
+        }
+    };
     let health = Health::new();
     health.set_rules_required(args.rules_required(&source));
     health.set_store_required(args.store.outage_makes_unhealthy());
@@ -129,6 +140,14 @@ pub async fn serve(args: ServeArgs) -> i32 {
             return 1;
         }
     };
+    let traces = match traces(&args.tracing) {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("floodgate: {e}");
+            return 1;
+        }
+    };
+    let store = TracedStore::new(store, traces.as_ref().map(|t| t.tracer()));
     // The rules go in with the initial load, before any listener serves.
     let limiter = Arc::new(RateLimiter::new(
         RuleSet::empty(),
@@ -179,6 +198,8 @@ pub async fn serve(args: ServeArgs) -> i32 {
             }),
             dynamic_metadata: args.dynamic_metadata,
         },
+        reference,
+        traces,
     };
     let running = match server::start_with(limiter, &listeners, options).await {
         Ok(running) => running,
@@ -191,6 +212,7 @@ pub async fn serve(args: ServeArgs) -> i32 {
         grpc = %running.grpc_addr,
         http = %running.http_addr,
         admin = %running.admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+        prometheus = %running.prometheus_addr.map(|a| a.to_string()).unwrap_or_default(),
         tls = tls_mode,
         "floodgate serving"
     );
@@ -233,6 +255,83 @@ fn listen_error(error: &std::io::Error) -> String {
         "cannot listen on {} for {what} (set with {flag} or {env}): {}",
         bind.addr, bind.source
     )
+}
+
+/// The reference's stats and their sinks, as `args` ask; `None` when no
+/// sink reads them. A mapping file that cannot be read or used is an error
+/// (the reference ignores a broken one and serves unmapped names, which
+/// would silently break every dashboard); a missing one is warned about
+/// and the default mapping serves.
+fn reference_sinks(args: &StatsArgs) -> Result<Option<ReferenceSinks>, String> {
+    let statsd = args.use_statsd || args.use_dog_statsd;
+    if args.disable_stats || !(statsd || args.use_prometheus) {
+        return Ok(None);
+    }
+    let mapper = if !args.use_prometheus {
+        None
+    } else if let Some(path) = &args.prometheus_mapper_yaml {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Some(Mapper::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?),
+            // Envoy Gateway mounts its mapping from an optional ConfigMap:
+            // without it, the reference's default names beat refusing to
+            // start (and beat the reference's unmapped names).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "PROMETHEUS_MAPPER_YAML does not exist: serving the reference's default mapping"
+                );
+                Some(Mapper::reference_default(
+                    args.prometheus_response_time_as_milliseconds,
+                ))
+            }
+            Err(e) => return Err(format!("PROMETHEUS_MAPPER_YAML {}: {e}", path.display())),
+        }
+    } else {
+        Some(Mapper::reference_default(
+            args.prometheus_response_time_as_milliseconds,
+        ))
+    };
+    let host = &args.statsd_host;
+    let target = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{}", args.statsd_port)
+    } else {
+        format!("{host}:{}", args.statsd_port)
+    };
+    Ok(Some(ReferenceSinks {
+        stats: Arc::new(ReferenceStats::new(mapper, args.stats_max_dynamic_keys)),
+        prometheus: args
+            .use_prometheus
+            .then(|| (args.prometheus_addr, args.prometheus_path.clone())),
+        statsd: statsd.then(|| StatsdOptions {
+            target,
+            interval: args.stats_flush_interval,
+            tags: args.extra_tags.0.clone(),
+            dogstatsd: args.use_dog_statsd,
+        }),
+    }))
+}
+
+/// The trace pipeline when `TRACING_ENABLED`; call on the runtime.
+fn traces(args: &TracingArgs) -> Result<Option<Arc<Traces>>, String> {
+    if !args.tracing_enabled {
+        return Ok(None);
+    }
+    let options = TracingOptions {
+        service_name: args.tracing_service_name.clone(),
+        service_namespace: args.tracing_service_namespace.clone(),
+        service_instance_id: args.tracing_service_instance_id.clone(),
+        sampling_rate: args.tracing_sampling_rate,
+        protocol: Protocol::parse(&args.tracing_exporter_protocol)?,
+        endpoint: None,
+    };
+    let traces = Traces::new(&options)?;
+    tracing::info!(
+        service = %options.service_name,
+        protocol = ?options.protocol,
+        sampling_rate = options.sampling_rate,
+        "exporting OpenTelemetry traces"
+    );
+    Ok(Some(Arc::new(traces)))
 }
 
 /// Resolves on SIGINT or SIGTERM.

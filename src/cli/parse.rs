@@ -28,7 +28,7 @@ pub(crate) fn parse_factor(text: &str) -> Result<f64, String> {
 }
 
 /// A boolean as Go's `strconv.ParseBool` reads it, for flags that take a
-/// value (`--xds-backoff-jitter false`).
+/// value (`--xds-backoff-jitter false`, `USE_STATSD=false`).
 pub(crate) fn parse_bool(text: &str) -> Result<bool, String> {
     parse_go_bool(text.trim())
         .ok_or_else(|| format!("expected a boolean (true/false, 1/0, t/f), got '{text}'"))
@@ -57,6 +57,40 @@ pub(crate) fn parse_go_bool(value: &str) -> Option<bool> {
         _ => None,
     }
 }
+
+/// A listen address as Go's `net/http` takes it: `host:port`, or `:port`
+/// for every interface (IPv4 here: `0.0.0.0`, which works where IPv6 is
+/// off too).
+pub(crate) fn parse_listen_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let full = match text.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => text.to_owned(),
+    };
+    full.to_socket_addrs()
+        .map_err(|e| format!("'{text}': {e}"))?
+        .next()
+        .ok_or_else(|| format!("'{text}' resolves to no address"))
+}
+
+/// `EXTRA_TAGS`: `key:value` pairs separated by commas, as envconfig reads
+/// a map (an empty text is no tags).
+pub(crate) fn parse_tags(text: &str) -> Result<Tags, String> {
+    text.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once(':') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => Err(format!("'{pair}': expected key:value")),
+        })
+        .collect::<Result<_, _>>()
+        .map(Tags)
+}
+
+/// Tags as `EXTRA_TAGS` gives them, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tags(pub Vec<(String, String)>);
 
 /// The `tracing` filter for a log level: the reference's logrus names in
 /// any case (`WARN`, `warning`, `FATAL`, ...) map to tracing levels;

@@ -366,6 +366,12 @@ impl ReferenceEnv {
                 })?;
             defaults.push(("store_timeout", format!("{}us", duration.as_micros())));
         }
+        // The reference refuses statsd and Prometheus at once, and statsd
+        // is on unless said otherwise: whoever sets USE_PROMETHEUS=true
+        // alone wants Prometheus only.
+        if self.bool("USE_PROMETHEUS", false)? && !self.is_set("USE_STATSD") {
+            defaults.push(("use_statsd", "false".to_owned()));
+        }
         if self.is_set("RESPONSE_DYNAMIC_METADATA") {
             let on = self.bool("RESPONSE_DYNAMIC_METADATA", false)?;
             defaults.push(("dynamic_metadata", on.to_string()));

@@ -11,7 +11,9 @@ use crate::limit::{Algorithm, Limit, Unit};
 use crate::rules::policy::{
     BodyTemplate, FallbackGroup, HeaderStyle, ResetFormat, ResponsePolicy, is_json_content_type,
 };
-use crate::rules::{Domain, KeyNode, Level, Node, Rule, RuleLimit, RuleSet, WildcardPattern};
+use crate::rules::{
+    Domain, KeyNode, Level, Node, Rule, RuleLimit, RuleSet, StatLevel, WildcardPattern,
+};
 
 use super::ConfigError;
 use super::error::Pos;
@@ -395,14 +397,14 @@ fn build_fallbacks(
 }
 
 /// Loads descriptors into one level. `parent_id` is the stat key of the
-/// level's parent (the domain name at the top); `value_to_metric` holds the
-/// flags of the levels above.
+/// level's parent (the domain name at the top); `above` holds the levels
+/// above.
 fn load_level(
     level: &mut Level,
     seen: &mut HashMap<String, Origin>,
     parent_id: &str,
     descriptors: &[RawDescriptor],
-    value_to_metric: &[bool],
+    above: &[StatLevel],
     sink: &mut Sink<'_>,
 ) {
     for raw in descriptors {
@@ -414,8 +416,13 @@ fn load_level(
             format!("{key}_{value}")
         };
         let id = format!("{parent_id}.{composite}");
-        let mut flags = value_to_metric.to_vec();
-        flags.push(raw.value_to_metric.value);
+        let pattern = WildcardPattern::new(value);
+        let mut levels = above.to_vec();
+        levels.push(StatLevel {
+            configured: Arc::from(composite.as_str()),
+            value_to_metric: raw.value_to_metric.value,
+            shared: raw.share_threshold.value && pattern.is_some(),
+        });
 
         let mut valid = true;
         if raw.bad_key {
@@ -450,7 +457,6 @@ fn load_level(
             }
         }
 
-        let pattern = WildcardPattern::new(value);
         if raw.share_threshold.value && pattern.is_none() {
             sink.error(
                 raw.share_threshold.pos,
@@ -461,7 +467,7 @@ fn load_level(
             );
         }
 
-        let rule = build_rule(raw, &id, &flags, sink);
+        let rule = build_rule(raw, &id, &levels, sink);
         let mut node = Node {
             rule: rule.map(Arc::new),
             children: Level::default(),
@@ -473,7 +479,7 @@ fn load_level(
             &mut child_seen,
             &id,
             &raw.descriptors,
-            &flags,
+            &levels,
             sink,
         );
 
@@ -494,9 +500,15 @@ fn load_level(
 fn build_rule(
     raw: &RawDescriptor,
     id: &str,
-    value_to_metric: &[bool],
+    levels: &[StatLevel],
     sink: &mut Sink<'_>,
 ) -> Option<Rule> {
+    let value_to_metric: Vec<bool> = levels.iter().map(|l| l.value_to_metric).collect();
+    let stat_levels = if value_to_metric.contains(&true) || raw.detailed_metric.value {
+        levels.to_vec()
+    } else {
+        Vec::new()
+    };
     let base = |limits: Vec<RuleLimit>| Rule {
         id: Arc::from(id),
         limits,
@@ -508,7 +520,8 @@ fn build_rule(
         counts_denied_hits: false,
         header_limit: None,
         detailed_metric: raw.detailed_metric.value,
-        value_to_metric: value_to_metric.to_vec(),
+        value_to_metric: value_to_metric.clone(),
+        stat_levels: stat_levels.clone(),
         name: None,
     };
     match (&raw.rate_limit, &raw.rate_limits) {

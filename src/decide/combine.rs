@@ -51,6 +51,7 @@ pub(super) fn combine(
     let mut decision = Decision {
         over_limit: false,
         global_shadowed: false,
+        store_failed: false,
         descriptors: DescriptorDecisions::new(),
         context: ResponseContext::default(),
     };

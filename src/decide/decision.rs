@@ -66,6 +66,10 @@ pub struct Decision {
     pub over_limit: bool,
     /// The request would have been denied, but global shadow mode is on.
     pub global_shadowed: bool,
+    /// The counter store failed and the store-error policy answered instead
+    /// (`allow`: OK, `deny`: OVER_LIMIT); metrics count it as a store error.
+    /// Under `error` the decision is an error instead, never a `Decision`.
+    pub store_failed: bool,
     /// One entry per request descriptor, in order.
     pub descriptors: DescriptorDecisions,
     /// What [`crate::respond`] needs besides the statuses.

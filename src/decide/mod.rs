@@ -224,12 +224,14 @@ impl<S: CounterStore> RateLimiter<S> {
         let now = self.clock.now();
         let mut outcomes = Outcomes::new();
         let mut fail_closed = false;
+        let mut store_failed = false;
         {
             let checks = planned.checks();
             if !checks.is_empty()
                 && let Err(error) = self.store.apply(&checks, now, &mut outcomes).await
             {
                 self.store_failed(&error, now);
+                store_failed = true;
                 outcomes.clear();
                 match self.options.on_store_error {
                     StoreErrorPolicy::Error => return Err(error.into()),
@@ -244,6 +246,8 @@ impl<S: CounterStore> RateLimiter<S> {
         if fail_closed {
             decision.over_limit = !self.options.shadow_mode;
         }
+        // Whatever the policy answered, the failure reaches the metrics.
+        decision.store_failed = store_failed;
         decision.context = ResponseContext {
             // A known domain's name is shared; an unknown one is copied.
             domain: known.map_or_else(|| Arc::from(domain), |d| Arc::clone(d.shared_name())),
@@ -336,6 +340,7 @@ mod tests {
                     // Fail open (the default policy): OK, nothing counted.
                     let decision = limiter.decide(&request).await.expect("decided");
                     assert!(!decision.over_limit);
+                    assert!(decision.store_failed, "metrics must see the failure");
                 };
                 for _ in 0..100 {
                     decide().await;

@@ -252,6 +252,7 @@ fn match_descriptor<'r>(
             header_limit: None,
             detailed_metric: false,
             value_to_metric: Vec::new(),
+            stat_levels: Vec::new(),
         };
         return Some(Applied {
             rule: Arc::new(rule),

@@ -27,7 +27,7 @@
 //! | `floodgate_rule_shadow_mode_total` | counter | `domain`, `rule` | over-limit hits reported OK by the rule's shadow mode (`shadow_mode`) |
 //! | `floodgate_decision_duration_seconds` | histogram | `transport` | time to decide one request |
 //! | `floodgate_requests_total` | counter | `transport`, `code` | requests by answer: `ok`, `over_limit`, `invalid`, `error` |
-//! | `floodgate_store_errors_total` | counter | | requests the counter store could not answer |
+//! | `floodgate_store_errors_total` | counter | | requests the counter store could not answer, under every `--on-store-error` policy |
 //! | `floodgate_config_reloads_total` | counter | `outcome` | config loads, `success` or `failure` |
 //! | `floodgate_config_last_reload_success` | gauge | | 1 if the last load succeeded, else 0 |
 //! | `floodgate_config_last_reload_timestamp_seconds` | gauge | | Unix time of the last load attempt |
@@ -61,7 +61,9 @@ use metrics_exporter_prometheus::{
 
 use crate::decide::{DecideError, Decision, DescriptorDecision, OVERRIDE_RULE_ID, hits_of};
 use crate::limit::Algorithm;
+pub use crate::observe::counts::RuleCounts;
 use crate::observe::live::{LATENCY_BUCKETS, LatencyHistogram, Offer, TopK};
+use crate::observe::reference::{ReferenceStats, RuleStats};
 use crate::proto::RateLimitRequest;
 use crate::rules::RuleSet;
 
@@ -171,6 +173,8 @@ struct RuleCounters {
     shadow_mode: Counter,
     /// The same counts, readable back.
     tally: RuleTally,
+    /// The reference-named stats of the rule's key, when they are kept.
+    reference: Option<Arc<RuleStats>>,
 }
 
 /// A rule's counts in atomics that can be read back.
@@ -220,55 +224,6 @@ pub struct RequestTotals {
     pub error: u64,
 }
 
-/// What one descriptor adds to its rule's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RuleCounts {
-    /// Added to hits.
-    pub hits: u64,
-    /// Added to over-limit.
-    pub over_limit: u64,
-    /// Added to near-limit.
-    pub near_limit: u64,
-    /// Added to within-limit.
-    pub within_limit: u64,
-    /// Added to shadow-mode.
-    pub shadow_mode: u64,
-}
-
-impl RuleCounts {
-    /// The reference's stats for one descriptor: `limit` and `near` its
-    /// thresholds, `after` the counter after this request's `hits`, `over`
-    /// whether the limit said no (before any shadow rewrite) and `shadowed`
-    /// whether the rule's shadow mode reported OK instead.
-    pub fn of(limit: u64, near: u64, after: u64, hits: u64, over: bool, shadowed: bool) -> Self {
-        let before = after.saturating_sub(hits);
-        let mut counts = RuleCounts {
-            hits,
-            ..RuleCounts::default()
-        };
-        if over {
-            // Algorithms other than the fixed window can deny with `after`
-            // not above the limit; all their hits are then over.
-            let over_part = if before >= limit || after <= limit {
-                hits
-            } else {
-                counts.near_limit = limit.saturating_sub(near.max(before));
-                after - limit
-            };
-            counts.over_limit = over_part;
-            if shadowed {
-                counts.shadow_mode = over_part;
-            }
-        } else {
-            if after > near {
-                counts.near_limit = if before >= near { hits } else { after - near };
-            }
-            counts.within_limit = hits;
-        }
-        counts
-    }
-}
-
 /// A server's metrics. See the module docs for the names.
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -279,6 +234,8 @@ pub struct Metrics {
     requests: [[Counter; 4]; 2],
     durations: [Histogram; 2],
     store_errors: Counter,
+    /// The same count, readable back.
+    store_error_total: AtomicU64,
     reload_success: Counter,
     reload_failure: Counter,
     last_reload_success: Gauge,
@@ -295,6 +252,9 @@ pub struct Metrics {
     answers: [AtomicU64; 4],
     latency: LatencyHistogram,
     top: TopK,
+    /// The reference-named stats, when a sink reads them (statsd,
+    /// `USE_PROMETHEUS`).
+    reference: Option<Arc<ReferenceStats>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -358,6 +318,7 @@ impl Metrics {
             requests,
             durations,
             store_errors: counter(STORE_ERRORS, Vec::new()),
+            store_error_total: AtomicU64::new(0),
             reload_success: counter(CONFIG_RELOADS, outcome("success")),
             reload_failure: counter(CONFIG_RELOADS, outcome("failure")),
             last_reload_success: gauge(CONFIG_LAST_RELOAD_SUCCESS),
@@ -370,6 +331,7 @@ impl Metrics {
             answers: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: LatencyHistogram::default(),
             top: TopK::new(TOP_K),
+            reference: None,
             near_limit_ratio: if near_limit_ratio.is_finite() {
                 near_limit_ratio.clamp(0.0, 1.0)
             } else {
@@ -378,6 +340,18 @@ impl Metrics {
             recorder,
             handle,
         }
+    }
+
+    /// Also keeps the reference-named stats in `reference` (before
+    /// [`Metrics::set_rules`], which registers each rule's).
+    pub fn with_reference(mut self, reference: Arc<ReferenceStats>) -> Metrics {
+        self.reference = Some(reference);
+        self
+    }
+
+    /// The reference-named stats, when kept.
+    pub fn reference(&self) -> Option<&Arc<ReferenceStats>> {
+        self.reference.as_ref()
     }
 
     /// Registers the counters of every rule of `rules` (and of each
@@ -464,6 +438,7 @@ impl Metrics {
             within_limit: counter(RULE_WITHIN_LIMIT),
             shadow_mode: counter(RULE_SHADOW_MODE),
             tally: RuleTally::default(),
+            reference: self.reference.as_ref().map(|r| r.rule_stats(rule)),
         }
     }
 
@@ -477,11 +452,27 @@ impl Metrics {
         elapsed: Duration,
     ) {
         let t = transport as usize;
+        if let Some(reference) = &self.reference {
+            // The reference counts its gRPC methods, not `/json`.
+            if transport == Transport::Grpc {
+                reference.record_request(elapsed);
+            }
+            match result {
+                Ok(decision) if decision.global_shadowed => reference.record_global_shadow(),
+                Err(DecideError::InvalidRequest(_)) => reference.record_service_error(),
+                _ => {}
+            }
+        }
         self.durations[t].record(elapsed.as_secs_f64());
         self.latency
             .record(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
         let code = match result {
             Ok(decision) => {
+                // Failed open (`allow`) or closed (`deny`): answered, but a
+                // store error all the same.
+                if decision.store_failed {
+                    self.count_store_error();
+                }
                 self.record_rules(request, decision);
                 if decision.over_limit {
                     RequestCode::OverLimit
@@ -491,12 +482,27 @@ impl Metrics {
             }
             Err(DecideError::InvalidRequest(_)) => RequestCode::Invalid,
             Err(DecideError::Store(_)) => {
-                self.store_errors.increment(1);
+                self.count_store_error();
                 RequestCode::Error
             }
         };
         self.requests[t][code as usize].increment(1);
         self.answers[code as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count_store_error(&self) {
+        self.store_errors.increment(1);
+        self.store_error_total.fetch_add(1, Ordering::Relaxed);
+        if let Some(reference) = &self.reference {
+            reference.record_store_error();
+        }
+    }
+
+    /// Requests whose counter store call failed since the start, under
+    /// every `--on-store-error` policy (what `floodgate_store_errors_total`
+    /// says, readable back for the dashboard).
+    pub fn store_errors(&self) -> u64 {
+        self.store_error_total.load(Ordering::Relaxed)
     }
 
     fn record_rules(&self, request: &RateLimitRequest, decision: &Decision) {
@@ -509,11 +515,19 @@ impl Metrics {
             };
             let (threshold, counts) =
                 self.counts_of(answer, rule_limit, hits_of(request, descriptor));
-            match rules.get(&rule.id) {
-                Some(counters) => add(counters, counts),
+            let fresh;
+            let counters = match rules.get(&rule.id) {
+                Some(counters) => &**counters,
                 // A decision made with rules swapped out meanwhile: register
                 // the series on the spot (rare, so the allocation is fine).
-                None => add(&self.rule_counters(&request.domain, &rule.id), counts),
+                None => {
+                    fresh = self.rule_counters(&request.domain, &rule.id);
+                    &fresh
+                }
+            };
+            add(counters, counts);
+            if let (Some(reference), Some(own)) = (&self.reference, &counters.reference) {
+                reference.add(own, &request.domain, rule, descriptor, counts);
             }
             // Cheap unless this descriptor is among the closest to a limit.
             self.top.offer(&Offer {
@@ -553,6 +567,9 @@ impl Metrics {
 
     /// Records a config load attempt at `unix_seconds`.
     pub fn record_reload(&self, success: bool, unix_seconds: f64) {
+        if let Some(reference) = &self.reference {
+            reference.record_config_load(success);
+        }
         if success {
             self.reload_success.increment(1);
         } else {

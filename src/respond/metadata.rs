@@ -203,6 +203,7 @@ mod tests {
             header_limit: None,
             detailed_metric: false,
             value_to_metric: Vec::new(),
+            stat_levels: Vec::new(),
         })
     }
 
@@ -214,6 +215,7 @@ mod tests {
         Decision {
             over_limit: descriptors.iter().any(|d| d.over_limit),
             global_shadowed: false,
+            store_failed: false,
             descriptors: descriptors.into(),
             context: ResponseContext {
                 domain: domain.into(),

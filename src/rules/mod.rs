@@ -131,6 +131,23 @@ pub struct Rule {
     /// index in a matching request): the reference names that level's stat
     /// after the request's value instead of the configured one.
     pub value_to_metric: Vec<bool>,
+    /// The rule's config path, one level per entry, kept only when some
+    /// level has `value_to_metric` or the rule `detailed_metric` (empty
+    /// otherwise): what the reference's stat key is built from then.
+    pub stat_levels: Vec<StatLevel>,
+}
+
+/// One level of a rule's config path, as the reference's `value_to_metric`
+/// stat key needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatLevel {
+    /// `key_value`, or `key` for a descriptor without a value.
+    pub configured: Arc<str>,
+    /// `value_to_metric: true` on this level.
+    pub value_to_metric: bool,
+    /// This level is a `share_threshold` wildcard: its stat keeps the
+    /// pattern even with `value_to_metric`.
+    pub shared: bool,
 }
 
 /// One limit of a rule, with its name.

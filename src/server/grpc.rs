@@ -3,11 +3,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::propagation::Extractor;
+use tonic::metadata::{KeyRef, MetadataMap};
 use tonic::{Request, Response, Status};
 
 use crate::decide::{DecideError, RateLimiter};
 use crate::health::Health;
 use crate::observe::metrics::{Metrics, Transport};
+use crate::observe::traces::{SpanCode, Traces};
 use crate::proto::{RateLimitRequest, RateLimitResponse, RateLimitService};
 use crate::respond::{self, ResponseOptions};
 use crate::store::CounterStore;
@@ -18,6 +22,7 @@ pub struct GrpcService<S> {
     response: ResponseOptions,
     metrics: Option<Arc<Metrics>>,
     health: Option<Health>,
+    traces: Option<Arc<Traces>>,
 }
 
 /// What the reference answers (gRPC UNKNOWN) while no config has ever
@@ -34,6 +39,7 @@ impl<S> GrpcService<S> {
             response,
             metrics: None,
             health: None,
+            traces: None,
         }
     }
 
@@ -47,6 +53,31 @@ impl<S> GrpcService<S> {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> GrpcService<S> {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Traces every request with `traces`.
+    pub fn with_traces(mut self, traces: Option<Arc<Traces>>) -> GrpcService<S> {
+        self.traces = traces;
+        self
+    }
+}
+
+/// A request's gRPC metadata, read by the trace-context propagator.
+struct MetadataExtractor<'a>(&'a MetadataMap);
+
+impl Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|key| match key {
+                KeyRef::Ascii(key) => Some(key.as_str()),
+                KeyRef::Binary(_) => None,
+            })
+            .collect()
     }
 }
 
@@ -69,11 +100,27 @@ impl<S: CounterStore> RateLimitService for GrpcService<S> {
         {
             return Err(Status::unknown(NO_CONFIG));
         }
+        let span = self
+            .traces
+            .as_ref()
+            .map(|traces| traces.start_request(&MetadataExtractor(request.metadata())));
         let request = request.into_inner();
         let started = Instant::now();
-        let result = self.limiter.decide(&request).await;
+        let result = match &span {
+            None => self.limiter.decide(&request).await,
+            // The store's span finds its parent in this context.
+            Some(cx) => self.limiter.decide(&request).with_context(cx.clone()).await,
+        };
         if let Some(metrics) = &self.metrics {
             metrics.observe(Transport::Grpc, &request, &result, started.elapsed());
+        }
+        if let Some(cx) = &span {
+            let code = match &result {
+                Ok(decision) if decision.over_limit => SpanCode::OverLimit,
+                Ok(_) => SpanCode::Ok,
+                Err(_) => SpanCode::Error,
+            };
+            Traces::finish_request(cx, &request.domain, request.descriptors.len(), code);
         }
         match result {
             Ok(decision) => Ok(Response::new(respond::to_response(

@@ -15,6 +15,7 @@ mod health_watch;
 mod http;
 pub(crate) mod json;
 mod malformed;
+mod prometheus;
 pub mod reload;
 mod shutdown;
 mod tls;
@@ -39,6 +40,9 @@ use crate::config::{ConfigErrors, Loaded, Source};
 use crate::decide::RateLimiter;
 use crate::health::Health;
 use crate::observe::metrics::{DEFAULT_NEAR_LIMIT_RATIO, Metrics};
+use crate::observe::reference::ReferenceStats;
+use crate::observe::statsd::StatsdOptions;
+use crate::observe::traces::Traces;
 use crate::proto::{FILE_DESCRIPTOR_SET, RateLimitServiceServer};
 use crate::respond::ResponseOptions;
 use crate::store::CounterStore;
@@ -127,6 +131,24 @@ pub struct ServerOptions {
     /// What answers carry besides statuses (the reference's limit headers,
     /// dynamic metadata), on gRPC and `/json` alike.
     pub response: ResponseOptions,
+    /// The reference-named stats and their sinks; `None`: not kept
+    /// (`DISABLE_STATS`, or neither statsd nor `USE_PROMETHEUS`).
+    pub reference: Option<ReferenceSinks>,
+    /// OpenTelemetry traces of gRPC requests; `None`: off. Exported until
+    /// the server stops, then flushed.
+    pub traces: Option<Arc<Traces>>,
+}
+
+/// The reference's stats and where they go.
+#[derive(Debug)]
+pub struct ReferenceSinks {
+    /// The stats (built with a mapper when `prometheus` is set).
+    pub stats: Arc<ReferenceStats>,
+    /// The reference's Prometheus listener (`PROMETHEUS_ADDR`) and path
+    /// (`PROMETHEUS_PATH`).
+    pub prometheus: Option<(SocketAddr, String)>,
+    /// Where statsd lines go.
+    pub statsd: Option<StatsdOptions>,
 }
 
 impl Default for ServerOptions {
@@ -141,6 +163,8 @@ impl Default for ServerOptions {
             rules_loaded: true,
             tls: None,
             response: ResponseOptions::default(),
+            reference: None,
+            traces: None,
         }
     }
 }
@@ -153,10 +177,14 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The bound admin address, when an admin server was asked for.
     pub admin_addr: Option<SocketAddr>,
+    /// The bound address of the reference's Prometheus listener, when one
+    /// was asked for.
+    pub prometheus_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), String>>>,
     health: Health,
     metrics: Arc<Metrics>,
+    traces: Option<Arc<Traces>>,
     reload_status: Option<Arc<dyn Fn() -> ReloadStatus + Send + Sync>>,
 }
 
@@ -214,6 +242,18 @@ pub async fn start_with<S: CounterStore>(
         Some(addr) => Some(bind(ListenerKind::Admin, addr).await?),
         None => None,
     };
+    let prometheus_listener = match options
+        .reference
+        .as_ref()
+        .and_then(|r| r.prometheus.as_ref())
+    {
+        Some((addr, _)) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
+    let prometheus_addr = match &prometheus_listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let admin_addr = match &admin_listener {
@@ -222,7 +262,11 @@ pub async fn start_with<S: CounterStore>(
     };
     let (shutdown, signal) = watch::channel(false);
     let health = options.health.clone();
-    let metrics = Arc::new(Metrics::new(options.near_limit_ratio));
+    let mut metrics = Metrics::new(options.near_limit_ratio);
+    if let Some(reference) = &options.reference {
+        metrics = metrics.with_reference(Arc::clone(&reference.stats));
+    }
+    let metrics = Arc::new(metrics);
     metrics.set_rules(&limiter.rules());
     if options.rules_loaded {
         health.set_rules_loaded(true);
@@ -277,6 +321,23 @@ pub async fn start_with<S: CounterStore>(
         signal.clone(),
     ));
     tasks.push(spawn_upkeep(Arc::clone(&metrics), signal.clone()));
+    if let Some(reference) = options.reference {
+        if let (Some(listener), Some((_, path))) = (prometheus_listener, &reference.prometheus) {
+            tasks.push(prometheus::spawn(
+                listener,
+                path,
+                Arc::clone(&reference.stats),
+                signal.clone(),
+            ));
+        }
+        if let Some(statsd) = reference.statsd {
+            tasks.push(crate::observe::statsd::spawn(
+                Arc::clone(&reference.stats),
+                statsd,
+                signal.clone(),
+            ));
+        }
+    }
     // Both reflection versions: grpcurl and grpcui speak v1, while
     // grpcio-reflection, older grpcurl and Postman still ask v1alpha.
     let reflection_builder = || {
@@ -295,7 +356,8 @@ pub async fn start_with<S: CounterStore>(
         RateLimitServiceServer::new(
             GrpcService::new(Arc::clone(&limiter), options.response.clone())
                 .with_metrics(Arc::clone(&metrics))
-                .with_health(health.clone()),
+                .with_health(health.clone())
+                .with_traces(options.traces.clone()),
         )
         .max_decoding_message_size(limiter.request_limits().max_message_bytes),
     );
@@ -378,10 +440,12 @@ pub async fn start_with<S: CounterStore>(
         grpc_addr,
         http_addr,
         admin_addr,
+        prometheus_addr,
         shutdown,
         tasks,
         health,
         metrics,
+        traces: options.traces,
         reload_status,
     })
 }
@@ -466,7 +530,8 @@ impl Running {
         self.wait().await
     }
 
-    /// Waits until both transports have stopped.
+    /// Waits until both transports have stopped, then exports the spans
+    /// still batched.
     pub async fn wait(self) -> Result<(), String> {
         let mut result = Ok(());
         for task in self.tasks {
@@ -475,6 +540,10 @@ impl Running {
                 Ok(Err(e)) => result = Err(e),
                 Err(e) => result = Err(format!("server task failed: {e}")),
             }
+        }
+        if let Some(traces) = self.traces {
+            // Shutting the exporter down blocks until the batch task is done.
+            let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
         }
         result
     }

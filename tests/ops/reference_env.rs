@@ -34,6 +34,8 @@ struct Instance {
     http: SocketAddr,
     grpc: SocketAddr,
     admin: SocketAddr,
+    /// The reference's Prometheus listener, when `USE_PROMETHEUS=true`.
+    prometheus: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -142,6 +144,7 @@ fn start_with(
         http: any_port(),
         grpc: any_port(),
         admin: any_port(),
+        prometheus: None,
         log,
     }
 }
@@ -190,6 +193,7 @@ impl Instance {
                 let addr =
                     |name| bound(&line, name).unwrap_or_else(|| panic!("no {name}= in {line}"));
                 (self.http, self.grpc, self.admin) = (addr("http"), addr("grpc"), addr("admin"));
+                self.prometheus = bound(&line, "prometheus");
                 if http_get(self.http, "/healthcheck").await.0 == 200 {
                     return;
                 }
@@ -361,4 +365,89 @@ async fn reference_variables_mapped_to_flags_take_effect() {
     );
     assert_eq!(near, Some(1.0), "{metrics}");
     assert_eq!(instance.terminate().await.code(), Some(0));
+}
+
+/// Envoy Gateway's metrics and tracing environment: `USE_PROMETHEUS=true`
+/// on `PROMETHEUS_ADDR` (port 0 here, read from the log) with
+/// `USE_STATSD=false` and its mapping file path, whose optional ConfigMap is
+/// absent here (the default mapping serves, with a warning); the
+/// reference-named series count the traffic; `TRACING_*` and
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` send the spans to the test's collector,
+/// flushed at SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn envoy_gateway_metrics_and_tracing_environment_is_honoured() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (runtime_root, config, bin_dir) = layout(dir.path());
+    std::fs::write(config.join("rules.yaml"), RULES_V1).expect("write rules");
+    let (collector, mut exports) = crate::traces::collector().await;
+    let missing = dir.path().join("statsd-exporter").join("conf.yaml");
+    let endpoint = format!("http://{collector}");
+    let mut instance = start_with(
+        &bin_dir,
+        &runtime_root,
+        &redis,
+        &[
+            ("USE_PROMETHEUS", "true"),
+            ("PROMETHEUS_ADDR", ":0"),
+            (
+                "PROMETHEUS_MAPPER_YAML",
+                missing.to_str().expect("a UTF-8 path"),
+            ),
+            ("TRACING_ENABLED", "true"),
+            ("TRACING_SERVICE_NAME", "envoy-ratelimit"),
+            ("TRACING_SERVICE_NAMESPACE", "envoy-gateway-system"),
+            ("TRACING_SERVICE_INSTANCE_ID", "envoy-ratelimit-0"),
+            ("TRACING_SAMPLING_RATE", "1.0"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ],
+    );
+    instance.ready().await;
+    assert_eq!(instance.ask().await.overall_code, Code::Ok as i32);
+    let prometheus = instance
+        .prometheus
+        .expect("the serving line names the Prometheus listener");
+    let (status, text) = http_get(prometheus, "/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    let series = |name: &str, labels: &str| harness::ops::metric(&text, name, labels);
+    assert_eq!(
+        series(
+            "ratelimit_service_rate_limit_total_hits",
+            r#"domain="istio",key1="remote_address""#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        series("ratelimit_service_config_load_success", ""),
+        Some(1.0)
+    );
+    // floodgate's own series stay on the HTTP port, and only there.
+    let (_, own) = http_get(instance.http, "/metrics").await;
+    assert!(own.contains("floodgate_rule_hits_total"), "{own}");
+    assert!(!own.contains("ratelimit_service_"), "{own}");
+
+    let log = Arc::clone(&instance.log);
+    assert_eq!(instance.terminate().await.code(), Some(0));
+    assert!(
+        log.lock()
+            .expect("log lock")
+            .iter()
+            .any(|line| line.contains("PROMETHEUS_MAPPER_YAML does not exist")),
+        "a missing mapping file is warned about"
+    );
+    let mut names = Vec::new();
+    while let Ok(export) = exports.try_recv() {
+        for spans in export.resource_spans {
+            let attributes = spans.resource.map(|r| r.attributes).unwrap_or_default();
+            names.push(crate::traces::text_attribute(&attributes, "service.name"));
+        }
+    }
+    assert!(
+        !names.is_empty()
+            && names
+                .iter()
+                .all(|n| n.as_deref() == Some("envoy-ratelimit")),
+        "spans exported at shutdown, as envoy-ratelimit: {names:?}"
+    );
 }

@@ -3,15 +3,11 @@
 
 use super::Handling;
 
-const NO_STATSD: &str =
-    "floodgate sends no statsd metrics; scrape GET /metrics on the HTTP address";
-
 const NO_MEMCACHE: &str = "only read with BACKEND_TYPE=memcache, which floodgate refuses";
 
 const NO_PERSECOND: &str =
     "only read with REDIS_PERSECOND=true; floodgate keeps every counter in REDIS_URL's Redis";
 
-const NO_TRACING: &str = "floodgate exports no traces; it logs with tracing to stdout";
 /// Every variable of the reference server's settings
 /// (envoyproxy/ratelimit `src/settings/settings.go`) and what floodgate
 /// does with it. The README's table is checked against this list.
@@ -126,50 +122,30 @@ pub const KNOWN_REFERENCE_VARS: &[(&str, Handling)] = &[
         "XDS_CLIENT_BACKOFF_JITTER",
         Handling::Flag("--xds-backoff-jitter"),
     ),
+    ("USE_STATSD", Handling::Flag("--use-statsd")),
+    ("STATSD_HOST", Handling::Flag("--statsd-host")),
+    ("STATSD_PORT", Handling::Flag("--statsd-port")),
+    ("USE_DOG_STATSD", Handling::Flag("--use-dog-statsd")),
     (
-        "USE_STATSD",
-        Handling::Fixed {
-            value: "false",
-            why: NO_STATSD,
-        },
+        "USE_DOG_STATSD_MOGRIFIERS",
+        Handling::Ignored("DogStatsD lines keep the reference's statsd names, untransformed"),
     ),
-    ("STATSD_HOST", Handling::Ignored(NO_STATSD)),
-    ("STATSD_PORT", Handling::Ignored(NO_STATSD)),
+    ("EXTRA_TAGS", Handling::Flag("--extra-tags")),
     (
-        "USE_DOG_STATSD",
-        Handling::Fixed {
-            value: "false",
-            why: NO_STATSD,
-        },
+        "STATS_FLUSH_INTERVAL",
+        Handling::Flag("--stats-flush-interval"),
     ),
-    ("USE_DOG_STATSD_MOGRIFIERS", Handling::Ignored(NO_STATSD)),
-    ("EXTRA_TAGS", Handling::Ignored(NO_STATSD)),
-    ("STATS_FLUSH_INTERVAL", Handling::Ignored(NO_STATSD)),
-    (
-        "DISABLE_STATS",
-        Handling::Fixed {
-            value: "false",
-            why: "metrics are always kept (they cost a few atomic adds); do not scrape them",
-        },
-    ),
-    (
-        "USE_PROMETHEUS",
-        Handling::Fixed {
-            value: "true",
-            why: "Prometheus text is always served, at GET /metrics on the HTTP address",
-        },
-    ),
-    (
-        "PROMETHEUS_ADDR",
-        Handling::Ignored("metrics are served at GET /metrics on the HTTP address (--http-addr)"),
-    ),
-    (
-        "PROMETHEUS_PATH",
-        Handling::Ignored("metrics are served at GET /metrics on the HTTP address (--http-addr)"),
-    ),
+    ("DISABLE_STATS", Handling::Flag("--disable-stats")),
+    ("USE_PROMETHEUS", Handling::Flag("--use-prometheus")),
+    ("PROMETHEUS_ADDR", Handling::Flag("--prometheus-addr")),
+    ("PROMETHEUS_PATH", Handling::Flag("--prometheus-path")),
     (
         "PROMETHEUS_MAPPER_YAML",
-        Handling::Ignored("floodgate's metric names are fixed (see the README)"),
+        Handling::Flag("--prometheus-mapper-yaml"),
+    ),
+    (
+        "PROMETHEUS_RESPONSE_TIME_AS_MILLISECONDS",
+        Handling::Flag("--prometheus-response-time-as-milliseconds"),
     ),
     ("RUNTIME_ROOT", Handling::FlagDefault("--config")),
     ("RUNTIME_SUBDIRECTORY", Handling::FlagDefault("--config")),
@@ -307,18 +283,27 @@ pub const KNOWN_REFERENCE_VARS: &[(&str, Handling)] = &[
         "MERGE_DOMAIN_CONFIG",
         Handling::Flag("--merge-domain-config"),
     ),
+    ("TRACING_ENABLED", Handling::Flag("--tracing-enabled")),
     (
-        "TRACING_ENABLED",
-        Handling::Fixed {
-            value: "false",
-            why: NO_TRACING,
-        },
+        "TRACING_SERVICE_NAME",
+        Handling::Flag("--tracing-service-name"),
     ),
-    ("TRACING_SERVICE_NAME", Handling::Ignored(NO_TRACING)),
-    ("TRACING_SERVICE_NAMESPACE", Handling::Ignored(NO_TRACING)),
-    ("TRACING_SERVICE_INSTANCE_ID", Handling::Ignored(NO_TRACING)),
-    ("TRACING_SAMPLING_RATE", Handling::Ignored(NO_TRACING)),
-    ("TRACING_EXPORTER_PROTOCOL", Handling::Ignored(NO_TRACING)),
+    (
+        "TRACING_SERVICE_NAMESPACE",
+        Handling::Flag("--tracing-service-namespace"),
+    ),
+    (
+        "TRACING_SERVICE_INSTANCE_ID",
+        Handling::Flag("--tracing-service-instance-id"),
+    ),
+    (
+        "TRACING_SAMPLING_RATE",
+        Handling::Flag("--tracing-sampling-rate"),
+    ),
+    (
+        "TRACING_EXPORTER_PROTOCOL",
+        Handling::Flag("--tracing-exporter-protocol"),
+    ),
     (
         "PROTO",
         Handling::Fixed {

@@ -83,10 +83,9 @@ fn cheap_reference_variables_become_flag_defaults() {
 #[test]
 fn ignored_variables_warn_once_and_fixed_ones_only_when_different() {
     let resolved = ReferenceEnv::from_vars([
-        ("STATSD_HOST", "statsd"),
-        ("USE_STATSD", "false"),
-        ("USE_PROMETHEUS", "true"),
-        ("DISABLE_STATS", "true"),
+        ("USE_DOG_STATSD_MOGRIFIERS", "A"),
+        ("HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED", "true"),
+        ("RUNTIME_IGNOREDOTFILES", "false"),
         ("REDIS_PIPELINE_WINDOW", "150us"),
     ])
     .resolve(true)
@@ -101,12 +100,12 @@ fn ignored_variables_warn_once_and_fixed_ones_only_when_different() {
     assert!(
         warned
             .iter()
-            .any(|m| m.starts_with("STATSD_HOST=statsd is ignored"))
+            .any(|m| m.starts_with("USE_DOG_STATSD_MOGRIFIERS=A is ignored"))
     );
     assert!(
         warned
             .iter()
-            .any(|m| m.starts_with("DISABLE_STATS=true is ignored"))
+            .any(|m| m.starts_with("RUNTIME_IGNOREDOTFILES=false is ignored"))
     );
     assert!(
         warned
@@ -265,11 +264,35 @@ fn bad_values_are_errors() {
 }
 
 #[test]
-fn statsd_is_warned_about_when_on() {
-    let resolved = ReferenceEnv::from_vars([("USE_STATSD", "true")])
-        .resolve(true)
-        .unwrap();
-    assert!(resolved.notes.iter().any(|n| n.level == NoteLevel::Warn));
+fn prometheus_alone_turns_statsd_off_as_the_reference_requires() {
+    let statsd_default = |vars: &[(&str, &str)]| {
+        ReferenceEnv::from_vars(vars.iter().copied())
+            .resolve(true)
+            .unwrap()
+            .defaults
+            .into_iter()
+            .find(|(id, _)| *id == "use_statsd")
+            .map(|(_, value)| value)
+    };
+    assert_eq!(
+        statsd_default(&[("USE_PROMETHEUS", "true")]),
+        Some("false".to_owned())
+    );
+    // Set, USE_STATSD is read by the flag itself.
+    assert_eq!(
+        statsd_default(&[("USE_PROMETHEUS", "true"), ("USE_STATSD", "true")]),
+        None
+    );
+    assert_eq!(statsd_default(&[]), None);
+    // The statsd and tracing variables are read, not warned about.
+    let resolved = ReferenceEnv::from_vars([
+        ("USE_STATSD", "true"),
+        ("STATSD_HOST", "statsd"),
+        ("TRACING_ENABLED", "true"),
+    ])
+    .resolve(true)
+    .unwrap();
+    assert!(resolved.notes.is_empty(), "{:?}", resolved.notes);
 }
 
 /// Envoy Gateway's environment for its rate-limit Deployment: rules from

@@ -65,3 +65,28 @@ fn render_shows_registered_series_and_separate_recorders_stay_separate() {
         "{other}"
     );
 }
+
+/// A store failure answered by the `allow` or `deny` policy is still a
+/// store error, as one answered with an error is.
+#[test]
+fn store_failures_count_whatever_the_policy_answered() {
+    let metrics = Metrics::new(DEFAULT_NEAR_LIMIT_RATIO);
+    let request = crate::proto::RateLimitRequest::default();
+    let answered = |over_limit: bool| {
+        Ok(Decision {
+            over_limit,
+            global_shadowed: false,
+            store_failed: true,
+            descriptors: Default::default(),
+            context: Default::default(),
+        })
+    };
+    let elapsed = Duration::from_micros(10);
+    metrics.observe(Transport::Grpc, &request, &answered(false), elapsed);
+    metrics.observe(Transport::Grpc, &request, &answered(true), elapsed);
+    let failed = Err(DecideError::Store(crate::store::StoreError::Timeout));
+    metrics.observe(Transport::Http, &request, &failed, elapsed);
+    assert_eq!(metrics.store_errors(), 3);
+    let text = metrics.render(None, 0);
+    assert!(text.contains("floodgate_store_errors_total 3"), "{text}");
+}

@@ -536,7 +536,7 @@ fn data<S: CounterStore>(state: &AdminState<S>, step: u64) -> Data {
         },
         store: StoreReport {
             reachable: state.health.store_reachable(),
-            errors_total: totals.error,
+            errors_total: metrics.store_errors(),
             counters: store.held(),
             evictions_total: store.evictions(),
         },
