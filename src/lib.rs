@@ -34,7 +34,8 @@
 //!   - [`store`]: where counters live ([`store::CounterStore`]: memory or
 //!     Redis) and the counter key ([`store::key`]), written and read in one
 //!     place.
-//!   - [`limit`]: the algorithms, pure functions of (limit, state, now, hits).
+//!   - [`limit`]: the algorithms, pure functions of (limit, state, now, hits);
+//!     calendar windows in a time zone.
 //! - **Wire**: [`proto`]: the generated Envoy protobufs and every proto to
 //!   domain conversion.
 //! - Leaves any tier may use: [`clock`] (where "now" comes from), [`health`]

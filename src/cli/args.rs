@@ -51,12 +51,18 @@ pub struct ConfigArgs {
     /// Let several files add descriptors to one domain.
     #[arg(long, env = "MERGE_DOMAIN_CONFIG")]
     pub merge_domain_config: bool,
+
+    /// Count every `month` limit in UTC calendar months (from the 1st,
+    /// 00:00 UTC) instead of 30-day windows since 1970.
+    #[arg(long, env = "USE_CALENDAR_MONTH_RATE_LIMIT")]
+    pub calendar_month: bool,
 }
 
 impl ConfigArgs {
     pub(crate) fn load_options(&self) -> LoadOptions {
         LoadOptions {
             merge_domains: self.merge_domain_config,
+            calendar_month: self.calendar_month,
         }
     }
 }

@@ -406,6 +406,10 @@ pub const KNOWN_REFERENCE_VARS: &[(&str, Handling)] = &[
         Handling::Flag("--merge-domain-config"),
     ),
     (
+        "USE_CALENDAR_MONTH_RATE_LIMIT",
+        Handling::Flag("--calendar-month"),
+    ),
+    (
         "TRACING_ENABLED",
         Handling::Fixed {
             value: "false",

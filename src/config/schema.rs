@@ -117,6 +117,10 @@ pub(crate) struct RawLimit {
     pub(crate) algorithm: Option<Text>,
     pub(crate) unit_multiplier: Option<Int>,
     pub(crate) burst: Option<Int>,
+    /// `calendar: true`: windows start at local calendar boundaries.
+    pub(crate) calendar: Flag,
+    /// The IANA zone of a calendar window (default UTC).
+    pub(crate) time_zone: Option<Text>,
 }
 
 /// Every key the reference server's key check accepts, anywhere.
@@ -165,6 +169,8 @@ const RATE_LIMIT_KEYS: &[&str] = &[
     "algorithm",
     "unit_multiplier",
     "burst",
+    "calendar",
+    "time_zone",
 ];
 const RATE_LIMITS_ITEM_KEYS: &[&str] = &[
     "name",
@@ -173,6 +179,8 @@ const RATE_LIMITS_ITEM_KEYS: &[&str] = &[
     "unit_multiplier",
     "requests_per_unit",
     "burst",
+    "calendar",
+    "time_zone",
 ];
 const REPLACES_KEYS: &[&str] = &["name"];
 
@@ -399,6 +407,8 @@ fn limit(
             "algorithm" => out.algorithm = string(node, key, path, sink),
             "unit_multiplier" => out.unit_multiplier = integer(node, key, path, sink),
             "burst" => out.burst = integer(node, key, path, sink),
+            "calendar" => out.calendar = flag(node, key, path, sink),
+            "time_zone" => out.time_zone = string(node, key, path, sink),
             _ => {}
         }
     }

@@ -159,6 +159,9 @@ struct LimitReport {
     /// A token bucket's capacity; absent for windows.
     #[serde(skip_serializing_if = "Option::is_none")]
     burst: Option<u64>,
+    /// A calendar window's time zone; absent for windows since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    calendar: Option<&'static str>,
     /// The current count (window count, sliding estimate or tokens taken).
     used: u64,
     /// Requests of one hit still admissible now.
@@ -266,6 +269,7 @@ async fn usage<S: CounterStore>(
                     unit_multiplier: limit.unit_multiplier,
                     burst: (limit.algorithm == crate::limit::Algorithm::TokenBucket)
                         .then_some(limit.burst),
+                    calendar: limit.calendar.map(|calendar| calendar.zone_name()),
                     used: outcome.used,
                     remaining: outcome.remaining,
                     reset_after_seconds: outcome.reset_after as f64 / NANOS_PER_SECOND as f64,

@@ -48,7 +48,13 @@
 //!   windows stay exact for any length up to the ~584 years at which
 //!   [`crate::limit::Limit::window`] saturates;
 //! - key expiry is rounded up to the next millisecond (`PX`), which only
-//!   keeps a state that already means the same as no state slightly longer.
+//!   keeps a state that already means the same as no state slightly longer;
+//! - a calendar window's boundaries are computed here, from the `now` passed
+//!   to `apply` (the script has no time zone database), and sent with the
+//!   check: with [`TimeSource::Redis`] the script picks, among the previous,
+//!   current and next windows, the one holding Redis's time, so the two
+//!   clocks may differ by anything shorter than a window (23 hours at
+//!   least) without a count landing in the wrong window.
 //!
 //! # Health
 //!
@@ -91,7 +97,8 @@ mod probe;
 
 use super::{Check, CounterStore, Outcomes, StoreError, key};
 use crate::health::Health;
-use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome};
+use crate::limit::calendar::Calendar;
+use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome, Unit};
 pub use probe::PROBE_INTERVAL;
 use probe::{Pinger, Reachability, probe};
 
@@ -400,16 +407,24 @@ impl RedisStore {
                 invocation.key(redis_key(&self.prefix, check.key));
                 next
             });
+            let calendar = check
+                .limit
+                .calendar
+                .filter(|_| check.limit.algorithm == Algorithm::FixedWindow);
             let algorithm = match check.limit.algorithm {
+                Algorithm::FixedWindow if calendar.is_some() && check.count_when_denied => "C",
+                Algorithm::FixedWindow if calendar.is_some() => "c",
                 Algorithm::FixedWindow if check.count_when_denied => "F",
                 Algorithm::FixedWindow => "f",
                 Algorithm::SlidingWindow => "s",
                 Algorithm::TokenBucket => "t",
             };
+            invocation.arg(index).arg(algorithm);
+            match calendar {
+                Some(calendar) => invocation.arg(calendar_bounds(calendar, check.limit.unit, now)),
+                None => invocation.arg(check.limit.window() / NANOS_PER_SECOND),
+            };
             invocation
-                .arg(index)
-                .arg(algorithm)
-                .arg(check.limit.window() / NANOS_PER_SECOND)
                 .arg(check.limit.requests_per_unit)
                 .arg(check.limit.burst)
                 .arg(check.hits)
@@ -646,6 +661,27 @@ fn redis_key(prefix: &[u8], key: &[u8]) -> Vec<u8> {
     out.push(b'}');
     out.extend_from_slice(key);
     out
+}
+
+/// A calendar window's boundaries for the script, `"p:s:e:x"` in seconds:
+/// the previous window's start, the current window's start and end (the
+/// window containing `now`) and the next window's end. The script counts in
+/// whichever of the three windows holds its own now, so with
+/// [`TimeSource::Redis`] a caller whose clock is off by less than a day
+/// (every calendar window is at least 23 hours) still counts in Redis's
+/// window; the boundaries themselves are always the caller's computation.
+fn calendar_bounds(calendar: Calendar, unit: Unit, now: Nanos) -> String {
+    let current = calendar.window(unit, now);
+    let previous = calendar.window(unit, current.start.saturating_sub(1));
+    let next = calendar.window(unit, current.end);
+    let seconds = |at: Nanos| at / NANOS_PER_SECOND;
+    format!(
+        "{}:{}:{}:{}",
+        seconds(previous.start),
+        seconds(current.start),
+        seconds(current.end),
+        seconds(next.end)
+    )
 }
 
 /// One decimal integer of the script's answer.
