@@ -26,6 +26,9 @@ use proptest::prelude::*;
 mod harness;
 use harness::redis::RedisServer;
 
+#[path = "redis_store/overrides.rs"]
+mod overrides;
+
 async fn redis_store(server: &RedisServer, prefix: &str, cache: u64) -> RedisStore {
     RedisStore::connect(RedisOptions {
         key_prefix: prefix.to_owned(),

@@ -168,6 +168,18 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOODGATE_ADMIN_ADDR", default_value = "127.0.0.1:6070")]
     pub admin_addr: SocketAddr,
 
+    /// The bearer token `PUT`/`DELETE /overrides` (and `POST /reload`)
+    /// need. Without it, overrides can be changed only on a loopback admin
+    /// address.
+    #[arg(long, env = "FLOODGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// With the memory store: the file operators' overrides persist in
+    /// (JSON, written atomically on every change, read at start). With
+    /// Redis, overrides live in Redis and this is not used.
+    #[arg(long, env = "FLOODGATE_OVERRIDES_FILE")]
+    pub overrides_file: Option<PathBuf>,
+
     /// Hits above this share of a limit count as near the limit (metrics only).
     #[arg(long, env = "NEAR_LIMIT_RATIO", default_value_t = crate::observe::metrics::DEFAULT_NEAR_LIMIT_RATIO, value_parser = parse_ratio)]
     pub near_limit_ratio: f32,

@@ -24,7 +24,7 @@ use crate::decide::{RateLimiter, ServiceOptions, StoreErrorPolicy};
 use crate::health::Health;
 use crate::respond::{LimitHeaderNames, ResponseOptions};
 use crate::rules::RuleSet;
-use crate::server::{self, ConfigSource, Listeners, ServerOptions};
+use crate::server::{self, ConfigSource, Listeners, OverrideOptions, ServerOptions};
 
 /// Loads rules, printing every error (file, line, reason) to stderr.
 fn load_rules(source: &Source, options: &LoadOptions) -> Result<Loaded, ConfigErrors> {
@@ -153,6 +153,10 @@ pub async fn serve(args: ServeArgs) -> i32 {
                 })
             }),
             dynamic_metadata: args.dynamic_metadata,
+        },
+        overrides: OverrideOptions {
+            file: args.overrides_file.clone(),
+            token: args.admin_token.clone(),
         },
     };
     let running = match server::start_with(limiter, &listeners, options).await {

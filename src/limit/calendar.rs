@@ -110,6 +110,60 @@ impl Calendar {
     }
 }
 
+/// The calendar of a limit written with `calendar` (and `time_zone`, an
+/// IANA name, default UTC): `None` without `calendar`. The error names what
+/// is wrong, and whether it is the zone (`true`) or the combination with the
+/// limit's other settings (`false`), for errors that point at a field.
+pub fn calendar_for(
+    calendar: bool,
+    time_zone: Option<&str>,
+    unit: Unit,
+    algorithm: super::Algorithm,
+    unit_multiplier: u64,
+) -> Result<Option<Calendar>, (bool, String)> {
+    if !calendar {
+        return match time_zone {
+            Some(_) => Err((
+                true,
+                "'time_zone' needs 'calendar: true' (it says where calendar windows start)".into(),
+            )),
+            None => Ok(None),
+        };
+    }
+    if !matches!(unit, Unit::Day | Unit::Week | Unit::Month | Unit::Year) {
+        return Err((
+            false,
+            format!("'calendar: true' needs a unit of day, week, month or year, found {unit}"),
+        ));
+    }
+    if algorithm != super::Algorithm::FixedWindow {
+        return Err((
+            false,
+            format!(
+                "'calendar: true' counts in fixed windows; it cannot be used with 'algorithm: {}'",
+                algorithm.as_str()
+            ),
+        ));
+    }
+    if unit_multiplier != 1 {
+        return Err((
+            false,
+            "'calendar: true' cannot be used with 'unit_multiplier' (a calendar window is one day, week, month or year)".into(),
+        ));
+    }
+    match time_zone {
+        None => Ok(Some(Calendar::utc())),
+        Some(zone) => Calendar::named(zone).map(Some).map_err(|_| {
+            (
+                true,
+                format!(
+                    "unknown time zone '{zone}' (expected an IANA name such as 'UTC', 'Europe/Paris' or 'Asia/Kolkata')"
+                ),
+            )
+        }),
+    }
+}
+
 /// One calendar window, `[start, end)` in nanoseconds since the epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CalendarWindow {

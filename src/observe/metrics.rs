@@ -33,6 +33,8 @@
 //! | `floodgate_config_last_reload_timestamp_seconds` | gauge | | Unix time of the last load attempt |
 //! | `floodgate_counters` | gauge | | counters held by the store (absent with Redis, which floodgate does not count: see [`crate::store::redis::RedisStore`]) |
 //! | `floodgate_counter_evictions_total` | counter | | counters evicted to make room |
+//! | `floodgate_overrides` | gauge | | operators' overrides in force (expired ones until the next change) |
+//! | `floodgate_override_changes_total` | counter | `change` | overrides `set` or `deleted` through this instance |
 //!
 //! Per-rule counting follows the reference server's stats exactly (its
 //! `GetResponseDescriptorStatus`): with `before`/`after` the counter before
@@ -62,6 +64,7 @@ use crate::limit::Algorithm;
 use crate::observe::live::{LATENCY_BUCKETS, LatencyHistogram, Offer, TopK};
 use crate::proto::RateLimitRequest;
 use crate::rules::RuleSet;
+use crate::rules::overrides::ADMIN_OVERRIDE_RULE_ID;
 
 /// Hits on a rule's limit.
 pub const RULE_HITS: &str = "floodgate_rule_hits_total";
@@ -92,6 +95,10 @@ pub const COUNTERS: &str = "floodgate_counters";
 pub const CONFIG_EMPTY_LOADS: &str = "floodgate_config_empty_loads_total";
 /// Counters evicted to make room.
 pub const COUNTER_EVICTIONS: &str = "floodgate_counter_evictions_total";
+/// Operators' overrides in force.
+pub const OVERRIDES: &str = "floodgate_overrides";
+/// Override changes made through this instance, by `change`.
+pub const OVERRIDE_CHANGES: &str = "floodgate_override_changes_total";
 
 /// Descriptors kept in the top-K closest to their limits.
 pub const TOP_K: usize = 10;
@@ -282,6 +289,9 @@ pub struct Metrics {
     /// does not track its counters (Redis) has no series rather than a 0.
     counters: std::sync::OnceLock<Gauge>,
     evictions: Counter,
+    overrides: Gauge,
+    /// `set`, `deleted`.
+    override_changes: [Counter; 2],
     /// Requests by answer, indexed by `RequestCode`, readable back.
     answers: [AtomicU64; 4],
     latency: LatencyHistogram,
@@ -356,6 +366,13 @@ impl Metrics {
             empty_loads: counter(CONFIG_EMPTY_LOADS, Vec::new()),
             counters: std::sync::OnceLock::new(),
             evictions: counter(COUNTER_EVICTIONS, Vec::new()),
+            overrides: gauge(OVERRIDES),
+            override_changes: ["set", "deleted"].map(|change| {
+                counter(
+                    OVERRIDE_CHANGES,
+                    vec![Label::from_static_parts("change", change)],
+                )
+            }),
             rules: ArcSwap::from_pointee(HashMap::new()),
             answers: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: LatencyHistogram::default(),
@@ -388,10 +405,9 @@ impl Metrics {
             for (rule, _) in domain.rules() {
                 keep(&domain.name, Arc::clone(&rule.id));
             }
-            keep(
-                &domain.name,
-                Arc::from(format!("{}.{OVERRIDE_RULE_ID}", domain.name)),
-            );
+            for suffix in [OVERRIDE_RULE_ID, ADMIN_OVERRIDE_RULE_ID] {
+                keep(&domain.name, Arc::from(format!("{}.{suffix}", domain.name)));
+            }
         }
         self.rules.store(Arc::new(map));
     }
@@ -553,6 +569,16 @@ impl Metrics {
         self.last_reload_timestamp.set(unix_seconds);
     }
 
+    /// Sets how many overrides are in force.
+    pub fn set_override_count(&self, count: usize) {
+        self.overrides.set(count as f64);
+    }
+
+    /// Counts an override set (`true`) or deleted through this instance.
+    pub fn record_override_change(&self, set: bool) {
+        self.override_changes[usize::from(!set)].increment(1);
+    }
+
     /// Counts a config load that found no rules at all.
     pub fn record_empty_config(&self) {
         self.empty_loads.increment(1);
@@ -612,7 +638,7 @@ fn add(counters: &RuleCounters, counts: RuleCounts) {
 }
 
 fn describe(recorder: &PrometheusRecorder) {
-    let help: [(&'static str, &'static str); 14] = [
+    let help: [(&'static str, &'static str); 16] = [
         (RULE_HITS, "Hits on a rule's limit."),
         (RULE_OVER_LIMIT, "Hits over a rule's limit."),
         (
@@ -651,13 +677,18 @@ fn describe(recorder: &PrometheusRecorder) {
             COUNTER_EVICTIONS,
             "Counters evicted from the store to make room.",
         ),
+        (OVERRIDES, "Operators' overrides in force."),
+        (
+            OVERRIDE_CHANGES,
+            "Overrides set or deleted through this instance.",
+        ),
     ];
     for (name, text) in help {
         let name = KeyName::from_const_str(name);
         let text = SharedString::const_str(text);
         match name.as_str() {
             DECISION_DURATION => recorder.describe_histogram(name, None, text),
-            CONFIG_LAST_RELOAD_SUCCESS | CONFIG_LAST_RELOAD_TIMESTAMP | COUNTERS => {
+            CONFIG_LAST_RELOAD_SUCCESS | CONFIG_LAST_RELOAD_TIMESTAMP | COUNTERS | OVERRIDES => {
                 recorder.describe_gauge(name, None, text)
             }
             _ => recorder.describe_counter(name, None, text),

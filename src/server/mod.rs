@@ -25,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 
+pub use admin::overrides::OverrideOptions;
 pub use grpc::{GrpcService, status_of};
 pub use reload::{ConfigSource, ReloadOutcome, ReloadStatus, Reloader};
 pub use shutdown::ShutdownError;
@@ -79,6 +80,8 @@ pub struct ServerOptions {
     /// What answers carry besides statuses (the reference's limit headers,
     /// dynamic metadata), on gRPC and `/json` alike.
     pub response: ResponseOptions,
+    /// Where operators' overrides persist and who may change them.
+    pub overrides: OverrideOptions,
 }
 
 impl Default for ServerOptions {
@@ -92,6 +95,7 @@ impl Default for ServerOptions {
             rules_loaded: true,
             tls: None,
             response: ResponseOptions::default(),
+            overrides: OverrideOptions::default(),
         }
     }
 }
@@ -173,6 +177,15 @@ pub async fn start_with<S: CounterStore>(
         health.set_rules_loaded(true);
     }
     let mut tasks = Vec::new();
+    let overrides = admin::overrides::Overrides::start(
+        Arc::clone(&limiter),
+        options.overrides,
+        admin_addr,
+        Arc::clone(&metrics),
+    )
+    .await
+    .map_err(std::io::Error::other)?;
+    tasks.extend(overrides.spawn_poller(signal.clone()));
 
     let reloader = options.config.map(|source| {
         Arc::new(Reloader::new(
@@ -255,15 +268,19 @@ pub async fn start_with<S: CounterStore>(
             health: health.clone(),
             metrics: Arc::clone(&metrics),
             dashboard,
+            overrides,
         });
         let mut admin_signal = signal.clone();
         tasks.push(tokio::spawn(async move {
-            axum::serve(admin_listener, admin::router(admin_state))
-                .with_graceful_shutdown(async move {
-                    let _ = admin_signal.wait_for(|stop| *stop).await;
-                })
-                .await
-                .map_err(|e| format!("admin server failed: {e}"))
+            axum::serve(
+                admin_listener,
+                admin::router(admin_state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = admin_signal.wait_for(|stop| *stop).await;
+            })
+            .await
+            .map_err(|e| format!("admin server failed: {e}"))
         }));
     }
 

@@ -12,6 +12,7 @@ mod dashboard;
 mod dashboard_browser;
 mod metrics;
 mod monitoring;
+mod overrides;
 mod reference_env;
 mod reload;
 mod shutdown;

@@ -93,6 +93,7 @@ use ::redis::cluster_async::ClusterConnection;
 use moka::Expiry;
 use moka::sync::Cache;
 
+mod overrides;
 mod probe;
 
 use super::{Check, CounterStore, Outcomes, StoreError, key};
@@ -572,6 +573,10 @@ impl CounterStore for RedisStore {
     /// number to watch, with a database of its own for floodgate.
     fn held(&self) -> Option<u64> {
         None
+    }
+
+    fn fleet(&self) -> Option<&RedisStore> {
+        Some(self)
     }
 }
 
