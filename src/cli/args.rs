@@ -38,6 +38,63 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Validate a config file or directory and summarise it.
     Check(CheckArgs),
+    /// Set, list or delete operators' overrides on a running floodgate,
+    /// through its admin API.
+    Overrides(OverridesArgs),
+}
+
+/// `floodgate overrides`.
+#[derive(Debug, Args)]
+pub struct OverridesArgs {
+    /// The admin server of the floodgate to change (`host:port`).
+    #[arg(long, env = "FLOODGATE_ADMIN_ADDR", default_value = "127.0.0.1:6070")]
+    pub admin_addr: String,
+
+    /// The admin token (`--admin-token` of the server).
+    #[arg(long, env = "FLOODGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub action: OverridesAction,
+}
+
+/// `floodgate overrides set|list|delete`.
+#[derive(Debug, Subcommand)]
+pub enum OverridesAction {
+    /// Set the limits of one descriptor (replacing its override, if any).
+    Set {
+        /// The domain.
+        #[arg(long)]
+        domain: String,
+        /// A descriptor entry `key=value`, in request order (repeat).
+        #[arg(long = "entry", required = true)]
+        entries: Vec<String>,
+        /// A limit: `RPU/UNIT`, then optional `,key=value` settings
+        /// (`name`, `algorithm`, `unit_multiplier`, `burst`, `calendar`,
+        /// `time_zone`), e.g. `10/minute,algorithm=token_bucket,burst=20,name=burst`
+        /// (repeat for several limits).
+        #[arg(long = "limit", required = true)]
+        limits: Vec<String>,
+        /// When the override stops applying, in Unix seconds.
+        #[arg(long)]
+        expires_at: Option<u64>,
+    },
+    /// List the overrides (of one domain).
+    List {
+        /// Only this domain's.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Delete the override of one descriptor.
+    Delete {
+        /// The domain.
+        #[arg(long)]
+        domain: String,
+        /// A descriptor entry `key=value`, in request order (repeat).
+        #[arg(long = "entry", required = true)]
+        entries: Vec<String>,
+    },
 }
 
 /// Where rules come from, shared by `serve` and `check`.

@@ -8,13 +8,15 @@ use std::sync::Arc;
 
 mod args;
 
+mod overrides;
 mod parse;
 pub mod reference_env;
 
 pub use args::{
-    CheckArgs, Cli, Command, ConfigArgs, LogFormat, OnStoreError, RequestLimitArgs, ServeArgs,
-    StoreArgs, StoreTime, TlsArgs, reference_invocation,
+    CheckArgs, Cli, Command, ConfigArgs, LogFormat, OnStoreError, OverridesAction, OverridesArgs,
+    RequestLimitArgs, ServeArgs, StoreArgs, StoreTime, TlsArgs, reference_invocation,
 };
+pub use overrides::run as overrides;
 
 pub use parse::parse_duration;
 

@@ -13,6 +13,7 @@ mod dashboard_browser;
 mod metrics;
 mod monitoring;
 mod overrides;
+mod overrides_cli;
 mod reference_env;
 mod reload;
 mod shutdown;

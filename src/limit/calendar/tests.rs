@@ -132,8 +132,11 @@ proptest! {
             .take(8)
             .map(|t| t.timestamp())
             .collect();
-        prop_assume!(which < transitions.len());
-        let second = transitions[which].as_second() + offset;
+        // Zones without transitions (UTC, Kolkata) test around 2026-01-01.
+        let around = transitions
+            .get(which % transitions.len().max(1))
+            .map_or(from.as_second(), |t| t.as_second());
+        let second = around + offset;
         let now = u64::try_from(second).expect("after 1970") * NANOS_PER_SECOND;
         let calendar = Calendar::named(zone).expect("zone");
         prop_assert_eq!(calendar.window(unit, now), expected(zone, unit, now));
