@@ -34,6 +34,9 @@ pub const ADMIN_OVERRIDE_RULE_ID: &str = "(admin override)";
 /// exceptions for a few customers; plans for many belong in YAML.
 pub const MAX_OVERRIDES_PER_DOMAIN: usize = 1_000;
 
+/// Most overrides in all, whatever their domains.
+pub const MAX_OVERRIDES: usize = 10 * MAX_OVERRIDES_PER_DOMAIN;
+
 /// Most entries in an override's descriptor, limits in an override, and
 /// bytes in a domain, key or value.
 const MAX_ENTRIES: usize = 16;
@@ -340,6 +343,9 @@ pub enum OverrideError {
         "domain '{0}' already has {MAX_OVERRIDES_PER_DOMAIN} overrides, the most allowed; delete some or move the plan into YAML"
     )]
     TooMany(String),
+    /// There are already [`MAX_OVERRIDES`] overrides.
+    #[error("there are already {MAX_OVERRIDES} overrides, the most allowed; delete some")]
+    TooManyInAll,
 }
 
 impl OverrideSet {
@@ -404,6 +410,9 @@ impl OverrideSet {
             && next.domain(&domain).map_or(0, DomainOverrides::len) >= MAX_OVERRIDES_PER_DOMAIN
         {
             return Err(OverrideError::TooMany(domain));
+        }
+        if !replacing && next.len() >= MAX_OVERRIDES {
+            return Err(OverrideError::TooManyInAll);
         }
         next.insert(Arc::new(one));
         Ok(next)

@@ -147,6 +147,13 @@ async fn an_override_replaces_the_rule_keeps_usage_and_deletion_restores_it() {
         metric(&text, "floodgate_override_changes_total", r#"change="set""#),
         Some(1.0)
     );
+    let (_, dashboard) = harness::http_get(shop.admin(), "/dashboard/data").await;
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).expect("JSON");
+    assert_eq!(dashboard["overrides"]["total"], 1);
+    assert_eq!(
+        dashboard["overrides"]["entries"][0]["entries"][0]["value"],
+        "acme"
+    );
     let (_, rlconfig) = harness::http_get(shop.admin(), "/rlconfig").await;
     assert!(
         rlconfig.contains("shop.(admin override) customer=acme: unit=MINUTE requests_per_unit=5"),

@@ -223,6 +223,7 @@ struct Data {
     latency: LatencyReport,
     rules: Vec<RuleReport>,
     top: TopReport,
+    overrides: super::overrides::DashboardOverrides,
     history: HistoryReport,
 }
 
@@ -519,6 +520,7 @@ fn data<S: CounterStore>(state: &AdminState<S>, step: u64) -> Data {
             skipped_total: top.skipped(),
             entries,
         },
+        overrides: super::overrides::dashboard(&state.limiter),
         history: history_report,
     }
 }

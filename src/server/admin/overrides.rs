@@ -572,3 +572,26 @@ pub(crate) fn describe<S: CounterStore>(limiter: &RateLimiter<S>, out: &mut Stri
         }
     }
 }
+
+/// Most overrides the dashboard lists (the total is always given).
+const DASHBOARD_OVERRIDES: usize = 100;
+
+/// The dashboard's `overrides`: which limits are overridden, for whom.
+#[derive(Serialize)]
+pub(crate) struct DashboardOverrides {
+    total: usize,
+    entries: Vec<OverrideSpec>,
+}
+
+pub(crate) fn dashboard<S: CounterStore>(limiter: &RateLimiter<S>) -> DashboardOverrides {
+    let set = limiter.overrides();
+    let live = set.list(None, limiter.now());
+    DashboardOverrides {
+        total: live.len(),
+        entries: live
+            .into_iter()
+            .take(DASHBOARD_OVERRIDES)
+            .cloned()
+            .collect(),
+    }
+}
