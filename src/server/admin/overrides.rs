@@ -91,6 +91,9 @@ impl<S: CounterStore> Overrides<S> {
             metrics,
         });
         if let Some(redis) = overrides.limiter.store().fleet() {
+            if let Some(path) = &overrides.file {
+                tracing::warn!(path = %path.display(), "--overrides-file is not used with the Redis store: overrides live in Redis");
+            }
             if let Err(e) = overrides.refresh(redis).await {
                 tracing::warn!(error = %e, "could not read overrides from Redis; retrying in the background");
             }
