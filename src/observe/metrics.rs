@@ -409,7 +409,30 @@ impl Metrics {
                 keep(&domain.name, Arc::from(format!("{}.{suffix}", domain.name)));
             }
         }
+        // Operators' overrides in domains the config does not name keep
+        // theirs ([`Metrics::add_override_domains`]).
+        for (id, counters) in old.iter() {
+            if id.ends_with(ADMIN_OVERRIDE_RULE_ID) && !map.contains_key(id) {
+                map.insert(Arc::clone(id), Arc::clone(counters));
+            }
+        }
         self.rules.store(Arc::new(map));
+    }
+
+    /// Registers the override rule of each of `domains` that has none yet,
+    /// so that decisions under an override in a domain the config does not
+    /// name do not register it on the spot. Bounded by the overrides'
+    /// own bound.
+    pub fn add_override_domains<'d>(&self, domains: impl Iterator<Item = &'d str> + Clone) {
+        self.rules.rcu(|old| {
+            let mut map = HashMap::clone(old);
+            for domain in domains.clone() {
+                let id: Arc<str> = Arc::from(format!("{domain}.{ADMIN_OVERRIDE_RULE_ID}"));
+                map.entry(id)
+                    .or_insert_with_key(|id| Arc::new(self.rule_counters(domain, id)));
+            }
+            map
+        });
     }
 
     /// Every current rule's totals, sorted by rule id.

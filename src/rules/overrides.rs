@@ -370,6 +370,11 @@ impl OverrideSet {
         self.len
     }
 
+    /// The domains that have overrides.
+    pub fn domains(&self) -> impl Iterator<Item = &str> + Clone {
+        self.domains.keys().map(String::as_str)
+    }
+
     /// The overrides of `domain`, if it has any.
     pub fn domain(&self, domain: &str) -> Option<&DomainOverrides> {
         self.domains.get(domain).filter(|d| !d.is_empty())

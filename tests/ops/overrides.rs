@@ -395,3 +395,29 @@ async fn hostile_input_gets_400_naming_the_problem_and_changes_nothing() {
     );
     shop.running.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn an_override_applies_where_no_rule_matches_and_is_counted_in_metrics() {
+    let mut shop = start(OverrideOptions::default(), loopback()).await;
+    let body = r#"{"domain":"unconfigured","entries":[{"key":"k","value":"v"}],"limits":[{"requests_per_unit":1,"unit":"minute"}]}"#;
+    assert_eq!(shop.call("PUT", "/overrides", Some(body)).await.status, 200);
+    let request = || request_one("unconfigured", &[("k", "v")]);
+    assert_eq!(decide(&mut shop.client, request()).await, 1);
+    assert_eq!(decide(&mut shop.client, request()).await, 2);
+    // Other values of the key match nothing, as before.
+    assert_eq!(
+        decide(&mut shop.client, request_one("unconfigured", &[("k", "w")])).await,
+        1
+    );
+    let (_, text) = harness::http_get(shop.running.http_addr, "/metrics").await;
+    assert_eq!(
+        metric(
+            &text,
+            "floodgate_rule_over_limit_total",
+            r#"domain="unconfigured",rule="unconfigured.(admin override)""#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    shop.running.shutdown().await.expect("shutdown");
+}

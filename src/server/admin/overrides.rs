@@ -112,6 +112,7 @@ impl<S: CounterStore> Overrides<S> {
 
     fn install(&self, set: OverrideSet) {
         self.metrics.set_override_count(set.len());
+        self.metrics.add_override_domains(set.domains());
         self.limiter.replace_overrides(set);
     }
 
