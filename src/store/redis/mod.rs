@@ -93,13 +93,14 @@ use ::redis::cluster_async::ClusterConnection;
 use moka::Expiry;
 use moka::sync::Cache;
 
+mod calendar;
 mod overrides;
 mod probe;
 
 use super::{Check, CounterStore, Outcomes, StoreError, key};
 use crate::health::Health;
-use crate::limit::calendar::Calendar;
-use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome, Unit};
+use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome};
+use calendar::calendar_bounds;
 pub use probe::PROBE_INTERVAL;
 use probe::{Pinger, Reachability, probe};
 
@@ -666,27 +667,6 @@ fn redis_key(prefix: &[u8], key: &[u8]) -> Vec<u8> {
     out.push(b'}');
     out.extend_from_slice(key);
     out
-}
-
-/// A calendar window's boundaries for the script, `"p:s:e:x"` in seconds:
-/// the previous window's start, the current window's start and end (the
-/// window containing `now`) and the next window's end. The script counts in
-/// whichever of the three windows holds its own now, so with
-/// [`TimeSource::Redis`] a caller whose clock is off by less than a day
-/// (every calendar window is at least 23 hours) still counts in Redis's
-/// window; the boundaries themselves are always the caller's computation.
-fn calendar_bounds(calendar: Calendar, unit: Unit, now: Nanos) -> String {
-    let current = calendar.window(unit, now);
-    let previous = calendar.window(unit, current.start.saturating_sub(1));
-    let next = calendar.window(unit, current.end);
-    let seconds = |at: Nanos| at / NANOS_PER_SECOND;
-    format!(
-        "{}:{}:{}:{}",
-        seconds(previous.start),
-        seconds(current.start),
-        seconds(current.end),
-        seconds(next.end)
-    )
 }
 
 /// One decimal integer of the script's answer.
