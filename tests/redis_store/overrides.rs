@@ -151,3 +151,38 @@ async fn an_override_set_on_one_instance_is_enforced_by_the_fleet() {
         m.running.shutdown().await.expect("shutdown");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_on_two_instances_all_reach_both() {
+    let server = RedisServer::start();
+    let a = member(&server).await;
+    let b = member(&server).await;
+    let mut puts = Vec::new();
+    for n in 0..20 {
+        let admin = if n % 2 == 0 { a.admin } else { b.admin };
+        puts.push(tokio::spawn(async move {
+            let body = format!(
+                r#"{{"domain":"shop","entries":[{{"key":"customer","value":"c{n}"}}],"limits":[{{"requests_per_unit":{n},"unit":"hour"}}]}}"#
+            );
+            http_with(admin, "PUT", "/overrides", Some(&body), &[]).await.status
+        }));
+    }
+    for put in puts {
+        assert_eq!(put.await.expect("task"), 200);
+    }
+    for m in [&a, &b] {
+        let mut seen = 0;
+        for _ in 0..200 {
+            let listed = http_with(m.admin, "GET", "/overrides", None, &[]).await;
+            seen = listed.json()["overrides"].as_array().map_or(0, Vec::len);
+            if seen == 20 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        assert_eq!(seen, 20, "an instance missed a change made on the other");
+    }
+    for m in [a, b] {
+        m.running.shutdown().await.expect("shutdown");
+    }
+}

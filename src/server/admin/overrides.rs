@@ -224,10 +224,23 @@ impl<S: CounterStore> Overrides<S> {
                 {
                     delete.push(field(before));
                 }
+                let loaded = self.version.load(Ordering::Acquire);
                 let version = redis
                     .overrides_write(put.as_ref().map(|(f, v)| (f.as_str(), v.as_str())), &delete)
                     .await
                     .map_err(|e| unavailable(e.to_string()))?;
+                if version != loaded.wrapping_add(1) {
+                    // Another instance changed overrides between our read
+                    // and our write: Redis holds both changes, and a set
+                    // built from our read would miss theirs (the poller,
+                    // seeing our version, would never reload it).
+                    if let Err(e) = self.refresh(redis).await {
+                        tracing::debug!(error = %e, "override reload from Redis failed");
+                        // The poller catches up from the old version.
+                        self.version.store(loaded, Ordering::Release);
+                    }
+                    return Ok(change);
+                }
                 self.version.store(version, Ordering::Release);
             }
             None => {
