@@ -15,9 +15,10 @@
 //!     defaults), `parse` (one syntax per value). `main.rs` parses and sets
 //!     the global allocator.
 //!   - [`server`]: transports (gRPC RLS v3 with health and reflection,
-//!     HTTP `/json` and `/healthcheck`), the admin server and its live
-//!     dashboard, config reload and the xDS client that streams rules from
-//!     a management server, TLS, start and graceful shutdown.
+//!     HTTP `/json` and `/healthcheck`), the admin server (with the
+//!     overrides API and where overrides persist) and its live dashboard,
+//!     config reload and the xDS client that streams rules from a
+//!     management server, TLS, start and graceful shutdown.
 //! - **Decide** (the one decision path)
 //!   - [`decide`]: `RateLimiter::decide` = validate, `plan` (match, fallbacks,
 //!     `replaces`, counter keys; shared with `/usage`), the store's `apply`,
@@ -33,11 +34,13 @@
 //!     YAML loader) and the YAML they are compiled from, with errors by
 //!     file (or resource), line and rule.
 //!   - [`rules`]: the compiled, immutable rule tree and matching; a domain's
-//!     `response:` and `fallbacks:` policy.
+//!     `response:` and `fallbacks:` policy; operators' overrides of single
+//!     descriptors ([`rules::overrides`]).
 //!   - [`store`]: where counters live ([`store::CounterStore`]: memory or
 //!     Redis) and the counter key ([`store::key`]), written and read in one
 //!     place.
-//!   - [`limit`]: the algorithms, pure functions of (limit, state, now, hits).
+//!   - [`limit`]: the algorithms, pure functions of (limit, state, now, hits);
+//!     calendar windows in a time zone.
 //! - **Wire**: [`proto`]: the generated Envoy protobufs and every proto to
 //!   domain conversion.
 //! - Leaves any tier may use: [`clock`] (where "now" comes from), [`health`]

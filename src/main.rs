@@ -33,6 +33,7 @@ fn main() {
         .unwrap_or_else(|e| e.exit());
     let code = match cli.command {
         Command::Check(args) => cli::check(&args),
+        Command::Overrides(args) => cli::overrides(&args),
         Command::Serve(args) => {
             cli::init_logging(&args.log_level, args.log_format);
             reference.log_notes();

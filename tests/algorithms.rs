@@ -68,6 +68,7 @@ fn limit(algorithm: Algorithm, requests_per_unit: u64, seconds: u64, burst: u64)
         unit_multiplier: seconds,
         algorithm,
         burst,
+        calendar: None,
     }
 }
 
@@ -266,7 +267,7 @@ proptest! {
         c in prop_oneof![Just(0), Just(u64::MAX), any::<u64>()],
         variant in 0..4u8,
     ) {
-        let limit = Limit { requests_per_unit: rpu, unit, unit_multiplier: multiplier, algorithm, burst };
+        let limit = Limit { requests_per_unit: rpu, unit, unit_multiplier: multiplier, algorithm, burst, calendar: None };
         let state = match variant {
             0 => None,
             1 => Some(CounterState::Fixed { window_start: a, count: b }),
@@ -387,6 +388,83 @@ proptest! {
         for event in events.iter().filter(|e| !e.outcome.admitted && e.hits <= fits) {
             prop_assert!(event.outcome.reset_after <= bound, "{event:?}");
             check_liveness(&limit, event, false)?;
+        }
+    }
+}
+
+/// The local period (day, ISO week, month or year) of `now` in `zone`, as
+/// civil numbers, computed with nothing but jiff's instant-to-local
+/// conversion: two instants are in one calendar window exactly when their
+/// periods are equal.
+fn local_period(zone: &jiff::tz::TimeZone, unit: Unit, now: Nanos) -> (i16, i16, i8) {
+    let second = i64::try_from(now / NANOS_PER_SECOND).unwrap_or(i64::MAX);
+    let Ok(instant) = jiff::Timestamp::from_second(second) else {
+        return (0, 0, 0);
+    };
+    let day = zone.to_datetime(instant).date();
+    match unit {
+        Unit::Day => (day.year(), day.day_of_year(), 0),
+        Unit::Week => {
+            let week = day.iso_week_date();
+            (week.year(), i16::from(week.week()), 0)
+        }
+        Unit::Month => (day.year(), 0, day.month()),
+        _ => (day.year(), 0, 0),
+    }
+}
+
+const CALENDAR_ZONES: &[&str] = &[
+    "UTC",
+    "Asia/Kolkata",
+    "America/New_York",
+    "Europe/London",
+    "Australia/Lord_Howe",
+    "America/Santiago",
+    "Pacific/Chatham",
+];
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Calendar windows over streams spanning days to years (around 2026's
+    /// daylight-saving transitions): each local period admits at most the
+    /// limit, a request is denied only when its period is full, and
+    /// `reset_after` lands exactly on the next local boundary (the second
+    /// before it is still in the period, the reset instant is not).
+    #[test]
+    fn calendar_windows_count_per_local_period(
+        zone in prop::sample::select(CALENDAR_ZONES),
+        unit in prop::sample::select(vec![Unit::Day, Unit::Week, Unit::Month, Unit::Year]),
+        rpu in 1..8u64,
+        steps in prop::collection::vec((0..40 * 3_600 * NANOS_PER_SECOND, 1..=3u64), 1..60),
+        scale in prop::sample::select(vec![1u64, 7, 40]),
+    ) {
+        let calendar = floodgate::limit::calendar::Calendar::named(zone).expect("zone");
+        let tz = jiff::tz::TimeZone::get(zone).expect("zone");
+        let limit = Limit { calendar: Some(calendar), ..Limit::fixed(rpu, unit) };
+        // 2026-03-01T00:00:00Z, a few weeks before the northern spring change.
+        let mut now = 1_772_323_200 * NANOS_PER_SECOND;
+        let requests: Vec<(Nanos, u64)> = steps
+            .iter()
+            .map(|&(gap, hits)| {
+                now += gap / 40 * scale;
+                (now, hits)
+            })
+            .collect();
+        let events = run(&limit, requests.iter().copied());
+        let mut used = std::collections::HashMap::<(i16, i16, i8), u64>::new();
+        for event in &events {
+            let period = local_period(&tz, unit, event.now);
+            let count = used.entry(period).or_default();
+            let fits = *count + event.hits <= rpu;
+            prop_assert_eq!(event.outcome.admitted, fits, "{:?}", event);
+            if fits {
+                *count += event.hits;
+            }
+            let reset = event.now + event.outcome.reset_after;
+            prop_assert_eq!(reset % NANOS_PER_SECOND, 0);
+            prop_assert_eq!(local_period(&tz, unit, reset - NANOS_PER_SECOND), period);
+            prop_assert_ne!(local_period(&tz, unit, reset), period);
         }
     }
 }

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use floodgate::clock::SystemClock;
+use floodgate::clock::{Clock, SystemClock};
 use floodgate::config::{self, LoadOptions};
 use floodgate::decide::{RateLimiter, ServiceOptions, StoreErrorPolicy};
+use floodgate::limit::calendar::Calendar;
 use floodgate::limit::{Algorithm, Limit, NANOS_PER_SECOND, Nanos, Outcome, Unit};
 use floodgate::proto::{
     Code, Entry, RateLimitDescriptor, RateLimitRequest, RateLimitServiceClient,
@@ -25,6 +26,9 @@ use proptest::prelude::*;
 mod harness;
 use harness::redis::RedisServer;
 
+#[path = "redis_store/overrides.rs"]
+mod overrides;
+
 async fn redis_store(server: &RedisServer, prefix: &str, cache: u64) -> RedisStore {
     RedisStore::connect(RedisOptions {
         key_prefix: prefix.to_owned(),
@@ -38,6 +42,17 @@ async fn redis_store(server: &RedisServer, prefix: &str, cache: u64) -> RedisSto
     .expect("connects to redis-server")
 }
 
+/// A store counting with Redis's clock.
+async fn redis_time_store(server: &RedisServer, prefix: &str) -> RedisStore {
+    RedisStore::connect(RedisOptions {
+        key_prefix: prefix.to_owned(),
+        timeout: Duration::from_millis(500),
+        ..RedisOptions::new(server.url())
+    })
+    .await
+    .expect("connects")
+}
+
 const T0: Nanos = 1_700_000_000 * NANOS_PER_SECOND;
 
 fn limit(algorithm: Algorithm, rpu: u64, unit: Unit, multiplier: u64, burst: u64) -> Limit {
@@ -47,6 +62,7 @@ fn limit(algorithm: Algorithm, rpu: u64, unit: Unit, multiplier: u64, burst: u64
         unit_multiplier: multiplier,
         algorithm,
         burst,
+        calendar: None,
     }
 }
 
@@ -155,6 +171,82 @@ fn scripted_streams() -> Vec<Vec<Step>> {
     streams
 }
 
+/// Calendar windows: a New York day across the 2026 spring and autumn
+/// changes (23- and 25-hour days), a Kolkata month, an ISO week and a UTC
+/// year, with count_when_denied, duplicates and a group.
+fn calendar_streams() -> Vec<Vec<Step>> {
+    let zoned = |zone: &str, unit: Unit, rpu: u64| Limit {
+        calendar: Some(Calendar::named(zone).expect("zone")),
+        ..Limit::fixed(rpu, unit)
+    };
+    let day = zoned("America/New_York", Unit::Day, 3);
+    let month = zoned("Asia/Kolkata", Unit::Month, 4);
+    let week = zoned("Europe/Berlin", Unit::Week, 2);
+    let year = zoned("UTC", Unit::Year, 5);
+    let mut streams = Vec::new();
+    // 2026-03-07 and 2026-10-31, 12:00 UTC.
+    for start in [1_772_884_800, 1_793_448_000] {
+        let mut steps = Vec::new();
+        let mut now = start * NANOS_PER_SECOND + 987_654_321;
+        for i in 0..60u64 {
+            let hits = [1, 2, 0, 1, 5][usize::try_from(i % 5).unwrap_or(0)];
+            steps.push((
+                now,
+                vec![
+                    check("cal-day", day, hits, 0, i % 2 == 0),
+                    check("cal-week", week, 1, 0, false),
+                    check("cal-day", day, 1, 1, true),
+                    check("cal-month", month, hits, 2, i % 3 == 0),
+                    check("cal-year", year, 1, 3, false),
+                ],
+            ));
+            now += [1, 3_600, 7 * 3_600, 0, 26 * 3_600, 5 * 86_400]
+                [usize::try_from(i % 6).unwrap_or(0)]
+                * NANOS_PER_SECOND
+                + 17;
+        }
+        streams.push(steps);
+    }
+    streams
+}
+
+#[tokio::test]
+async fn calendar_streams_match_the_memory_store() {
+    let server = RedisServer::start();
+    for (i, steps) in calendar_streams().iter().enumerate() {
+        same_outcomes(&server, &format!("calendar{i}:"), steps).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_time_counts_calendar_windows_in_its_own_window() {
+    let server = RedisServer::start();
+    let store = redis_time_store(&server, "rtc:").await;
+    let day = Limit {
+        calendar: Some(Calendar::utc()),
+        ..Limit::fixed(2, Unit::Day)
+    };
+    // Boundaries come from the caller's now; Redis's TIME picks among the
+    // previous, current and next windows, so a caller an hour off still
+    // counts in Redis's day.
+    let real = SystemClock.now();
+    let hour = 3_600 * NANOS_PER_SECOND;
+    let steps = vec![
+        (real - hour, vec![check("d", day, 1, 0, false)]),
+        (real + hour, vec![check("d", day, 1, 0, false)]),
+        (real, vec![check("d", day, 1, 0, false)]),
+    ];
+    let out = run(&store, &steps).await;
+    assert!(out[0][0].admitted && out[1][0].admitted);
+    // Unless the test straddled UTC midnight, the third request is over.
+    let today = Calendar::utc().window(Unit::Day, real);
+    if today.start + hour <= real && real + 2 * hour < today.end {
+        assert!(!out[2][0].admitted);
+        let reset = out[2][0].reset_after;
+        assert!(reset <= today.end - real + NANOS_PER_SECOND);
+    }
+}
+
 #[tokio::test]
 async fn scripted_streams_match_the_memory_store() {
     let server = RedisServer::start();
@@ -174,6 +266,50 @@ fn arb_limit() -> impl Strategy<Value = Limit> {
         .prop_map(|(algorithm, rpu, unit, multiplier, burst)| {
             limit(algorithm, rpu, unit, multiplier, burst)
         })
+}
+
+fn arb_calendar_limit() -> impl Strategy<Value = Limit> {
+    (
+        prop::sample::select(vec![
+            "UTC",
+            "America/New_York",
+            "Asia/Kolkata",
+            "Australia/Lord_Howe",
+            "America/Santiago",
+        ]),
+        prop::sample::select(vec![Unit::Day, Unit::Week, Unit::Month, Unit::Year]),
+        0u64..6,
+    )
+        .prop_map(|(zone, unit, rpu)| Limit {
+            calendar: Calendar::named(zone).ok(),
+            ..Limit::fixed(rpu, unit)
+        })
+}
+
+/// Streams over calendar limits from 2026-03-07: steps of up to two days,
+/// across daylight-saving changes and month ends.
+fn arb_calendar_stream() -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec(arb_calendar_limit(), 3).prop_flat_map(|limits| {
+        let step = (
+            0u64..2 * 86_400 * NANOS_PER_SECOND,
+            prop::collection::vec((0usize..3, 0u64..4, 0u32..2, any::<bool>()), 1..5),
+        );
+        prop::collection::vec(step, 1..25).prop_map(move |raw| {
+            let mut now = 1_772_884_800 * NANOS_PER_SECOND;
+            raw.into_iter()
+                .map(|(advance, checks)| {
+                    now += advance;
+                    let checks = checks
+                        .into_iter()
+                        .map(|(k, hits, group, cwd)| {
+                            check(&format!("c{k}"), limits[k], hits, group, cwd)
+                        })
+                        .collect();
+                    (now, checks)
+                })
+                .collect()
+        })
+    })
 }
 
 fn arb_stream() -> impl Strategy<Value = Vec<Step>> {
@@ -213,6 +349,13 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let server = RedisServer::start();
         runtime.block_on(same_outcomes(&server, "prop:", &steps));
+    }
+
+    #[test]
+    fn random_calendar_streams_match_the_memory_store(steps in arb_calendar_stream()) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let server = RedisServer::start();
+        runtime.block_on(same_outcomes(&server, "propc:", &steps));
     }
 }
 
@@ -255,13 +398,7 @@ async fn script_flush_is_recovered_from() {
 #[tokio::test]
 async fn redis_time_counts_with_one_clock() {
     let server = RedisServer::start();
-    let store = RedisStore::connect(RedisOptions {
-        key_prefix: "rt:".into(),
-        timeout: Duration::from_millis(500),
-        ..RedisOptions::new(server.url())
-    })
-    .await
-    .expect("connects");
+    let store = redis_time_store(&server, "rt:").await;
     let l = limit(Algorithm::FixedWindow, 3, Unit::Hour, 1, 3);
     // The caller's "now" is ignored: Redis's TIME decides the window.
     let steps = vec![

@@ -45,6 +45,63 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Validate a config file or directory and summarise it.
     Check(CheckArgs),
+    /// Set, list or delete operators' overrides on a running floodgate,
+    /// through its admin API.
+    Overrides(OverridesArgs),
+}
+
+/// `floodgate overrides`.
+#[derive(Debug, Args)]
+pub struct OverridesArgs {
+    /// The admin server of the floodgate to change (`host:port`).
+    #[arg(long, env = "FLOODGATE_ADMIN_ADDR", default_value = "127.0.0.1:6070")]
+    pub admin_addr: String,
+
+    /// The admin token (`--admin-token` of the server).
+    #[arg(long, env = "FLOODGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub action: OverridesAction,
+}
+
+/// `floodgate overrides set|list|delete`.
+#[derive(Debug, Subcommand)]
+pub enum OverridesAction {
+    /// Set the limits of one descriptor (replacing its override, if any).
+    Set {
+        /// The domain.
+        #[arg(long)]
+        domain: String,
+        /// A descriptor entry `key=value`, in request order (repeat).
+        #[arg(long = "entry", required = true)]
+        entries: Vec<String>,
+        /// A limit: `RPU/UNIT`, then optional `,key=value` settings
+        /// (`name`, `algorithm`, `unit_multiplier`, `burst`, `calendar`,
+        /// `time_zone`), e.g. `10/minute,algorithm=token_bucket,burst=20,name=burst`
+        /// (repeat for several limits).
+        #[arg(long = "limit", required = true)]
+        limits: Vec<String>,
+        /// When the override stops applying, in Unix seconds.
+        #[arg(long)]
+        expires_at: Option<u64>,
+    },
+    /// List the overrides (of one domain).
+    List {
+        /// Only this domain's.
+        #[arg(long)]
+        domain: Option<String>,
+    },
+    /// Delete the override of one descriptor.
+    Delete {
+        /// The domain.
+        #[arg(long)]
+        domain: String,
+        /// A descriptor entry `key=value`, in request order (repeat).
+        #[arg(long = "entry", required = true)]
+        entries: Vec<String>,
+    },
 }
 
 /// Where rules come from, shared by `serve` and `check`.
@@ -58,12 +115,18 @@ pub struct ConfigArgs {
     /// Let several files add descriptors to one domain.
     #[arg(long, env = "MERGE_DOMAIN_CONFIG")]
     pub merge_domain_config: bool,
+
+    /// Count every `month` limit in UTC calendar months (from the 1st,
+    /// 00:00 UTC) instead of 30-day windows since 1970.
+    #[arg(long, env = "USE_CALENDAR_MONTH_RATE_LIMIT")]
+    pub calendar_month: bool,
 }
 
 impl ConfigArgs {
     pub(crate) fn load_options(&self) -> LoadOptions {
         LoadOptions {
             merge_domains: self.merge_domain_config,
+            calendar_month: self.calendar_month,
         }
     }
 }
@@ -179,6 +242,18 @@ pub struct ServeArgs {
     /// Loopback by default: it shows every rule and counter.
     #[arg(long, env = "FLOODGATE_ADMIN_ADDR", default_value = "127.0.0.1:6070")]
     pub admin_addr: SocketAddr,
+
+    /// The bearer token `PUT`/`DELETE /overrides` (and `POST /reload`)
+    /// need. Without it, overrides can be changed only on a loopback admin
+    /// address.
+    #[arg(long, env = "FLOODGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// With the memory store: the file operators' overrides persist in
+    /// (JSON, written atomically on every change, read at start). With
+    /// Redis, overrides live in Redis and this is not used.
+    #[arg(long, env = "FLOODGATE_OVERRIDES_FILE")]
+    pub overrides_file: Option<PathBuf>,
 
     /// Hits above this share of a limit count as near the limit (metrics only).
     #[arg(long, env = "NEAR_LIMIT_RATIO", default_value_t = crate::observe::metrics::DEFAULT_NEAR_LIMIT_RATIO, value_parser = parse_ratio)]

@@ -8,13 +8,16 @@ use std::sync::Arc;
 
 mod args;
 
+mod overrides;
 mod parse;
 pub mod reference_env;
 
 pub use args::{
-    CheckArgs, Cli, Command, ConfigArgs, LogFormat, OnStoreError, RequestLimitArgs, ServeArgs,
-    StatsArgs, StoreArgs, StoreModeArg, StoreTime, TlsArgs, TracingArgs, reference_invocation,
+    CheckArgs, Cli, Command, ConfigArgs, LogFormat, OnStoreError, OverridesAction, OverridesArgs,
+    RequestLimitArgs, ServeArgs, StatsArgs, StoreArgs, StoreModeArg, StoreTime, TlsArgs,
+    TracingArgs, reference_invocation,
 };
+pub use overrides::run as overrides;
 
 pub use parse::{Tags, parse_duration};
 
@@ -28,7 +31,9 @@ use crate::observe::statsd::StatsdOptions;
 use crate::observe::traces::{Protocol, TracedStore, Traces, TracingOptions};
 use crate::respond::{LimitHeaderNames, ResponseOptions};
 use crate::rules::RuleSet;
-use crate::server::{self, ConfigSource, Listeners, ReferenceSinks, ServerOptions};
+use crate::server::{
+    self, ConfigSource, Listeners, OverrideOptions, ReferenceSinks, ServerOptions,
+};
 
 /// Loads rules, printing every error (file, line, reason) to stderr.
 fn load_rules(source: &Source, options: &LoadOptions) -> Result<Loaded, ConfigErrors> {
@@ -200,6 +205,10 @@ pub async fn serve(args: ServeArgs) -> i32 {
         },
         reference,
         traces,
+        overrides: OverrideOptions {
+            file: args.overrides_file.clone(),
+            token: args.admin_token.clone(),
+        },
     };
     let running = match server::start_with(limiter, &listeners, options).await {
         Ok(running) => running,

@@ -21,6 +21,7 @@
 //! the file, line, column and rule path, so a bad reload can be fixed in one
 //! go; a load with any error yields no rule set at all.
 
+mod calendar;
 mod error;
 mod schema;
 pub mod source;
@@ -46,6 +47,9 @@ pub struct LoadOptions {
     /// into one tree (the reference's `MERGE_DOMAIN_CONFIG`). A top-level
     /// descriptor defined in two files is still a duplicate.
     pub merge_domains: bool,
+    /// Every `month` limit counts in UTC calendar months (the reference's
+    /// `USE_CALENDAR_MONTH_RATE_LIMIT`), as if written with `calendar: true`.
+    pub calendar_month: bool,
 }
 
 /// A rule set and the warnings of its load: things the reference server
@@ -248,6 +252,7 @@ fn load_one(
 ) {
     let mut sink = Sink {
         file,
+        calendar_month: builder.calendar_month(),
         domain: String::new(),
         errors,
         warnings,
@@ -355,6 +360,8 @@ fn parse_document(text: &str, sink: &mut Sink<'_>) -> Option<Node> {
 /// Where errors and warnings of one file go.
 pub(crate) struct Sink<'a> {
     file: &'a Path,
+    /// [`LoadOptions::calendar_month`], for the limits of this file.
+    calendar_month: bool,
     domain: String,
     errors: &'a mut Vec<ConfigError>,
     warnings: &'a mut Vec<ConfigError>,
@@ -477,6 +484,11 @@ pub fn describe(rules: &RuleSet) -> String {
                 if l.algorithm == Algorithm::TokenBucket {
                     let _ = write!(out, " burst={}", l.burst);
                 }
+            }
+            // Also on a reference-form rule: a calendar month under
+            // USE_CALENDAR_MONTH_RATE_LIMIT is not the 30-day window.
+            if let Some(calendar) = l.calendar {
+                let _ = write!(out, " calendar={}", calendar.zone_name());
             }
         }
         let _ = writeln!(out, ", shadow_mode: {}", rule.shadow_mode);

@@ -120,6 +120,10 @@ pub(crate) struct RawLimit {
     /// `headers: true` (an item of `rate_limits` only): the limit that the
     /// domain's response headers describe.
     pub(crate) headers: Flag,
+    /// `calendar: true`: windows start at local calendar boundaries.
+    pub(crate) calendar: Flag,
+    /// The IANA zone of a calendar window (default UTC).
+    pub(crate) time_zone: Option<Text>,
 }
 
 /// Every key the reference server's key check accepts, anywhere.
@@ -168,6 +172,8 @@ const RATE_LIMIT_KEYS: &[&str] = &[
     "algorithm",
     "unit_multiplier",
     "burst",
+    "calendar",
+    "time_zone",
 ];
 const RATE_LIMITS_ITEM_KEYS: &[&str] = &[
     "name",
@@ -177,6 +183,8 @@ const RATE_LIMITS_ITEM_KEYS: &[&str] = &[
     "requests_per_unit",
     "burst",
     "headers",
+    "calendar",
+    "time_zone",
 ];
 const REPLACES_KEYS: &[&str] = &["name"];
 
@@ -404,6 +412,8 @@ fn limit(
             "unit_multiplier" => out.unit_multiplier = integer(node, key, path, sink),
             "burst" => out.burst = integer(node, key, path, sink),
             "headers" => out.headers = flag(node, key, path, sink),
+            "calendar" => out.calendar = flag(node, key, path, sink),
+            "time_zone" => out.time_zone = string(node, key, path, sink),
             _ => {}
         }
     }

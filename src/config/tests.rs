@@ -712,6 +712,7 @@ fn duplicate_domains_and_merging() {
 
     let merge = LoadOptions {
         merge_domains: true,
+        ..LoadOptions::default()
     };
     let rules = load_sources(&sources, &merge).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(rpu(&rules, "m", &[("k1", "v1")]), Some(10));
@@ -1019,6 +1020,7 @@ fn fallback_shapes_see_descriptors_of_merged_files() {
     ];
     let merge = LoadOptions {
         merge_domains: true,
+        ..LoadOptions::default()
     };
     assert!(load_sources(&sources, &merge).is_ok());
 }
@@ -1108,3 +1110,4 @@ fn a_utf8_byte_order_mark_is_accepted() {
         "minutes",
     );
 }
+mod calendar;

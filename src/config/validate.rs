@@ -64,6 +64,7 @@ struct PendingShape {
 /// Accumulates files into a rule set.
 pub(crate) struct Builder {
     merge_domains: bool,
+    calendar_month: bool,
     domains: HashMap<String, DomainBuild>,
 }
 
@@ -71,8 +72,14 @@ impl Builder {
     pub(crate) fn new(opts: &LoadOptions) -> Builder {
         Builder {
             merge_domains: opts.merge_domains,
+            calendar_month: opts.calendar_month,
             domains: HashMap::new(),
         }
+    }
+
+    /// Whether every `month` limit counts in UTC calendar months.
+    pub(crate) fn calendar_month(&self) -> bool {
+        self.calendar_month
     }
 
     /// Errors for fallback shapes that name no configured descriptor path;
@@ -669,6 +676,11 @@ fn check_unlimited(limit: &RawLimit, sink: &mut Sink<'_>) {
         ("algorithm", limit.algorithm.as_ref().map(|text| text.pos)),
         ("unit_multiplier", limit.unit_multiplier.map(|int| int.pos)),
         ("burst", limit.burst.map(|int| int.pos)),
+        (
+            "calendar",
+            limit.calendar.value.then_some(limit.calendar.pos),
+        ),
+        ("time_zone", limit.time_zone.as_ref().map(|text| text.pos)),
     ];
     for (key, pos) in extras {
         if let Some(pos) = pos {
@@ -741,6 +753,7 @@ fn build_limit(raw: &RawLimit, sink: &mut Sink<'_>) -> Option<RuleLimit> {
         );
         return None;
     }
+    let calendar = super::calendar::build_calendar(raw, unit, algorithm, unit_multiplier, sink)?;
     Some(RuleLimit {
         name: raw
             .name
@@ -753,6 +766,7 @@ fn build_limit(raw: &RawLimit, sink: &mut Sink<'_>) -> Option<RuleLimit> {
             unit_multiplier,
             algorithm,
             burst,
+            calendar,
         },
     })
 }

@@ -16,6 +16,8 @@
 //! - a request's `hits_addend` of 0 means 1; a descriptor's own `hits_addend`
 //!   overrides it, and 0 there checks without counting;
 //! - a descriptor's `limit` override replaces the configured limit;
+//!   floodgate's operator overrides ([`crate::rules::overrides`]) of one
+//!   exact descriptor replace both;
 //! - `replaces` drops the named limits of other descriptors of the request;
 //! - `unlimited` rules and unmatched descriptors are OK with nothing counted;
 //! - a rule's shadow mode reports its descriptor OK but still counts; global
@@ -60,6 +62,7 @@ use crate::clock::Clock;
 use crate::limit::Nanos;
 use crate::proto::RateLimitRequest;
 use crate::rules::RuleSet;
+use crate::rules::overrides::OverrideSet;
 use crate::store::{CounterStore, Outcomes, StoreError};
 use plan::Counting;
 use validate::validate;
@@ -110,6 +113,8 @@ pub enum DecideError {
 /// The rate limiter: current rules, a counter store and a clock.
 pub struct RateLimiter<S> {
     rules: ArcSwap<RuleSet>,
+    /// Operators' overrides of single descriptors (usually none).
+    overrides: ArcSwap<OverrideSet>,
     store: S,
     clock: Arc<dyn Clock>,
     options: ServiceOptions,
@@ -137,6 +142,7 @@ impl<S: CounterStore> RateLimiter<S> {
     ) -> RateLimiter<S> {
         RateLimiter {
             rules: ArcSwap::from_pointee(rules),
+            overrides: ArcSwap::from_pointee(OverrideSet::default()),
             store,
             clock,
             options,
@@ -188,6 +194,16 @@ impl<S: CounterStore> RateLimiter<S> {
         self.rules.store(Arc::new(rules));
     }
 
+    /// The operators' overrides in force now.
+    pub fn overrides(&self) -> Arc<OverrideSet> {
+        self.overrides.load_full()
+    }
+
+    /// Swaps in a new override set atomically, as [`Self::replace_rules`].
+    pub fn replace_overrides(&self, overrides: OverrideSet) {
+        self.overrides.store(Arc::new(overrides));
+    }
+
     /// The counter store.
     pub fn store(&self) -> &S {
         &self.store
@@ -211,8 +227,18 @@ impl<S: CounterStore> RateLimiter<S> {
         let rules = self.rules.load();
         let domain = request.domain.as_str();
         let known = rules.domain(domain);
+        let now = self.clock.now();
+        // Without any override (the common case) this is one atomic load.
+        let overrides = self.overrides.load();
+        let domain_overrides = if overrides.is_empty() {
+            None
+        } else {
+            overrides.domain(domain)
+        };
         let planned = plan::plan(
             known,
+            domain_overrides,
+            now,
             domain,
             &request.descriptors,
             Counting::Decide {
@@ -221,7 +247,6 @@ impl<S: CounterStore> RateLimiter<S> {
             },
         );
 
-        let now = self.clock.now();
         let mut outcomes = Outcomes::new();
         let mut fail_closed = false;
         let mut store_failed = false;

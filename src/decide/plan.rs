@@ -1,6 +1,6 @@
 //! From a request's descriptors to the store's checks, before any counter
-//! is read: match each descriptor to its rule (or the request's own limit
-//! override), answer the less preferred shapes of a domain's identity
+//! is read: match each descriptor to its rule (or an operator's override of
+//! that exact descriptor, or the request's own limit override), answer the less preferred shapes of a domain's identity
 //! `fallbacks:` uncounted, drop the limits other descriptors `replaces`,
 //! and write one counter key per remaining limit ([`crate::store::key`]).
 //!
@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::limit::Limit;
+use crate::limit::{Limit, Nanos};
 use crate::proto::convert::unit_from_proto;
 use crate::proto::{RateLimitDescriptor, RateLimitRequest};
+use crate::rules::overrides::DomainOverrides;
 use crate::rules::policy::fallback_skips;
 use crate::rules::{Domain, Rule, RuleLimit};
 use crate::store::Check;
@@ -94,9 +95,12 @@ impl Planned {
 }
 
 /// Plans `descriptors` of `domain` (`known`: its rules, if the domain is
-/// configured).
+/// configured; `overrides`: the domain's operator overrides, if it has any,
+/// applying when live at `now`).
 pub(super) fn plan(
     known: Option<&Domain>,
+    overrides: Option<&DomainOverrides>,
+    now: Nanos,
     domain: &str,
     descriptors: &[RateLimitDescriptor],
     counting: Counting<'_>,
@@ -121,7 +125,17 @@ pub(super) fn plan(
     // Match every descriptor first: `replaces` works across descriptors.
     let mut matched: PerRequest<Option<Applied<'_>>> = descriptors
         .iter()
-        .map(|descriptor| match_descriptor(known, domain, descriptor))
+        .map(|descriptor| {
+            // An operator's override of this exact descriptor wins over the
+            // config and the request's own limit; most domains have none.
+            match overrides.and_then(|o| o.lookup(&descriptor.entries, now)) {
+                Some(found) => Some(Applied {
+                    rule: Arc::clone(&found.rule),
+                    shared: Vec::new(),
+                }),
+                None => match_descriptor(known, domain, descriptor),
+            }
+        })
         .collect();
     for (found, skip) in matched.iter_mut().zip(skips.iter().flatten()) {
         if skip.is_some() {

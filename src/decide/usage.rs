@@ -57,8 +57,12 @@ impl<S: CounterStore> RateLimiter<S> {
             &self.options.request_limits,
         )?;
         let rules = self.rules.load();
+        let overrides = self.overrides.load();
+        let now = self.clock.now();
         let mut planned = plan(
             rules.domain(domain),
+            overrides.domain(domain),
+            now,
             domain,
             std::slice::from_ref(&descriptor),
             Counting::Peek,
@@ -69,9 +73,7 @@ impl<S: CounterStore> RateLimiter<S> {
         let checks = planned.checks();
         let mut outcomes = Outcomes::new();
         if !checks.is_empty() {
-            self.store
-                .apply(&checks, self.clock.now(), &mut outcomes)
-                .await?;
+            self.store.apply(&checks, now, &mut outcomes).await?;
         }
         let limits = planned
             .slots

@@ -12,6 +12,10 @@
 //! - `used`: the window's count including this request's hits.
 //! - `remaining`: `requests_per_unit - used` when admitted, else 0.
 //!
+//! A limit with a [`calendar`](super::calendar) counts in the calendar window
+//! containing `now` (`[start, end)` between two local boundaries) instead,
+//! with the same rules.
+//!
 //! # Clocks going backwards
 //!
 //! Replicas sharing a store never have exactly the same clock, and a clock
@@ -33,17 +37,42 @@ use super::{CounterState, Evaluation, Limit, Nanos, Outcome, StoredWindow, windo
 ///
 /// Never panics; arithmetic saturates at `u64::MAX`.
 pub fn evaluate(limit: &Limit, state: Option<CounterState>, now: Nanos, hits: u64) -> Evaluation {
-    let window = limit.window();
-    let current_start = window_start(now, window);
-    let (start, count) = match state {
+    let stored = match state {
         Some(CounterState::Fixed {
-            window_start: stored_start,
+            window_start,
             count,
-        }) => match StoredWindow::classify(stored_start, current_start, window) {
-            StoredWindow::Current | StoredWindow::Next => (stored_start, count),
-            StoredWindow::Previous | StoredWindow::Stale => (current_start, 0),
-        },
-        _ => (current_start, 0),
+        }) => Some((window_start, count)),
+        _ => None,
+    };
+    let (start, end, count) = match limit.calendar {
+        None => {
+            let window = limit.window();
+            let current_start = window_start(now, window);
+            let (start, count) = match stored {
+                Some((stored_start, count)) => {
+                    match StoredWindow::classify(stored_start, current_start, window) {
+                        StoredWindow::Current | StoredWindow::Next => (stored_start, count),
+                        StoredWindow::Previous | StoredWindow::Stale => (current_start, 0),
+                    }
+                }
+                None => (current_start, 0),
+            };
+            (start, start.saturating_add(window), count)
+        }
+        Some(calendar) => {
+            let current = calendar.window(limit.unit, now);
+            match stored {
+                Some((stored_start, count)) if stored_start == current.start => {
+                    (current.start, current.end, count)
+                }
+                // The next window: a clock ahead of ours (see above).
+                Some((stored_start, count)) if stored_start == current.end => {
+                    let next = calendar.window(limit.unit, current.end);
+                    (next.start, next.end, count)
+                }
+                _ => (current.start, current.end, 0),
+            }
+        }
     };
 
     // `checked_add`: a sum past u64::MAX must deny even a limit of u64::MAX.
@@ -51,7 +80,6 @@ pub fn evaluate(limit: &Limit, state: Option<CounterState>, now: Nanos, hits: u6
         .checked_add(hits)
         .filter(|&after| after <= limit.requests_per_unit);
     let used = count.saturating_add(hits);
-    let end = start.saturating_add(window);
 
     Evaluation {
         outcome: Outcome {
@@ -82,6 +110,7 @@ mod tests {
             unit_multiplier: 10,
             algorithm: Algorithm::FixedWindow,
             burst: 20,
+            calendar: None,
         }
     }
 
@@ -191,6 +220,7 @@ mod tests {
             unit_multiplier: u64::MAX,
             algorithm: Algorithm::FixedWindow,
             burst: u64::MAX,
+            calendar: None,
         };
         for now in [0, 1, u64::MAX - 1, u64::MAX] {
             let full = Some(CounterState::Fixed {

@@ -11,7 +11,10 @@
 //!   server counts them.
 //! - [`sliding_window`]: the two-window weighted estimate.
 //! - [`token_bucket`]: GCRA, exact continuous refill with a burst capacity.
+//! - [`calendar`]: fixed windows that start at a time zone's local day,
+//!   ISO week, month or year boundary.
 
+pub mod calendar;
 pub mod fixed_window;
 pub mod sliding_window;
 pub mod token_bucket;
@@ -23,7 +26,8 @@ pub type Nanos = u64;
 pub const NANOS_PER_SECOND: Nanos = 1_000_000_000;
 
 /// The unit of a limit's window. Month is 30 days and year 365 days, as in the
-/// reference server; windows are aligned to the Unix epoch.
+/// reference server; windows are aligned to the Unix epoch, unless the limit
+/// counts in a [`calendar::Calendar`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Unit {
     Second,
@@ -138,6 +142,11 @@ pub struct Limit {
     /// A token bucket's capacity; equals `requests_per_unit` unless configured.
     /// Ignored by the window algorithms.
     pub burst: u64,
+    /// Windows start at this calendar's local boundary of `unit` (a day,
+    /// week, month or year) instead of every `window()` since the epoch.
+    /// Only fixed windows of one unit count in a calendar (the config
+    /// accepts no other).
+    pub calendar: Option<calendar::Calendar>,
 }
 
 impl Limit {
@@ -150,6 +159,7 @@ impl Limit {
             unit_multiplier: 1,
             algorithm: Algorithm::FixedWindow,
             burst: requests_per_unit,
+            calendar: None,
         }
     }
 
@@ -164,7 +174,9 @@ impl Limit {
             && hits > self.burst
     }
 
-    /// The window length in nanoseconds (never zero, saturating at `u64::MAX`).
+    /// The window length in nanoseconds (never zero, saturating at `u64::MAX`);
+    /// for a calendar limit, the unit's nominal length (a calendar window's
+    /// real length is [`calendar::Calendar::window`]'s).
     pub fn window(&self) -> Nanos {
         self.unit
             .seconds()

@@ -185,6 +185,7 @@ mod tests {
             unit_multiplier: 1,
             algorithm: Algorithm::SlidingWindow,
             burst: 1000,
+            calendar: None,
         }
     }
 

@@ -134,6 +134,7 @@ mod tests {
             unit_multiplier: 1,
             algorithm: Algorithm::TokenBucket,
             burst,
+            calendar: None,
         }
     }
 

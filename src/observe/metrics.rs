@@ -35,6 +35,8 @@
 //! | `floodgate_config_xds_stream_failures_total` | counter | | with an xDS rule source: connections that failed and streams that broke (each followed by a reconnect) |
 //! | `floodgate_counters` | gauge | | counters held by the store (absent with Redis, which floodgate does not count: see [`crate::store::redis::RedisStore`]) |
 //! | `floodgate_counter_evictions_total` | counter | | counters evicted to make room |
+//! | `floodgate_overrides` | gauge | | operators' overrides in force (expired ones until the next change) |
+//! | `floodgate_override_changes_total` | counter | `change` | overrides `set` or `deleted` through this instance |
 //!
 //! Per-rule counting follows the reference server's stats exactly (its
 //! `GetResponseDescriptorStatus`): with `before`/`after` the counter before
@@ -54,7 +56,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -66,6 +68,7 @@ use crate::observe::live::{LATENCY_BUCKETS, LatencyHistogram, Offer, TopK};
 use crate::observe::reference::{ReferenceStats, RuleStats};
 use crate::proto::RateLimitRequest;
 use crate::rules::RuleSet;
+use crate::rules::overrides::ADMIN_OVERRIDE_RULE_ID;
 
 /// Hits on a rule's limit.
 pub const RULE_HITS: &str = "floodgate_rule_hits_total";
@@ -100,6 +103,10 @@ pub const COUNTERS: &str = "floodgate_counters";
 pub const CONFIG_EMPTY_LOADS: &str = "floodgate_config_empty_loads_total";
 /// Counters evicted to make room.
 pub const COUNTER_EVICTIONS: &str = "floodgate_counter_evictions_total";
+/// Operators' overrides in force.
+pub const OVERRIDES: &str = "floodgate_overrides";
+/// Override changes made through this instance, by `change`.
+pub const OVERRIDE_CHANGES: &str = "floodgate_override_changes_total";
 
 /// Descriptors kept in the top-K closest to their limits.
 pub const TOP_K: usize = 10;
@@ -248,6 +255,9 @@ pub struct Metrics {
     /// does not track its counters (Redis) has no series rather than a 0.
     counters: std::sync::OnceLock<Gauge>,
     evictions: Counter,
+    overrides: Gauge,
+    /// `set`, `deleted`.
+    override_changes: [Counter; 2],
     /// Requests by answer, indexed by `RequestCode`, readable back.
     answers: [AtomicU64; 4],
     latency: LatencyHistogram,
@@ -327,6 +337,13 @@ impl Metrics {
             xds: std::sync::OnceLock::new(),
             counters: std::sync::OnceLock::new(),
             evictions: counter(COUNTER_EVICTIONS, Vec::new()),
+            overrides: gauge(OVERRIDES),
+            override_changes: ["set", "deleted"].map(|change| {
+                counter(
+                    OVERRIDE_CHANGES,
+                    vec![Label::from_static_parts("change", change)],
+                )
+            }),
             rules: ArcSwap::from_pointee(HashMap::new()),
             answers: std::array::from_fn(|_| AtomicU64::new(0)),
             latency: LatencyHistogram::default(),
@@ -372,12 +389,34 @@ impl Metrics {
             for (rule, _) in domain.rules() {
                 keep(&domain.name, Arc::clone(&rule.id));
             }
-            keep(
-                &domain.name,
-                Arc::from(format!("{}.{OVERRIDE_RULE_ID}", domain.name)),
-            );
+            for suffix in [OVERRIDE_RULE_ID, ADMIN_OVERRIDE_RULE_ID] {
+                keep(&domain.name, Arc::from(format!("{}.{suffix}", domain.name)));
+            }
+        }
+        // Operators' overrides in domains the config does not name keep
+        // theirs ([`Metrics::add_override_domains`]).
+        for (id, counters) in old.iter() {
+            if id.ends_with(ADMIN_OVERRIDE_RULE_ID) && !map.contains_key(id) {
+                map.insert(Arc::clone(id), Arc::clone(counters));
+            }
         }
         self.rules.store(Arc::new(map));
+    }
+
+    /// Registers the override rule of each of `domains` that has none yet,
+    /// so that decisions under an override in a domain the config does not
+    /// name do not register it on the spot. Bounded by the overrides'
+    /// own bound.
+    pub fn add_override_domains<'d>(&self, domains: impl Iterator<Item = &'d str> + Clone) {
+        self.rules.rcu(|old| {
+            let mut map = HashMap::clone(old);
+            for domain in domains.clone() {
+                let id: Arc<str> = Arc::from(format!("{domain}.{ADMIN_OVERRIDE_RULE_ID}"));
+                map.entry(id)
+                    .or_insert_with_key(|id| Arc::new(self.rule_counters(domain, id)));
+            }
+            map
+        });
     }
 
     /// Every current rule's totals, sorted by rule id.
@@ -580,6 +619,16 @@ impl Metrics {
         self.last_reload_timestamp.set(unix_seconds);
     }
 
+    /// Sets how many overrides are in force.
+    pub fn set_override_count(&self, count: usize) {
+        self.overrides.set(count as f64);
+    }
+
+    /// Counts an override set (`true`) or deleted through this instance.
+    pub fn record_override_change(&self, set: bool) {
+        self.override_changes[usize::from(!set)].increment(1);
+    }
+
     /// Counts a config load that found no rules at all.
     pub fn record_empty_config(&self) {
         self.empty_loads.increment(1);
@@ -660,68 +709,8 @@ fn add(counters: &RuleCounters, counts: RuleCounts) {
     }
 }
 
-fn describe(recorder: &PrometheusRecorder) {
-    let help: [(&'static str, &'static str); 16] = [
-        (RULE_HITS, "Hits on a rule's limit."),
-        (RULE_OVER_LIMIT, "Hits over a rule's limit."),
-        (
-            RULE_NEAR_LIMIT,
-            "Hits above the near-limit ratio of a rule's limit.",
-        ),
-        (
-            RULE_WITHIN_LIMIT,
-            "Hits of descriptors answered OK under a rule's limit.",
-        ),
-        (
-            RULE_SHADOW_MODE,
-            "Over-limit hits reported OK by the rule's shadow mode.",
-        ),
-        (
-            DECISION_DURATION,
-            "Time to decide one rate-limit request, in seconds.",
-        ),
-        (REQUESTS, "Rate-limit requests by transport and answer."),
-        (STORE_ERRORS, "Requests the counter store could not answer."),
-        (CONFIG_RELOADS, "Config loads by outcome."),
-        (
-            CONFIG_LAST_RELOAD_SUCCESS,
-            "1 if the last config load succeeded, else 0.",
-        ),
-        (
-            CONFIG_LAST_RELOAD_TIMESTAMP,
-            "Unix time of the last config load attempt.",
-        ),
-        (
-            CONFIG_EMPTY_LOADS,
-            "Config loads that found no rules at all.",
-        ),
-        (
-            CONFIG_XDS_CONNECTED,
-            "1 while a stream to the xDS management server is open.",
-        ),
-        (
-            CONFIG_XDS_STREAM_FAILURES,
-            "Failed connections to, and broken streams from, the xDS management server.",
-        ),
-        (COUNTERS, "Counters held by the counter store."),
-        (
-            COUNTER_EVICTIONS,
-            "Counters evicted from the store to make room.",
-        ),
-    ];
-    for (name, text) in help {
-        let name = KeyName::from_const_str(name);
-        let text = SharedString::const_str(text);
-        match name.as_str() {
-            DECISION_DURATION => recorder.describe_histogram(name, None, text),
-            CONFIG_LAST_RELOAD_SUCCESS
-            | CONFIG_LAST_RELOAD_TIMESTAMP
-            | CONFIG_XDS_CONNECTED
-            | COUNTERS => recorder.describe_gauge(name, None, text),
-            _ => recorder.describe_counter(name, None, text),
-        }
-    }
-}
+mod help;
+use help::describe;
 
 #[cfg(test)]
 mod tests;

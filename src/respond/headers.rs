@@ -59,11 +59,12 @@ pub(super) fn reference_headers(
     let limit = &rule_limit.limit;
     let reset = match limit.algorithm {
         // `divider - now % divider` on whole seconds, as the reference does.
-        Algorithm::FixedWindow => {
+        Algorithm::FixedWindow if limit.calendar.is_none() => {
             let window = (limit.window() / NANOS_PER_SECOND).max(1);
             window - (decision.context.now / NANOS_PER_SECOND) % window
         }
-        Algorithm::SlidingWindow | Algorithm::TokenBucket => {
+        // A calendar window ends at its next local boundary.
+        Algorithm::FixedWindow | Algorithm::SlidingWindow | Algorithm::TokenBucket => {
             ceil_seconds(descriptor.reset_after.unwrap_or(0))
         }
     };

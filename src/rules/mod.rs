@@ -7,6 +7,7 @@
 //! the descriptor's last entry.
 
 mod matcher;
+pub mod overrides;
 pub mod policy;
 
 use std::sync::Arc;

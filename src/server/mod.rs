@@ -31,6 +31,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic_health::ServingStatus;
 
+pub use admin::overrides::OverrideOptions;
 pub use grpc::{GrpcService, status_of};
 pub use reload::{ConfigSource, ReloadOutcome, ReloadStatus, Reloader, XdsStatus};
 pub use shutdown::ShutdownError;
@@ -137,6 +138,8 @@ pub struct ServerOptions {
     /// OpenTelemetry traces of gRPC requests; `None`: off. Exported until
     /// the server stops, then flushed.
     pub traces: Option<Arc<Traces>>,
+    /// Where operators' overrides persist and who may change them.
+    pub overrides: OverrideOptions,
 }
 
 /// The reference's stats and where they go.
@@ -165,6 +168,7 @@ impl Default for ServerOptions {
             response: ResponseOptions::default(),
             reference: None,
             traces: None,
+            overrides: OverrideOptions::default(),
         }
     }
 }
@@ -272,6 +276,15 @@ pub async fn start_with<S: CounterStore>(
         health.set_rules_loaded(true);
     }
     let mut tasks = Vec::new();
+    let overrides = admin::overrides::Overrides::start(
+        Arc::clone(&limiter),
+        options.overrides,
+        admin_addr,
+        Arc::clone(&metrics),
+    )
+    .await
+    .map_err(std::io::Error::other)?;
+    tasks.extend(overrides.spawn_poller(signal.clone()));
 
     let reloader = options.config.map(|source| {
         Arc::new(Reloader::new(
@@ -403,15 +416,19 @@ pub async fn start_with<S: CounterStore>(
             health: health.clone(),
             metrics: Arc::clone(&metrics),
             dashboard,
+            overrides,
         });
         let mut admin_signal = signal.clone();
         tasks.push(tokio::spawn(async move {
-            axum::serve(admin_listener, admin::router(admin_state))
-                .with_graceful_shutdown(async move {
-                    let _ = admin_signal.wait_for(|stop| *stop).await;
-                })
-                .await
-                .map_err(|e| format!("admin server failed: {e}"))
+            axum::serve(
+                admin_listener,
+                admin::router(admin_state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = admin_signal.wait_for(|stop| *stop).await;
+            })
+            .await
+            .map_err(|e| format!("admin server failed: {e}"))
         }));
     }
 

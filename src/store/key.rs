@@ -8,7 +8,10 @@
 //! wildcard pattern that replaces the value), each as a little-endian `u32`
 //! length and its bytes; then the limit's identity: one algorithm byte
 //! (`f`, `s`, `t`), the window in nanoseconds (`u64` LE) and, when the rule
-//! has several limits, the limit's slot (`u32` LE). Length prefixes keep
+//! has several limits, the limit's slot (`u32` LE). A calendar window's
+//! algorithm byte is `c` (its window is the unit's nominal length; the zone
+//! is not in the key: a stored window that starts at another zone's boundary
+//! is simply not the current one). Length prefixes keep
 //! two descriptors from sharing a key by accident; `requests_per_unit` is
 //! not part of the key, so a reload that changes a limit keeps its count,
 //! as the reference's keys do.
@@ -76,6 +79,7 @@ pub fn write_counter_key<E: EntryLike, P: AsRef<str>>(
             put(value_of(shared, index, entry).as_bytes());
         }
         emit(&[match limit.algorithm {
+            Algorithm::FixedWindow if limit.calendar.is_some() => b'c',
             Algorithm::FixedWindow => b'f',
             Algorithm::SlidingWindow => b's',
             Algorithm::TokenBucket => b't',

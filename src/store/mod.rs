@@ -98,6 +98,12 @@ pub trait CounterStore: Send + Sync + 'static {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The Redis store, when counters are shared by a fleet: operators'
+    /// overrides then live there too (`None`: they live in this process).
+    fn fleet(&self) -> Option<&redis::RedisStore> {
+        None
+    }
 }
 
 /// The store chosen at startup: the server is generic over its store, and
@@ -141,6 +147,13 @@ impl CounterStore for AnyStore {
         match self {
             AnyStore::Memory(store) => CounterStore::evictions(store),
             AnyStore::Redis(store) => CounterStore::evictions(store),
+        }
+    }
+
+    fn fleet(&self) -> Option<&redis::RedisStore> {
+        match self {
+            AnyStore::Memory(_) => None,
+            AnyStore::Redis(store) => Some(store),
         }
     }
 }

@@ -14,8 +14,14 @@ fn fixtures(name: &str) -> PathBuf {
 }
 
 fn load(name: &str, merge_domains: bool) -> RuleSet {
-    config::load_path(&fixtures(name), &LoadOptions { merge_domains })
-        .unwrap_or_else(|errors| panic!("{errors}"))
+    config::load_path(
+        &fixtures(name),
+        &LoadOptions {
+            merge_domains,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"))
 }
 
 fn limit(rules: &RuleSet, domain: &str, entries: &[(&str, &str)]) -> Option<Limit> {

@@ -291,3 +291,60 @@ descriptors:
         .expect("api_key matches");
     assert_eq!(matched.rule.limits.len(), 2);
 }
+
+fn response_header<'r>(response: &'r RateLimitResponse, name: &str) -> Option<&'r str> {
+    response
+        .response_headers_to_add
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
+}
+
+#[tokio::test]
+async fn a_calendar_month_resets_at_the_zones_local_midnight() {
+    // 2026-02-28 18:00 UTC is 23:30 on 28 February in Kolkata: half an
+    // hour before the local month ends (18:30 UTC).
+    let now = 1_772_301_600 * 1_000_000_000;
+    let yaml = "domain: d\nresponse:\n  headers: x-ratelimit\ndescriptors:\n  - key: plan\n    rate_limit: {unit: month, requests_per_unit: 3, calendar: true, time_zone: Asia/Kolkata}\n";
+    let mut s = Server(TestServer::serve_at(rules(yaml), ServiceOptions::default(), now).await);
+    let plan = [("plan", "pro")];
+    assert_eq!(s.admitted(&plan, 5).await, 3);
+    let denied = s.one(&plan).await;
+    assert_eq!(reset_nanos(&denied, 0), 1_800 * 1_000_000_000);
+    assert_eq!(response_header(&denied, "X-RateLimit-Reset"), Some("1800"));
+    // At local midnight a new month starts, 31 days long (March).
+    s.advance_secs(1_800);
+    let fresh = s.one(&plan).await;
+    assert_eq!(fresh.overall_code, Code::Ok as i32);
+    assert_eq!(reset_nanos(&fresh, 0), 31 * 86_400 * 1_000_000_000);
+    assert_eq!(
+        response_header(&fresh, "X-RateLimit-Reset"),
+        Some((31 * 86_400).to_string().as_str())
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn use_calendar_month_counts_month_limits_in_utc_months() {
+    // 2026-02-28 23:00 UTC: one hour before March.
+    let now = 1_772_319_600 * 1_000_000_000;
+    let yaml = "domain: d\ndescriptors:\n  - key: plan\n    rate_limit: {unit: month, requests_per_unit: 2}\n";
+    let load = LoadOptions {
+        calendar_month: true,
+        ..LoadOptions::default()
+    };
+    let mut s = Server(
+        TestServer::serve_at(
+            harness::load_yaml(yaml, &load),
+            ServiceOptions::default(),
+            now,
+        )
+        .await,
+    );
+    let plan = [("plan", "x")];
+    assert_eq!(s.admitted(&plan, 3).await, 2);
+    assert_eq!(reset_nanos(&s.one(&plan).await, 0), 3_600 * 1_000_000_000);
+    s.advance_secs(3_600);
+    assert_eq!(s.admitted(&plan, 3).await, 2);
+    s.stop().await;
+}

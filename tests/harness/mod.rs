@@ -29,7 +29,7 @@ use floodgate::proto::{
     Code, Entry, RateLimitDescriptor, RateLimitOverride, RateLimitRequest, RateLimitResponse,
 };
 
-pub use http::{HttpResponse, http, http_get, http_post};
+pub use http::{HttpResponse, http, http_get, http_post, http_with};
 pub use server::{
     HOUR_START, Options, START, START_SECS, TestServer, load_yaml, rules, secs, shipped_rules,
 };

@@ -52,6 +52,7 @@ async fn index_and_rlconfig() {
         [
             "/dashboard",
             "/dashboard/data",
+            "/overrides",
             "/reload",
             "/rlconfig",
             "/usage"

@@ -13,6 +13,8 @@ mod dashboard;
 mod dashboard_browser;
 mod metrics;
 mod monitoring;
+mod overrides;
+mod overrides_cli;
 mod reference_env;
 mod reference_metrics;
 mod reload;

@@ -283,6 +283,10 @@ pub const KNOWN_REFERENCE_VARS: &[(&str, Handling)] = &[
         "MERGE_DOMAIN_CONFIG",
         Handling::Flag("--merge-domain-config"),
     ),
+    (
+        "USE_CALENDAR_MONTH_RATE_LIMIT",
+        Handling::Flag("--calendar-month"),
+    ),
     ("TRACING_ENABLED", Handling::Flag("--tracing-enabled")),
     (
         "TRACING_SERVICE_NAME",

@@ -225,6 +225,7 @@ fn validation_is_the_yaml_validation() {
         &both,
         &LoadOptions {
             merge_domains: true,
+            ..LoadOptions::default()
         },
     )
     .unwrap();

@@ -24,7 +24,7 @@
 //! | `requests` | `totals` and `per_second` of `ok`, `over_limit`, `invalid`, `error` |
 //! | `latency` | `count` of decisions in the window and `p50_seconds`, `p90_seconds`, `p99_seconds` (`null` without decisions; log buckets at most 25% wide, interpolated) |
 //! | `rules[]` | per rule: `domain`, `rule` (its id), `totals` {`hits`, `over_limit`, `near_limit`, `within_limit`, `shadow_mode`}, `per_second` {`hits`, `over_limit`, `near_limit`, `within_limit`}, `over_limit_share` and `near_limit_share` (of the window's hits; `null` without hits), sorted by over-limit share, then hits |
-//! | `overrides[]` | hits on request limit overrides (a descriptor's `limit` from Envoy's route config), per domain, as `rules[]` reports them (`rule`: `<domain>.(override)`); they are not configured rules, so not listed among them |
+//! | `request_overrides[]` | hits on request limit overrides (a descriptor's `limit` from Envoy's route config), per domain, as `rules[]` reports them (`rule`: `<domain>.(override)`); they are not configured rules, so not listed among them |
 //! | `top` | `capacity` (K), `skipped_total` (offers dropped on a busy lock), `entries[]`: `domain`, `rule`, `entries` [{`key`, `value`}], `used`, `limit`, `remaining`, `usage_ratio` (`used / limit`), `over_limit`, `reset_after_seconds`, `seen_seconds_ago`; closest to the limit first, dropped when their window resets |
 //! | `history` | arrays, one element per step, oldest first: `t` (start, Unix seconds), `seconds` (time covered), `ok`, `over_limit`, `invalid`, `error` (counts), `p50_seconds`, `p90_seconds`, `p99_seconds`, `counters`; `rules` maps each rule with hits in the history to {`hits`, `over_limit`, `near_limit`, `within_limit`} counts |
 //!
@@ -226,8 +226,9 @@ struct Data {
     requests: RequestsReport,
     latency: LatencyReport,
     rules: Vec<RuleReport>,
-    overrides: Vec<RuleReport>,
+    request_overrides: Vec<RuleReport>,
     top: TopReport,
+    overrides: super::overrides::DashboardOverrides,
     history: HistoryReport,
 }
 
@@ -561,12 +562,13 @@ fn data<S: CounterStore>(state: &AdminState<S>, step: u64) -> Data {
             p99_seconds: quantile(&window_latency, 0.99),
         },
         rules,
-        overrides,
+        request_overrides: overrides,
         top: TopReport {
             capacity: top.capacity(),
             skipped_total: top.skipped(),
             entries,
         },
+        overrides: super::overrides::dashboard(&state.limiter),
         history: history_report,
     }
 }

@@ -9,6 +9,9 @@
 //! | `POST /usage` | the same, for `{"domain": "D", "entries": [{"key": "k1", "value": "v1"}]}` (values with `,` or `=`) |
 //! | `GET /reload` | the config reload status, as JSON |
 //! | `POST /reload` | reloads the config now; 200 with the status, or 422 when the files are invalid |
+//! | `PUT /overrides` | sets the limits of one exact descriptor: `{"domain", "entries": [{"key", "value"}], "limits": [{"requests_per_unit", "unit", ...}], "expires_at"}` (see [`overrides`]) |
+//! | `GET /overrides?domain=D` | the live overrides (of one domain), as `{"overrides": [...]}` |
+//! | `DELETE /overrides` | removes one, given `{"domain", "entries"}`; 404 when there is none |
 //! | `GET /dashboard` | the live dashboard page (with `/dashboard/app.js` and `/dashboard/app.css`, embedded) |
 //! | `GET /dashboard/data?step=S` | the dashboard's data as JSON: rates, shares and totals per rule, top-K closest to their limits, latency quantiles, store health, config version and reload outcome, 10 minutes of history (fields in [`dashboard`]) |
 //!
@@ -27,6 +30,7 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 pub(crate) mod dashboard;
+pub mod overrides;
 
 use super::reload::{self, Reloader};
 use crate::config;
@@ -46,6 +50,7 @@ pub(crate) struct AdminState<S> {
     pub(crate) health: Health,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) dashboard: Arc<Dashboard>,
+    pub(crate) overrides: Arc<overrides::Overrides<S>>,
 }
 
 /// `path: help` for `GET /`, sorted by path.
@@ -57,6 +62,10 @@ const ENDPOINTS: &[(&str, &str)] = &[
     (
         "/dashboard/data",
         "GET ?step=S: the dashboard's data (JSON): per-rule rates and shares, top descriptors closest to their limits, latency, store, config",
+    ),
+    (
+        "/overrides",
+        "PUT {\"domain\",\"entries\",\"limits\",\"expires_at\"}: set one descriptor's limits; GET ?domain=D: list; DELETE {\"domain\",\"entries\"}: remove",
     ),
     (
         "/reload",
@@ -79,6 +88,12 @@ pub(crate) fn router<S: CounterStore>(state: Arc<AdminState<S>>) -> Router {
         .route("/rlconfig", get(rlconfig::<S>))
         .route("/usage", get(usage_query::<S>).post(usage_json::<S>))
         .route("/reload", get(reload_status::<S>).post(reload_now::<S>))
+        .route(
+            "/overrides",
+            get(overrides::list::<S>)
+                .put(overrides::put::<S>)
+                .delete(overrides::delete::<S>),
+        )
         .route("/dashboard", get(dashboard::page::<S>))
         .route("/dashboard/data", get(dashboard::json::<S>))
         .route("/dashboard/app.js", get(dashboard::script))
@@ -111,7 +126,9 @@ async fn index() -> Response {
 }
 
 async fn rlconfig<S: CounterStore>(State(state): State<Arc<AdminState<S>>>) -> Response {
-    text(config::describe(&state.limiter.rules()))
+    let mut body = config::describe(&state.limiter.rules());
+    overrides::describe(&state.limiter, &mut body);
+    text(body)
 }
 
 #[derive(Deserialize)]
@@ -159,6 +176,9 @@ struct LimitReport {
     /// A token bucket's capacity; absent for windows.
     #[serde(skip_serializing_if = "Option::is_none")]
     burst: Option<u64>,
+    /// A calendar window's time zone; absent for windows since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    calendar: Option<&'static str>,
     /// The current count (window count, sliding estimate or tokens taken).
     used: u64,
     /// Requests of one hit still admissible now.
@@ -266,6 +286,7 @@ async fn usage<S: CounterStore>(
                     unit_multiplier: limit.unit_multiplier,
                     burst: (limit.algorithm == crate::limit::Algorithm::TokenBucket)
                         .then_some(limit.burst),
+                    calendar: limit.calendar.map(|calendar| calendar.zone_name()),
                     used: outcome.used,
                     remaining: outcome.remaining,
                     reset_after_seconds: outcome.reset_after as f64 / NANOS_PER_SECOND as f64,
@@ -286,7 +307,17 @@ async fn reload_status<S: CounterStore>(State(state): State<Arc<AdminState<S>>>)
     }
 }
 
-async fn reload_now<S: CounterStore>(State(state): State<Arc<AdminState<S>>>) -> Response {
+async fn reload_now<S: CounterStore>(
+    State(state): State<Arc<AdminState<S>>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    // With --admin-token, every change needs it (without one, /reload stays
+    // open as it always was).
+    if state.overrides.has_token()
+        && let Err(denied) = state.overrides.authorize(&headers)
+    {
+        return denied.into_response();
+    }
     let Some(reloader) = &state.reloader else {
         return error(
             StatusCode::NOT_FOUND,

@@ -19,8 +19,9 @@
 //! demand above the limit reaches every instance, the blocks are used up and
 //! the fleet admits exactly the limit.
 //!
-//! Only fixed windows are leased: a call with a sliding window or a token
-//! bucket is counted exactly, as in the default mode. Denied hits are not
+//! Only epoch-aligned fixed windows are leased: a call with a sliding
+//! window, a token bucket or a calendar window is counted exactly, as in the
+//! default mode. Denied hits are not
 //! counted in leased mode (reference-form limits count them in exact mode);
 //! no decision depends on them.
 
@@ -100,11 +101,12 @@ impl Leases {
     }
 }
 
-/// Whether a call is leased: every check a fixed window.
+/// Whether a call is leased: every check an epoch-aligned fixed window (a
+/// calendar window's boundaries are the caller's to compute: exact).
 pub(super) fn leasable(checks: &[Check<'_>]) -> bool {
-    checks
-        .iter()
-        .all(|check| check.limit.algorithm == Algorithm::FixedWindow)
+    checks.iter().all(|check| {
+        check.limit.algorithm == Algorithm::FixedWindow && check.limit.calendar.is_none()
+    })
 }
 
 impl RedisStore {

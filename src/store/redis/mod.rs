@@ -53,7 +53,13 @@
 //!   windows stay exact for any length up to the ~584 years at which
 //!   [`crate::limit::Limit::window`] saturates;
 //! - key expiry is rounded up to the next millisecond (`PX`), which only
-//!   keeps a state that already means the same as no state slightly longer.
+//!   keeps a state that already means the same as no state slightly longer;
+//! - a calendar window's boundaries are computed here, from the `now` passed
+//!   to `apply` (the script has no time zone database), and sent with the
+//!   check: with [`TimeSource::Redis`] the script picks, among the previous,
+//!   current and next windows, the one holding Redis's time, so the two
+//!   clocks may differ by anything shorter than a window (23 hours at
+//!   least) without a count landing in the wrong window.
 //!
 //! # Health
 //!
@@ -90,10 +96,11 @@ use ::redis::aio::ConnectionManager;
 use ::redis::cluster_async::ClusterConnection;
 use moka::sync::Cache;
 
+mod calendar;
 mod connect;
 mod lease;
-
 mod over_limit;
+mod overrides;
 mod probe;
 
 mod script;
@@ -376,6 +383,10 @@ impl CounterStore for RedisStore {
     /// number to watch, with a database of its own for floodgate.
     fn held(&self) -> Option<u64> {
         None
+    }
+
+    fn fleet(&self) -> Option<&RedisStore> {
+        Some(self)
     }
 }
 

@@ -20,6 +20,13 @@
 --   window in seconds, requests_per_unit, burst, hits, group.
 --   A check's count_when_denied (already restricted to fixed windows) is
 --   sent as the algorithm "F".
+--   A calendar window (src/limit/calendar.rs) is the algorithm "c" ("C"
+--   with count_when_denied) and its window field is four boundaries in
+--   seconds, "p:s:e:x": the previous window's start, the current window's
+--   start and end, and the next window's end, computed by the caller from
+--   its own clock. The script counts in the one of those three windows that
+--   contains its now (Redis's TIME may differ from the caller's clock by
+--   far less than a day), clamped to the first or last.
 -- ARGV[4 + 7n ...]: groups already known to be denied (answered from the
 --   local over-limit cache), treated as denied here.
 --
@@ -128,6 +135,21 @@ local function window_start(w)
   return now_s - fmod(now_s, w)
 end
 
+-- fixed_window::evaluate's result: c's hits on top of count, in the window
+-- [start, finish) (seconds).
+local function counted_in(c, start, finish, count)
+  local used = count + c.hits
+  local admitted = used <= c.rpu
+  return {
+    admitted = admitted,
+    remaining = admitted and (c.rpu - used) or 0,
+    used = used,
+    rs = finish - now_s, rn = -now_n,
+    state = { k = 'f', s = start, c = used },
+    xs = finish, xn = 0,
+  }
+end
+
 -- fixed_window::evaluate
 local function fixed(c, st)
   local w = c.w
@@ -137,16 +159,25 @@ local function fixed(c, st)
     local where = classify(st.s, cur, w)
     if where == 'current' or where == 'next' then start, count = st.s, st.c end
   end
-  local used = count + c.hits
-  local admitted = used <= c.rpu
-  return {
-    admitted = admitted,
-    remaining = admitted and (c.rpu - used) or 0,
-    used = used,
-    rs = start + w - now_s, rn = -now_n,
-    state = { k = 'f', s = start, c = used },
-    xs = start + w, xn = 0,
-  }
+  return counted_in(c, start, start + w, count)
+end
+
+-- fixed_window::evaluate with a calendar: the window containing now among
+-- the caller's boundaries, and the next window's end (nil for the last).
+local function calendar_window(b)
+  if now_s < b[2] then return b[1], b[2], b[3] end
+  if now_s < b[3] then return b[2], b[3], b[4] end
+  return b[3], b[4], nil
+end
+
+local function calendar(c, st)
+  local cur, stop, after = calendar_window(c.bounds)
+  local start, finish, count = cur, stop, 0
+  if st and st.k == 'f' then
+    if st.s == cur then count = st.c
+    elseif st.s == stop and after then start, finish, count = stop, after, st.c end
+  end
+  return counted_in(c, start, finish, count)
 end
 
 -- sliding_window::admissible_at's wait_into, in nanoseconds
@@ -254,6 +285,7 @@ end
 
 local function evaluate(c, st)
   if c.algo == 'f' then return fixed(c, st) end
+  if c.algo == 'c' then return calendar(c, st) end
   if c.algo == 's' then return sliding(c, st) end
   return bucket(c, st)
 end
@@ -283,10 +315,16 @@ local checks = {}
 for i = 1, n do
   local base = 3 + (i - 1) * 7
   local algo = ARGV[base + 2]
+  local bounds
+  if algo == 'c' or algo == 'C' then
+    local p, s, e, x = string.match(ARGV[base + 3], '^(%d+):(%d+):(%d+):(%d+)$')
+    bounds = { tonumber(p), tonumber(s), tonumber(e), tonumber(x) }
+  end
   checks[i] = {
     key = tonumber(ARGV[base + 1]),
     algo = string.lower(algo),
-    cwd = algo == 'F',
+    cwd = algo == 'F' or algo == 'C',
+    bounds = bounds,
     w = tonumber(ARGV[base + 3]),
     rpu = tonumber(ARGV[base + 4]),
     burst = tonumber(ARGV[base + 5]),
@@ -358,6 +396,9 @@ for i = 1, n do
   if c.algo == 'f' then
     local final = after_state[last_seen[c.key]]
     if final then final_count = fixed({ w = c.w, rpu = c.rpu, hits = 0 }, final).used end
+  elseif c.algo == 'c' then
+    local final = after_state[last_seen[c.key]]
+    if final then final_count = calendar({ bounds = c.bounds, rpu = c.rpu, hits = 0 }, final).used end
   end
   out[#out + 1] = ev.admitted and 1 or 0
   out[#out + 1] = num(ev.remaining)

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use super::calendar::calendar_bounds;
 use super::over_limit::OverLimit;
 use super::{Backend, RedisStore, TimeSource};
 use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome};
@@ -44,16 +45,24 @@ impl RedisStore {
                 invocation.key(redis_key(&self.prefix, check.key));
                 next
             });
+            let calendar = check
+                .limit
+                .calendar
+                .filter(|_| check.limit.algorithm == Algorithm::FixedWindow);
             let algorithm = match check.limit.algorithm {
+                Algorithm::FixedWindow if calendar.is_some() && check.count_when_denied => "C",
+                Algorithm::FixedWindow if calendar.is_some() => "c",
                 Algorithm::FixedWindow if check.count_when_denied => "F",
                 Algorithm::FixedWindow => "f",
                 Algorithm::SlidingWindow => "s",
                 Algorithm::TokenBucket => "t",
             };
+            invocation.arg(index).arg(algorithm);
+            match calendar {
+                Some(calendar) => invocation.arg(calendar_bounds(calendar, check.limit.unit, now)),
+                None => invocation.arg(check.limit.window() / NANOS_PER_SECOND),
+            };
             invocation
-                .arg(index)
-                .arg(algorithm)
-                .arg(check.limit.window() / NANOS_PER_SECOND)
                 .arg(check.limit.requests_per_unit)
                 .arg(check.limit.burst)
                 .arg(check.hits)

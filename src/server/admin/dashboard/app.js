@@ -362,6 +362,34 @@
     });
   }
 
+  function renderOverrides(d) {
+    var body = $("overrides-body");
+    clear(body);
+    var o = d.overrides || { total: 0, entries: [] };
+    $("overrides-total").textContent = o.total;
+    var entries = o.entries.filter(inDomain);
+    $("overrides-empty").classList.toggle("hidden", entries.length > 0);
+    entries.forEach(function (e) {
+      var tr = el("tr");
+      var desc = el("td");
+      desc.appendChild(el("span", { "class": "chip" }, e.domain));
+      e.entries.forEach(function (x) {
+        var chip = el("span", { "class": "chip", title: x.key + "=" + x.value });
+        chip.appendChild(el("b", null, x.key + "="));
+        chip.appendChild(document.createTextNode(x.value));
+        desc.appendChild(chip);
+      });
+      tr.appendChild(desc);
+      tr.appendChild(el("td", null, e.limits.map(function (l) {
+        return (l.name ? l.name + ": " : "") + fmtCount(l.requests_per_unit) + "/" +
+          (l.unit_multiplier && l.unit_multiplier > 1 ? l.unit_multiplier + " " : "") + l.unit +
+          (l.algorithm ? " " + l.algorithm : "") + (l.calendar ? " calendar " + (l.time_zone || "UTC") : "");
+      }).join(" · ")));
+      tr.appendChild(el("td", { "class": "num" }, e.expires_at ? fmtClock(e.expires_at) : "never"));
+      body.appendChild(tr);
+    });
+  }
+
   function renderFacts(d) {
     var facts = $("facts");
     clear(facts);
@@ -420,6 +448,7 @@
     renderDomains(d);
     renderRules(d);
     renderTop(d);
+    renderOverrides(d);
     renderFacts(d);
     renders++;
     document.body.setAttribute("data-overflow", overflowing());
