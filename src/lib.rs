@@ -36,9 +36,10 @@
 //!   - [`rules`]: the compiled, immutable rule tree and matching; a domain's
 //!     `response:` and `fallbacks:` policy; operators' overrides of single
 //!     descriptors ([`rules::overrides`]).
-//!   - [`store`]: where counters live ([`store::CounterStore`]: memory or
-//!     Redis) and the counter key ([`store::key`]), written and read in one
-//!     place.
+//!   - [`store`]: where counters live ([`store::CounterStore`]: in memory,
+//!     or in Redis, single, cluster or behind Sentinel, counted exactly or
+//!     from leased blocks of quota) and the counter key ([`store::key`]),
+//!     written and read in one place.
 //!   - [`limit`]: the algorithms, pure functions of (limit, state, now, hits);
 //!     calendar windows in a time zone.
 //! - **Wire**: [`proto`]: the generated Envoy protobufs and every proto to

@@ -45,6 +45,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+mod report;
+
 use super::AdminState;
 use crate::decide::OVERRIDE_RULE_ID;
 use crate::decide::RateLimiter;
@@ -52,6 +54,10 @@ use crate::limit::NANOS_PER_SECOND;
 use crate::observe::live::{LATENCY_BUCKETS, quantile};
 use crate::observe::metrics::{Metrics, RequestTotals, RuleCounts, RuleTotals};
 use crate::store::CounterStore;
+use report::{
+    Answers, ConfigReport, EntryReport, HistoryReport, LatencyReport, RequestsReport, RuleHistory,
+    RuleRates, RuleReport, RuleTotalsReport, StoreReport, TopEntryReport, TopReport,
+};
 
 /// Seconds of history kept (one sample a second).
 pub(crate) const HISTORY_SECONDS: usize = 600;
@@ -232,95 +238,6 @@ struct Data {
     history: HistoryReport,
 }
 
-#[derive(Serialize)]
-struct ConfigReport {
-    version: Option<String>,
-    rules: usize,
-    loaded_unix_seconds: Option<f64>,
-    last_outcome: Option<crate::server::ReloadOutcome>,
-    last_trigger: Option<String>,
-    last_attempt_unix_seconds: Option<f64>,
-    last_error: Option<String>,
-    successes: u64,
-    failures: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    xds: Option<crate::server::XdsStatus>,
-}
-
-#[derive(Serialize)]
-struct StoreReport {
-    reachable: bool,
-    errors_total: u64,
-    /// `None` (JSON `null`): the store does not track its counters (Redis).
-    counters: Option<u64>,
-    evictions_total: u64,
-}
-
-#[derive(Serialize, Default)]
-struct Answers<T> {
-    ok: T,
-    over_limit: T,
-    invalid: T,
-    error: T,
-}
-
-#[derive(Serialize)]
-struct RequestsReport {
-    totals: Answers<u64>,
-    per_second: Answers<f64>,
-}
-
-#[derive(Serialize)]
-struct LatencyReport {
-    count: u64,
-    p50_seconds: Option<f64>,
-    p90_seconds: Option<f64>,
-    p99_seconds: Option<f64>,
-}
-
-#[derive(Serialize)]
-struct RuleReport {
-    domain: String,
-    rule: String,
-    totals: RuleTotalsReport,
-    per_second: RuleRates,
-    over_limit_share: Option<f64>,
-    near_limit_share: Option<f64>,
-}
-
-#[derive(Serialize)]
-struct RuleTotalsReport {
-    hits: u64,
-    over_limit: u64,
-    near_limit: u64,
-    within_limit: u64,
-    shadow_mode: u64,
-}
-
-#[derive(Serialize)]
-struct RuleRates {
-    hits: f64,
-    over_limit: f64,
-    near_limit: f64,
-    within_limit: f64,
-}
-
-#[derive(Serialize)]
-struct TopReport {
-    capacity: usize,
-    skipped_total: u64,
-    entries: Vec<TopEntryReport>,
-}
-
-#[derive(Serialize)]
-struct EntryReport {
-    key: String,
-    value: String,
-    /// The value's full length in bytes, when `value` was shortened.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value_bytes: Option<usize>,
-}
-
 /// The most of a descriptor key or value the data shows: Envoy sends
 /// values of up to 64 KiB, which would swell every poll of the page.
 const SHOWN_BYTES: usize = 256;
@@ -339,43 +256,6 @@ fn shortened(mut text: String) -> (String, Option<usize>) {
     text.truncate(end);
     text.push('…');
     (text, Some(bytes))
-}
-
-#[derive(Serialize)]
-struct TopEntryReport {
-    domain: String,
-    rule: String,
-    entries: Vec<EntryReport>,
-    used: u64,
-    limit: u64,
-    remaining: u64,
-    usage_ratio: f64,
-    over_limit: bool,
-    reset_after_seconds: f64,
-    seen_seconds_ago: f64,
-}
-
-#[derive(Serialize, Default)]
-struct HistoryReport {
-    t: Vec<f64>,
-    seconds: Vec<f64>,
-    ok: Vec<u64>,
-    over_limit: Vec<u64>,
-    invalid: Vec<u64>,
-    error: Vec<u64>,
-    p50_seconds: Vec<Option<f64>>,
-    p90_seconds: Vec<Option<f64>>,
-    p99_seconds: Vec<Option<f64>>,
-    counters: Vec<u64>,
-    rules: HashMap<String, RuleHistory>,
-}
-
-#[derive(Serialize, Default, Clone)]
-struct RuleHistory {
-    hits: Vec<u64>,
-    over_limit: Vec<u64>,
-    near_limit: Vec<u64>,
-    within_limit: Vec<u64>,
 }
 
 fn share(part: u64, whole: u64) -> Option<f64> {
