@@ -1,4 +1,6 @@
+use super::scalars::edit_distance;
 use super::*;
+use marked_yaml::types::MarkedScalarNode;
 
 fn scalar(text: &str, plain: bool) -> MarkedScalarNode {
     let mut node = MarkedScalarNode::from(text);
