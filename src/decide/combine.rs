@@ -42,7 +42,7 @@ pub(super) fn report_uncounted(checks: &[Check<'_>], outcomes: &mut [Outcome]) {
 /// `fail_closed`: the store failed under `--on-store-error deny`, and every
 /// descriptor with limits is reported over its limit.
 pub(super) fn combine(
-    planned: Planned,
+    planned: &mut Planned,
     outcomes: &[Outcome],
     shadow_mode: bool,
     fail_closed: bool,
@@ -60,10 +60,13 @@ pub(super) fn combine(
     let mut any_over = false;
     let mut quota_total = 0usize;
     let mut quota_over = 0usize;
-    for plan in planned.plans {
-        let Some(rule) = plan.rule else {
+    // The rules and fallback names move into the answer (taken, not
+    // cloned); the plan is dropped after.
+    for plan in planned.plans.iter_mut() {
+        let skipped_by = plan.skipped_by.take();
+        let Some(rule) = plan.rule.take() else {
             descriptors.push(DescriptorDecision {
-                skipped_by: plan.skipped_by,
+                skipped_by,
                 ..DescriptorDecision::default()
             });
             continue;
@@ -76,7 +79,7 @@ pub(super) fn combine(
         let mut chosen: Option<(&RuleLimit, &Outcome)> = None;
         let mut header_limit = None;
         let mut never_fits = false;
-        for index in plan.checks {
+        for index in plan.checks.clone() {
             let slot = slots.get(index).copied();
             let (Some(outcome), Some(rule_limit)) = (
                 outcomes.get(index),
@@ -130,7 +133,7 @@ pub(super) fn combine(
             used,
             rule: Some(rule),
             shadowed,
-            skipped_by: plan.skipped_by,
+            skipped_by,
             header_limit,
             never_fits: never_fits && over_limit,
         });

@@ -44,7 +44,7 @@ mod usage;
 pub mod validate;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
@@ -64,7 +64,7 @@ use crate::proto::RateLimitRequest;
 use crate::rules::RuleSet;
 use crate::rules::overrides::OverrideSet;
 use crate::store::{CounterStore, Outcomes, StoreError};
-use plan::Counting;
+use plan::{Counting, Planned};
 use validate::validate;
 
 /// Behaviour switches of the decision path (the reference's environment
@@ -115,6 +115,9 @@ pub struct RateLimiter<S> {
     rules: ArcSwap<RuleSet>,
     /// Operators' overrides of single descriptors (usually none).
     overrides: ArcSwap<OverrideSet>,
+    /// Whether `overrides` has any: a decision reads this flag, not the set,
+    /// when there are none (the common case).
+    has_overrides: AtomicBool,
     store: S,
     clock: Arc<dyn Clock>,
     options: ServiceOptions,
@@ -143,6 +146,7 @@ impl<S: CounterStore> RateLimiter<S> {
         RateLimiter {
             rules: ArcSwap::from_pointee(rules),
             overrides: ArcSwap::from_pointee(OverrideSet::default()),
+            has_overrides: AtomicBool::new(false),
             store,
             clock,
             options,
@@ -201,7 +205,9 @@ impl<S: CounterStore> RateLimiter<S> {
 
     /// Swaps in a new override set atomically, as [`Self::replace_rules`].
     pub fn replace_overrides(&self, overrides: OverrideSet) {
+        let any = !overrides.is_empty();
         self.overrides.store(Arc::new(overrides));
+        self.has_overrides.store(any, Ordering::Release);
     }
 
     /// The counter store.
@@ -228,14 +234,15 @@ impl<S: CounterStore> RateLimiter<S> {
         let domain = request.domain.as_str();
         let known = rules.domain(domain);
         let now = self.clock.now();
-        // Without any override (the common case) this is one atomic load.
-        let overrides = self.overrides.load();
-        let domain_overrides = if overrides.is_empty() {
-            None
-        } else {
-            overrides.domain(domain)
-        };
-        let planned = plan::plan(
+        // Without any override (the common case) this is one flag read.
+        let overrides = self
+            .has_overrides
+            .load(Ordering::Acquire)
+            .then(|| self.overrides.load());
+        let domain_overrides = overrides.as_ref().and_then(|set| set.domain(domain));
+        let mut planned = Planned::new();
+        plan::plan(
+            &mut planned,
             known,
             domain_overrides,
             now,
@@ -266,8 +273,12 @@ impl<S: CounterStore> RateLimiter<S> {
             }
             combine::report_uncounted(&checks, &mut outcomes);
         }
-        let mut decision =
-            combine::combine(planned, &outcomes, self.options.shadow_mode, fail_closed);
+        let mut decision = combine::combine(
+            &mut planned,
+            &outcomes,
+            self.options.shadow_mode,
+            fail_closed,
+        );
         if fail_closed {
             decision.over_limit = !self.options.shadow_mode;
         }

@@ -79,6 +79,17 @@ pub(super) struct Planned {
 }
 
 impl Planned {
+    /// An empty plan, to be filled by [`plan`] where it will stay: a plan is
+    /// large (its keys are inline), and moving it costs more than planning.
+    pub fn new() -> Planned {
+        Planned {
+            plans: PerRequest::new(),
+            slots: PerRequest::new(),
+            keys: KeyBuffer::new(),
+            unbound: PerRequest::new(),
+        }
+    }
+
     /// The store's checks, their keys borrowed from the plan.
     pub fn checks(&self) -> PerRequest<Check<'_>> {
         self.unbound
@@ -94,23 +105,18 @@ impl Planned {
     }
 }
 
-/// Plans `descriptors` of `domain` (`known`: its rules, if the domain is
-/// configured; `overrides`: the domain's operator overrides, if it has any,
-/// applying when live at `now`).
+/// Plans `descriptors` of `domain` into `planned` (empty: [`Planned::new`]);
+/// `known`: the domain's rules, if it is configured; `overrides`: the
+/// domain's operator overrides, if it has any, applying when live at `now`.
 pub(super) fn plan(
+    planned: &mut Planned,
     known: Option<&Domain>,
     overrides: Option<&DomainOverrides>,
     now: Nanos,
     domain: &str,
     descriptors: &[RateLimitDescriptor],
     counting: Counting<'_>,
-) -> Planned {
-    let mut planned = Planned {
-        plans: PerRequest::with_capacity(descriptors.len()),
-        slots: PerRequest::new(),
-        keys: KeyBuffer::new(),
-        unbound: PerRequest::new(),
-    };
+) {
     // Identity fallbacks: descriptors of a less preferred shape are answered
     // as if they matched nothing. Most domains have none.
     let fallbacks = known.map_or(&[][..], |d| d.fallbacks());
@@ -213,7 +219,6 @@ pub(super) fn plan(
             hits,
         });
     }
-    planned
 }
 
 /// The hits a descriptor adds: its own `hits_addend` if set (0 checks

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::plan::{Counting, plan};
+use super::plan::{Counting, Planned, plan};
 use super::validate::validate;
 use super::{DecideError, RateLimiter};
 use crate::limit::Outcome;
@@ -59,7 +59,9 @@ impl<S: CounterStore> RateLimiter<S> {
         let rules = self.rules.load();
         let overrides = self.overrides.load();
         let now = self.clock.now();
-        let mut planned = plan(
+        let mut planned = Planned::new();
+        plan(
+            &mut planned,
             rules.domain(domain),
             overrides.domain(domain),
             now,
