@@ -13,9 +13,9 @@
 //!
 //! Loading is three steps, each its own module:
 //! - parsing ([`marked_yaml`]) into a node tree that keeps line and column;
-//! - [`schema`]: the node tree into plain structs, with the reference's
+//! - `schema`: the node tree into plain structs, with the reference's
 //!   typing rules (lenient scalars, YAML 1.1 booleans, unknown keys);
-//! - [`validate`]: semantic checks and compilation into the rule tree.
+//! - `validate`: semantic checks and compilation into the rule tree.
 //!
 //! Every problem in every file is reported, each as a [`ConfigError`] naming
 //! the file, line, column and rule path, so a bad reload can be fixed in one

@@ -43,7 +43,7 @@ impl<S> GrpcService<S> {
         }
     }
 
-    /// Answers [`NO_CONFIG`] until `health` says rules have loaded.
+    /// Answers `UNKNOWN` ("no rate limit configuration loaded", as the reference does) until `health` says rules have loaded.
     pub fn with_health(mut self, health: Health) -> GrpcService<S> {
         self.health = Some(health);
         self

@@ -19,7 +19,7 @@ impl RedisStore {
     /// Connects to Redis as `options` say. Fails only when the options are
     /// invalid: a Redis that cannot be reached now is connected to in the
     /// background, with backoff, while calls fail with
-    /// [`StoreError::Unavailable`] (the store-error policy answers them).
+    /// [`crate::store::StoreError::Unavailable`] (the store-error policy answers them).
     /// Once connected, connections are re-established in the background
     /// after any failure.
     pub async fn connect(options: RedisOptions) -> Result<RedisStore, RedisConfigError> {
