@@ -177,8 +177,9 @@ impl RedisStore {
             });
             let admitted = !denied.contains(&check.group);
             // What the fleet may still admit, as far as this instance
-            // knows: its own block and the quota nobody has claimed.
-            let remaining = lease.map_or(0, |lease| {
+            // knows: its own block and the quota nobody has claimed (all of
+            // it, for a key this instance has not claimed in this window).
+            let remaining = lease.map_or(limit, |lease| {
                 lease
                     .held
                     .saturating_add(limit.saturating_sub(lease.claimed))
