@@ -26,6 +26,8 @@ use proptest::prelude::*;
 mod harness;
 use harness::redis::RedisServer;
 
+#[path = "redis_store/batching.rs"]
+mod batching;
 #[path = "redis_store/overrides.rs"]
 mod overrides;
 

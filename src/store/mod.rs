@@ -45,7 +45,7 @@ pub struct Check<'k> {
 }
 
 /// A store that could not answer (unreachable, timed out, ...).
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store did not answer in time.
     #[error("counter store timed out")]
@@ -53,6 +53,10 @@ pub enum StoreError {
     /// The store is unreachable or answered with an error.
     #[error("counter store unavailable: {0}")]
     Unavailable(String),
+    /// The store answered, but refused this call (a Redis key holding
+    /// another type, for one): the store itself is reachable.
+    #[error("counter store refused the call: {0}")]
+    Rejected(String),
 }
 
 /// Counter storage shared by every request.

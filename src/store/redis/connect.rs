@@ -142,7 +142,14 @@ impl RedisStore {
                 .expire_after(OverLimitExpiry)
                 .build()
         });
+        let batcher = super::batch::Batcher::start(
+            &shared,
+            options.connections.max(1),
+            options.time_source,
+            options.timeout,
+        );
         Ok(RedisStore {
+            batcher,
             shared,
             prefix: options.key_prefix.into_bytes().into_boxed_slice(),
             timeout: options.timeout,

@@ -96,6 +96,7 @@ use ::redis::aio::ConnectionManager;
 use ::redis::cluster_async::ClusterConnection;
 use moka::sync::Cache;
 
+mod batch;
 mod calendar;
 mod connect;
 mod lease;
@@ -106,6 +107,7 @@ mod probe;
 mod script;
 mod sentinel;
 
+pub use batch::{BatchStats, MAX_BATCH};
 pub use connect::RedisTlsFiles;
 pub use lease::LEASE_DIVISOR;
 
@@ -214,6 +216,9 @@ pub struct RedisStore {
     script: Script,
     /// In leased mode, the blocks of quota this instance holds.
     leases: Option<Arc<lease::Leases>>,
+    /// The lanes that batch concurrent requests (`None` outside a Tokio
+    /// runtime).
+    batcher: Option<batch::Batcher>,
 }
 
 /// How the fleet shares counters in Redis.
@@ -357,7 +362,8 @@ impl CounterStore for RedisStore {
             let result = self
                 .apply_remote(checks, &remote, &denied, now, &mut outcomes)
                 .await;
-            self.report(result.is_ok());
+            // A refused call was answered: Redis is reachable.
+            self.report(matches!(result, Ok(()) | Err(StoreError::Rejected(_))));
             result?;
         }
         for outcome in outcomes {
@@ -387,6 +393,16 @@ impl CounterStore for RedisStore {
 
     fn fleet(&self) -> Option<&RedisStore> {
         Some(self)
+    }
+}
+
+impl RedisStore {
+    /// How exact counting batched requests so far: `(batches, requests)`
+    /// (both 0 in a cluster, where requests are not batched).
+    pub fn batch_stats(&self) -> (u64, u64) {
+        self.batcher
+            .as_ref()
+            .map_or((0, 0), |batcher| batcher.stats.get())
     }
 }
 

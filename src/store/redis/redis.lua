@@ -1,4 +1,5 @@
--- floodgate: every check of one CounterStore::apply call, atomically.
+-- floodgate: the checks of one or more CounterStore::apply calls (a batch),
+-- each call atomically and all-or-nothing, in one script call.
 --
 -- The same math as src/limit/{fixed_window,sliding_window,token_bucket}.rs
 -- and the same commit rule as src/store/memory.rs (groups all-or-nothing,
@@ -12,10 +13,20 @@
 -- never formed: `muldiv` computes floor(a * b / c) and whether it rounded,
 -- exactly, for a and c below 2^53.
 --
--- KEYS: the distinct counter keys of the call.
--- ARGV[1], ARGV[2]: now as seconds and nanoseconds, or "redis" and "" to
---   read Redis's TIME (so every floodgate instance shares one clock).
--- ARGV[3]: n, the number of checks; then 7 fields per check:
+-- A batch is several requests (apply calls), evaluated one after another in
+-- the order sent, as if each were its own script call: a request sees every
+-- hit committed by the requests before it. Each key is read at most once
+-- and written at most once per batch. A request that fails (a key holding
+-- another type: WRONGTYPE) is answered with its error and commits nothing;
+-- its batch-mates are unaffected.
+--
+-- KEYS: the distinct counter keys of the whole batch.
+-- ARGV[1]: "redis" to read Redis's TIME once for the batch (so every
+--   floodgate instance shares one clock), or "caller": each request carries
+--   its own now.
+-- ARGV[2]: R, the number of requests; then each request:
+--   with "caller", its now as seconds and nanoseconds (two fields);
+--   n, the number of checks; then 7 fields per check:
 --   key index (1-based into KEYS), algorithm ("f", "s" or "t"),
 --   window in seconds, requests_per_unit, burst, hits, group.
 --   A check's count_when_denied (already restricted to fixed windows) is
@@ -27,10 +38,11 @@
 --   its own clock. The script counts in the one of those three windows that
 --   contains its now (Redis's TIME may differ from the caller's clock by
 --   far less than a day), clamped to the first or last.
--- ARGV[4 + 7n ...]: groups already known to be denied (answered from the
---   local over-limit cache), treated as denied here.
+--   d, then d groups already known to be denied (answered from the local
+--   over-limit cache), treated as denied here.
 --
--- Returns one string of decimal integers separated by spaces, 6 per check:
+-- Returns one line per request, joined by "\n". A request's line is either
+-- "!" and its error, or decimal integers separated by spaces, 6 per check:
 -- admitted (0/1), remaining, used, reset seconds, reset nanoseconds
 -- (reset_after = s * 1e9 + ns, clamped at 0 by the caller), and for a fixed
 -- window the key's count in its window after this call (0 for the other
@@ -41,26 +53,28 @@
 local E9 = 1000000000
 local fmod, floor = math.fmod, math.floor
 
+local caller_time = ARGV[1] == 'caller'
 local now_s, now_n
-if ARGV[1] == 'redis' then
+if not caller_time then
   local t = redis.call('TIME')
   now_s = tonumber(t[1])
   now_n = tonumber(t[2]) * 1000
-else
-  now_s = tonumber(ARGV[1])
-  now_n = tonumber(ARGV[2])
 end
 
--- The common call, one fixed-window check and no group denied locally,
--- answered before the general machinery below is set up: the same steps
--- as fixed(), pass 1, pass 2 and the write below, specialised to one check
--- (whose state is never changed by an earlier one). Setting up the general
--- path (its closures and per-check tables) cost more than half of the
--- script's time in Redis.
-if ARGV[3] == '1' and #ARGV == 10 and (ARGV[5] == 'f' or ARGV[5] == 'F') then
-  local w = tonumber(ARGV[6])
-  local rpu = tonumber(ARGV[7])
-  local hits = tonumber(ARGV[9])
+-- The common call, a batch of one request of one fixed-window check and no
+-- group denied locally, answered before the general machinery below is set
+-- up: the same steps as fixed(), pass 1, pass 2 and the write below,
+-- specialised to one check (whose state is never changed by an earlier
+-- one). Setting up the general path (its closures and per-check tables)
+-- cost more than half of the script's time in Redis. The offset o skips a
+-- caller's now.
+local o = caller_time and 2 or 0
+if ARGV[2] == '1' and ARGV[3 + o] == '1' and #ARGV == 11 + o and ARGV[11 + o] == '0' and
+    (ARGV[5 + o] == 'f' or ARGV[5 + o] == 'F') then
+  if caller_time then now_s, now_n = tonumber(ARGV[3]), tonumber(ARGV[4]) end
+  local w = tonumber(ARGV[6 + o])
+  local rpu = tonumber(ARGV[7 + o])
+  local hits = tonumber(ARGV[9 + o])
   local cur = now_s - math.fmod(now_s, w)
   local start, count = cur, 0
   local raw = redis.call('GET', KEYS[1])
@@ -75,7 +89,7 @@ if ARGV[3] == '1' and #ARGV == 10 and (ARGV[5] == 'f' or ARGV[5] == 'F') then
   local used = count + hits
   local admitted = used <= rpu
   local final_count = count
-  if hits > 0 and (admitted or ARGV[5] == 'F') then
+  if hits > 0 and (admitted or ARGV[5 + o] == 'F') then
     final_count = used
     if start + w > now_s then
       local ms = (start + w - now_s) * 1000 + math.ceil(-now_n / 1000000)
@@ -309,102 +323,186 @@ local function decode(raw)
   return nil
 end
 
--- Parse the checks.
-local n = tonumber(ARGV[3])
-local checks = {}
-for i = 1, n do
-  local base = 3 + (i - 1) * 7
-  local algo = ARGV[base + 2]
-  local bounds
-  if algo == 'c' or algo == 'C' then
-    local p, s, e, x = string.match(ARGV[base + 3], '^(%d+):(%d+):(%d+):(%d+)$')
-    bounds = { tonumber(p), tonumber(s), tonumber(e), tonumber(x) }
-  end
-  checks[i] = {
-    key = tonumber(ARGV[base + 1]),
-    algo = string.lower(algo),
-    cwd = algo == 'F' or algo == 'C',
-    bounds = bounds,
-    w = tonumber(ARGV[base + 3]),
-    rpu = tonumber(ARGV[base + 4]),
-    burst = tonumber(ARGV[base + 5]),
-    hits = tonumber(ARGV[base + 6]),
-    group = ARGV[base + 7],
-  }
-end
-local denied = {}
-for i = 4 + 7 * n, #ARGV do denied[ARGV[i]] = true end
+-- The batch's view of its keys: the state each request sees (read once;
+-- false for none), and the last state committed to each key with the
+-- instant it expires and the now it was committed at (written once, at the
+-- end).
+local states, written = {}, {}
 
--- Pass 1 (MemoryStore::apply_many): each check sees the stored state plus
--- the hits of earlier checks on its key that may still be committed.
-local loaded, last_seen, earlier, seen, evals = {}, {}, {}, {}, {}
-for i = 1, n do
-  local c = checks[i]
-  local j = last_seen[c.key]
-  earlier[i] = j
-  last_seen[c.key] = i
-  local st
-  if j then
-    if evals[j].admitted or checks[j].cwd then st = evals[j].state else st = seen[j] end
+local function load(k)
+  local st = states[k]
+  if st == nil then
+    local raw = redis.pcall('GET', KEYS[k])
+    if type(raw) == 'table' and raw.err then error(raw.err, 0) end
+    st = decode(raw) or false
+    states[k] = st
+  end
+  return st or nil
+end
+
+-- Commits a request's new state of key k: expiring at (xs, xn), or none
+-- (deleted) when that is not after now.
+local function commit(k, st, xs, xn)
+  if xs > now_s or (xs == now_s and xn > now_n) then
+    states[k] = st
+    written[k] = { st = st, xs = xs, xn = xn, ns = now_s, nn = now_n }
   else
-    if loaded[c.key] == nil then loaded[c.key] = decode(redis.call('GET', KEYS[c.key])) or false end
-    st = loaded[c.key] or nil
-  end
-  seen[i] = st
-  evals[i] = evaluate(c, st)
-  if not evals[i].admitted then denied[c.group] = true end
-end
-
--- Pass 2: replay only the committed hits.
-local after_state, after_eval = {}, {}
-for i = 1, n do
-  local c = checks[i]
-  local before, written
-  local j = earlier[i]
-  if j then before, written = after_state[j], after_eval[j] else before, written = seen[i], nil end
-  local commits = c.hits > 0 and (not denied[c.group] or (c.cwd and not evals[i].admitted))
-  if commits then
-    local ev = evals[i]
-    if before ~= seen[i] then ev = evaluate(c, before) end
-    after_state[i], after_eval[i] = ev.state, ev
-  else
-    after_state[i], after_eval[i] = before, written
+    states[k] = false
+    written[k] = { st = false }
   end
 end
 
--- Write each changed key once, at its last occurrence.
-for i = 1, n do
-  local c = checks[i]
-  local ev = after_eval[i]
-  if last_seen[c.key] == i and ev then
-    if ev.xs > now_s or (ev.xs == now_s and ev.xn > now_n) then
-      -- Relative (PX), not PXAT: with the caller's clock, "now" need not
-      -- be Redis's. Rounded up to the next millisecond.
-      local ms = (ev.xs - now_s) * 1000 + math.ceil((ev.xn - now_n) / 1000000)
-      redis.call('SET', KEYS[c.key], encode(ev.state), 'PX', num(math.max(ms, 1)))
+-- One request of one fixed-window check, no group denied: fixed(), pass 1,
+-- pass 2 and the commit, specialised.
+local function single_fixed(b)
+  local k = tonumber(ARGV[b + 1])
+  local cwd = ARGV[b + 2] == 'F'
+  local w = tonumber(ARGV[b + 3])
+  local rpu = tonumber(ARGV[b + 4])
+  local hits = tonumber(ARGV[b + 6])
+  local cur = now_s - fmod(now_s, w)
+  local start, count = cur, 0
+  local st = load(k)
+  if st and st.k == 'f' and (st.s == cur or st.s == cur + w) then start, count = st.s, st.c end
+  local used = count + hits
+  local admitted = used <= rpu
+  local final_count = count
+  if hits > 0 and (admitted or cwd) then
+    final_count = used
+    commit(k, { k = 'f', s = start, c = used }, start + w, 0)
+  end
+  return (admitted and '1 ' or '0 ') ..
+    string.format('%.0f %.0f %.0f %.0f %.0f', admitted and (rpu - used) or 0, used,
+      start + w - now_s, -now_n, final_count)
+end
+
+-- One request: n checks whose fields start after ARGV[b], then its denied
+-- groups from ARGV[g].
+local function request(b, n, g, d)
+  local checks = {}
+  for i = 1, n do
+    local base = b + (i - 1) * 7
+    local algo = ARGV[base + 2]
+    local bounds
+    if algo == 'c' or algo == 'C' then
+      local p, s, e, x = string.match(ARGV[base + 3], '^(%d+):(%d+):(%d+):(%d+)$')
+      bounds = { tonumber(p), tonumber(s), tonumber(e), tonumber(x) }
+    end
+    checks[i] = {
+      key = tonumber(ARGV[base + 1]),
+      algo = string.lower(algo),
+      cwd = algo == 'F' or algo == 'C',
+      bounds = bounds,
+      w = tonumber(ARGV[base + 3]),
+      rpu = tonumber(ARGV[base + 4]),
+      burst = tonumber(ARGV[base + 5]),
+      hits = tonumber(ARGV[base + 6]),
+      group = ARGV[base + 7],
+    }
+  end
+  local denied = {}
+  for i = g, g + d - 1 do denied[ARGV[i]] = true end
+
+  -- Pass 1 (MemoryStore::apply_many): each check sees the stored state plus
+  -- the hits of earlier checks on its key that may still be committed.
+  local last_seen, earlier, seen, evals = {}, {}, {}, {}
+  for i = 1, n do
+    local c = checks[i]
+    local j = last_seen[c.key]
+    earlier[i] = j
+    last_seen[c.key] = i
+    local st
+    if j then
+      if evals[j].admitted or checks[j].cwd then st = evals[j].state else st = seen[j] end
     else
-      redis.call('DEL', KEYS[c.key])
+      st = load(c.key)
+    end
+    seen[i] = st
+    evals[i] = evaluate(c, st)
+    if not evals[i].admitted then denied[c.group] = true end
+  end
+
+  -- Pass 2: replay only the committed hits.
+  local after_state, after_eval = {}, {}
+  for i = 1, n do
+    local c = checks[i]
+    local before, done
+    local j = earlier[i]
+    if j then before, done = after_state[j], after_eval[j] else before, done = seen[i], nil end
+    local commits = c.hits > 0 and (not denied[c.group] or (c.cwd and not evals[i].admitted))
+    if commits then
+      local ev = evals[i]
+      if before ~= seen[i] then ev = evaluate(c, before) end
+      after_state[i], after_eval[i] = ev.state, ev
+    else
+      after_state[i], after_eval[i] = before, done
     end
   end
+
+  local out = {}
+  for i = 1, n do
+    local c = checks[i]
+    local ev = evals[i]
+    local final_count = 0
+    if c.algo == 'f' then
+      local final = after_state[last_seen[c.key]]
+      if final then final_count = fixed({ w = c.w, rpu = c.rpu, hits = 0 }, final).used end
+    elseif c.algo == 'c' then
+      local final = after_state[last_seen[c.key]]
+      if final then final_count = calendar({ bounds = c.bounds, rpu = c.rpu, hits = 0 }, final).used end
+    end
+    out[#out + 1] = ev.admitted and 1 or 0
+    out[#out + 1] = num(ev.remaining)
+    out[#out + 1] = num(ev.used)
+    out[#out + 1] = num(ev.rs)
+    out[#out + 1] = num(ev.rn)
+    out[#out + 1] = num(final_count)
+  end
+
+  -- Commit each changed key once, at its last occurrence: nothing of this
+  -- request is committed before every check was evaluated.
+  for i = 1, n do
+    local c = checks[i]
+    local ev = after_eval[i]
+    if last_seen[c.key] == i and ev then commit(c.key, ev.state, ev.xs, ev.xn) end
+  end
+  return table.concat(out, ' ')
 end
 
-local out = {}
-for i = 1, n do
-  local c = checks[i]
-  local ev = evals[i]
-  local final_count = 0
-  if c.algo == 'f' then
-    local final = after_state[last_seen[c.key]]
-    if final then final_count = fixed({ w = c.w, rpu = c.rpu, hits = 0 }, final).used end
-  elseif c.algo == 'c' then
-    local final = after_state[last_seen[c.key]]
-    if final then final_count = calendar({ bounds = c.bounds, rpu = c.rpu, hits = 0 }, final).used end
+local lines = {}
+local p = 3
+for r = 1, tonumber(ARGV[2]) do
+  if caller_time then
+    now_s, now_n = tonumber(ARGV[p]), tonumber(ARGV[p + 1])
+    p = p + 2
   end
-  out[#out + 1] = ev.admitted and 1 or 0
-  out[#out + 1] = num(ev.remaining)
-  out[#out + 1] = num(ev.used)
-  out[#out + 1] = num(ev.rs)
-  out[#out + 1] = num(ev.rn)
-  out[#out + 1] = num(final_count)
+  local n = tonumber(ARGV[p])
+  local g = p + 1 + 7 * n
+  local d = tonumber(ARGV[g])
+  local ok, line
+  if n == 1 and d == 0 and (ARGV[p + 2] == 'f' or ARGV[p + 2] == 'F') then
+    ok, line = pcall(single_fixed, p)
+  else
+    ok, line = pcall(request, p, n, g + 1, d)
+  end
+  if ok then
+    lines[r] = line
+  else
+    lines[r] = '!' .. string.gsub(tostring(line), '\n', ' ')
+  end
+  p = g + 1 + d
 end
-return table.concat(out, ' ')
+
+-- Write each key once, with its last committed state. PX is relative, not
+-- PXAT: with the caller's clock, "now" need not be Redis's. Rounded up to
+-- the next millisecond.
+for k, w in pairs(written) do
+  if w.st then
+    local ms = (w.xs - w.ns) * 1000 + math.ceil((w.xn - w.nn) / 1000000)
+    redis.call('SET', KEYS[k], encode(w.st), 'PX', num(math.max(ms, 1)))
+  else
+    redis.call('DEL', KEYS[k])
+  end
+end
+
+return table.concat(lines, '\n')

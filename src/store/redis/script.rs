@@ -1,50 +1,76 @@
-//! One call of `redis.lua` (next to this file): the checks' keys and
-//! arguments in, one string of integers out, parsed into outcomes (and the
-//! over-limit cache fed).
+//! Calls of `redis.lua` (next to this file): a request's checks become a
+//! [`Request`] (its keys and arguments), one or more requests become one
+//! script call (a batch, see `batch.rs`), and the request's line of the
+//! answer is parsed into outcomes (and the over-limit cache fed).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
+use super::batch::Answer;
 use super::calendar::calendar_bounds;
 use super::over_limit::OverLimit;
-use super::{Backend, RedisStore, TimeSource};
+use super::{Backend, RedisStore, Shared, TimeSource};
 use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome};
 use crate::store::{Check, StoreError, key};
 
-/// The script, evaluating all checks of one call.
+/// The script, evaluating the requests of one batch.
 pub(super) const SCRIPT: &str = include_str!("redis.lua");
 
 /// Values per check in the script's answer.
 const FIELDS_OUT: usize = 6;
 
-impl RedisStore {
-    /// Runs the script for `checks` (indices into `all`), with `denied`
-    /// groups already known to be denied; writes outcomes into `out`.
-    pub(super) async fn run(
-        &self,
-        all: &[Check<'_>],
-        part: &[usize],
-        denied: &[u32],
-        now: Nanos,
-        out: &mut [Option<Outcome>],
-    ) -> Result<(), StoreError> {
-        let mut invocation = self.script.prepare_invoke();
-        match self.time_source {
-            TimeSource::Redis => invocation.arg("redis").arg(""),
-            TimeSource::Caller => invocation
-                .arg(now / NANOS_PER_SECOND)
-                .arg(now % NANOS_PER_SECOND),
+/// One request's checks as the script's arguments: its part of a batch.
+pub(super) struct Request {
+    now: Nanos,
+    /// The distinct Redis keys of the request, in first-use order.
+    keys: SmallVec<[Vec<u8>; 2]>,
+    checks: SmallVec<[CheckArgs; 2]>,
+    /// Groups already denied locally (the over-limit cache).
+    denied: SmallVec<[u32; 2]>,
+}
+
+/// One check's fields (see the script's header).
+struct CheckArgs {
+    /// Index into [`Request::keys`].
+    key: usize,
+    algorithm: &'static str,
+    window: WindowArg,
+    requests_per_unit: u64,
+    burst: u64,
+    hits: u64,
+    group: u32,
+}
+
+/// A window in seconds, or a calendar window's boundaries.
+enum WindowArg {
+    Seconds(u64),
+    Calendar(String),
+}
+
+impl Request {
+    /// The checks `part` (indices into `all`), with `denied` groups already
+    /// known to be denied.
+    fn new(prefix: &[u8], all: &[Check<'_>], part: &[usize], denied: &[u32], now: Nanos) -> Self {
+        let mut request = Request {
+            now,
+            keys: SmallVec::new(),
+            checks: SmallVec::with_capacity(part.len()),
+            denied: denied.iter().copied().collect(),
         };
-        invocation.arg(part.len());
-        let mut key_index: HashMap<&[u8], usize> = HashMap::with_capacity(part.len());
+        let mut key_index: SmallVec<[&[u8]; 2]> = SmallVec::new();
         for &i in part {
             let check = &all[i];
-            let next = key_index.len() + 1;
-            let index = *key_index.entry(check.key).or_insert_with(|| {
-                invocation.key(redis_key(&self.prefix, check.key));
-                next
-            });
+            let key = match key_index.iter().position(|key| *key == check.key) {
+                Some(index) => index,
+                None => {
+                    key_index.push(check.key);
+                    request.keys.push(redis_key(prefix, check.key));
+                    key_index.len() - 1
+                }
+            };
             let calendar = check
                 .limit
                 .calendar
@@ -57,27 +83,113 @@ impl RedisStore {
                 Algorithm::SlidingWindow => "s",
                 Algorithm::TokenBucket => "t",
             };
-            invocation.arg(index).arg(algorithm);
-            match calendar {
-                Some(calendar) => invocation.arg(calendar_bounds(calendar, check.limit.unit, now)),
-                None => invocation.arg(check.limit.window() / NANOS_PER_SECOND),
+            let window = match calendar {
+                Some(calendar) => {
+                    WindowArg::Calendar(calendar_bounds(calendar, check.limit.unit, now))
+                }
+                None => WindowArg::Seconds(check.limit.window() / NANOS_PER_SECOND),
+            };
+            request.checks.push(CheckArgs {
+                key,
+                algorithm,
+                window,
+                requests_per_unit: check.limit.requests_per_unit,
+                burst: check.limit.burst,
+                hits: check.hits,
+                group: check.group,
+            });
+        }
+        request
+    }
+}
+
+/// Adds a batch of `requests` (see the script's header) to `invocation`;
+/// keys shared by several requests are sent once.
+pub(super) fn add_batch<'r>(
+    invocation: &mut ::redis::ScriptInvocation<'_>,
+    time_source: TimeSource,
+    requests: impl ExactSizeIterator<Item = &'r Request>,
+) {
+    match time_source {
+        TimeSource::Redis => invocation.arg("redis"),
+        TimeSource::Caller => invocation.arg("caller"),
+    };
+    invocation.arg(requests.len());
+    let mut key_index: HashMap<&[u8], usize> = HashMap::new();
+    let mut globals: SmallVec<[usize; 4]> = SmallVec::new();
+    for request in requests {
+        globals.clear();
+        for key in &request.keys {
+            let next = key_index.len() + 1;
+            globals.push(*key_index.entry(key.as_slice()).or_insert_with(|| {
+                invocation.key(key.as_slice());
+                next
+            }));
+        }
+        if time_source == TimeSource::Caller {
+            invocation
+                .arg(request.now / NANOS_PER_SECOND)
+                .arg(request.now % NANOS_PER_SECOND);
+        }
+        invocation.arg(request.checks.len());
+        for check in &request.checks {
+            invocation.arg(globals[check.key]).arg(check.algorithm);
+            match &check.window {
+                WindowArg::Seconds(seconds) => invocation.arg(*seconds),
+                WindowArg::Calendar(bounds) => invocation.arg(bounds.as_str()),
             };
             invocation
-                .arg(check.limit.requests_per_unit)
-                .arg(check.limit.burst)
+                .arg(check.requests_per_unit)
+                .arg(check.burst)
                 .arg(check.hits)
                 .arg(check.group);
         }
-        for group in denied {
+        invocation.arg(request.denied.len());
+        for group in &request.denied {
             invocation.arg(*group);
         }
+    }
+}
 
-        let answer = self.invoke(&invocation).await?;
+impl RedisStore {
+    /// Runs the script for `part` (indices into `all`), with `denied`
+    /// groups already known to be denied; writes outcomes into `out`. The
+    /// request joins a batch ([`super::batch`]) on a single node or a
+    /// Sentinel's master, and is its own call in a cluster.
+    pub(super) async fn run(
+        &self,
+        all: &[Check<'_>],
+        part: &[usize],
+        denied: &[u32],
+        now: Nanos,
+        out: &mut [Option<Outcome>],
+    ) -> Result<(), StoreError> {
+        let request = Request::new(&self.prefix, all, part, denied, now);
+        let answer = match &self.batcher {
+            Some(batcher) if !self.is_cluster() => {
+                match tokio::time::timeout(self.timeout, batcher.submit(request)).await {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(error)) => return Err(error),
+                    Err(_) => return Err(StoreError::Timeout),
+                }
+            }
+            _ => {
+                let mut invocation = self.script.prepare_invoke();
+                add_batch(&mut invocation, self.time_source, std::iter::once(&request));
+                Answer::whole(self.invoke(&invocation).await?)
+            }
+        };
+        let answer = answer.line();
+        if let Some(error) = answer.strip_prefix(b"!") {
+            return Err(StoreError::Rejected(
+                String::from_utf8_lossy(error).into_owned(),
+            ));
+        }
         let unexpected = || {
             StoreError::Unavailable(format!(
                 "unexpected script answer for {} checks: {:?}",
                 part.len(),
-                String::from_utf8_lossy(&answer)
+                String::from_utf8_lossy(answer)
             ))
         };
         let mut values = answer.split(|&b| b == b' ');
@@ -124,49 +236,65 @@ impl RedisStore {
         &self,
         invocation: &::redis::ScriptInvocation<'_>,
     ) -> Result<Vec<u8>, StoreError> {
-        let backend = self.backend()?;
-        let call = async {
-            match backend {
-                Backend::Single { connections, next } => {
-                    let slot = next.fetch_add(1, Ordering::Relaxed) % connections.len().max(1);
-                    let Some(connection) = connections.get(slot) else {
-                        return Err(StoreError::Unavailable("no Redis connection".into()));
-                    };
-                    let mut connection = connection.clone();
-                    match invocation.invoke_async::<Vec<u8>>(&mut connection).await {
-                        // A connection found broken is being replaced by the
-                        // manager: one retry, within the same timeout. If the
-                        // connection broke after Redis ran the script (rare),
-                        // the retry counts the hits twice: conservative,
-                        // never admitting more than the limit.
-                        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-                            invocation.invoke_async::<Vec<u8>>(&mut connection).await
-                        }
-                        result => result,
+        invoke_on(&self.shared, None, self.timeout, invocation).await
+    }
+}
+
+/// Sends one prepared script call, within `timeout`: on connection `lane`
+/// (round-robin when `None`) of a single node, to the slot of its first key
+/// in a cluster, or to the master the sentinels name.
+pub(super) async fn invoke_on(
+    shared: &Shared,
+    lane: Option<usize>,
+    timeout: Duration,
+    invocation: &::redis::ScriptInvocation<'_>,
+) -> Result<Vec<u8>, StoreError> {
+    let backend = shared
+        .backend
+        .get()
+        .ok_or_else(|| StoreError::Unavailable("Redis not connected yet".to_owned()))?;
+    let call = async {
+        match backend {
+            Backend::Single { connections, next } => {
+                let slot = lane.unwrap_or_else(|| next.fetch_add(1, Ordering::Relaxed))
+                    % connections.len().max(1);
+                let Some(connection) = connections.get(slot) else {
+                    return Err(StoreError::Unavailable("no Redis connection".into()));
+                };
+                let mut connection = connection.clone();
+                match invocation.invoke_async::<Vec<u8>>(&mut connection).await {
+                    // A connection found broken is being replaced by the
+                    // manager: one retry, within the same timeout. If the
+                    // connection broke after Redis ran the script (rare),
+                    // the retry counts the hits twice: conservative, never
+                    // admitting more than the limit.
+                    Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                        invocation.invoke_async::<Vec<u8>>(&mut connection).await
                     }
-                }
-                Backend::Cluster(connection) => {
-                    let mut connection = connection.clone();
-                    invocation.invoke_async::<Vec<u8>>(&mut connection).await
-                }
-                Backend::Sentinel(sentinel) => {
-                    let Some(mut connection) = sentinel.connection() else {
-                        return Err(StoreError::Unavailable("no Redis connection".into()));
-                    };
-                    let result = invocation.invoke_async::<Vec<u8>>(&mut connection).await;
-                    if let Err(error) = &result {
-                        // A failover may have moved the master.
-                        sentinel.failed(error);
-                    }
-                    result
+                    result => result,
                 }
             }
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
-        };
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| StoreError::Timeout)?
-    }
+            Backend::Cluster(connection) => {
+                let mut connection = connection.clone();
+                invocation.invoke_async::<Vec<u8>>(&mut connection).await
+            }
+            Backend::Sentinel(sentinel) => {
+                let Some(mut connection) = sentinel.connection() else {
+                    return Err(StoreError::Unavailable("no Redis connection".into()));
+                };
+                let result = invocation.invoke_async::<Vec<u8>>(&mut connection).await;
+                if let Err(error) = &result {
+                    // A failover may have moved the master.
+                    sentinel.failed(error);
+                }
+                result
+            }
+        }
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+    };
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| StoreError::Timeout)?
 }
 
 /// The Redis key of a counter key: `<prefix>{<tag>}<key>`, the tag in 16

@@ -1,0 +1,216 @@
+//! Batched exact counting: the requests of concurrent callers share one
+//! script call.
+//!
+//! Each of the store's connections has a *lane*: a queue and a task that
+//! sends what the queue holds as one call of `redis.lua` (at most
+//! [`MAX_BATCH`] requests), waits for the answer, hands each request its
+//! line, and starts over. A lane has at most one batch in flight, and no
+//! timer: a request that finds its lane idle is sent at once, alone (the
+//! latency of one unbatched call); one that arrives while a batch is in
+//! flight waits for that batch's answer, then goes out with everything
+//! that queued meanwhile. So a request waits **at most one script call on
+//! its lane** before its own is sent, and its whole wait is bounded by the
+//! store's timeout like any call. Under load, batches grow by themselves to
+//! the number of requests that arrive during one round trip.
+//!
+//! What batching keeps: the script evaluates the requests of a batch one
+//! after another, each atomically and all-or-nothing, each seeing the hits
+//! of the requests before it, exactly as if each were its own call; a
+//! request whose key holds another type is answered with its own error
+//! ([`StoreError::Rejected`]) and its batch-mates are unaffected. A request
+//! whose caller stopped waiting (timed out) before its batch left is
+//! dropped, not counted.
+//!
+//! Requests are batched on a single node and on a Sentinel's master. In a
+//! cluster a script call's keys must share one slot, so each request's
+//! part per hash tag stays its own call there.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::script::{Request, add_batch, invoke_on};
+use super::{Shared, TimeSource};
+use crate::store::StoreError;
+
+/// Most requests in one script call.
+pub const MAX_BATCH: usize = 128;
+
+/// Requests a lane's queue holds before callers wait to enqueue.
+const QUEUE: usize = 4096;
+
+/// A request's line of its batch's answer.
+pub(super) struct Answer {
+    text: Arc<Vec<u8>>,
+    line: Range<usize>,
+}
+
+impl Answer {
+    /// The answer of a call of one request.
+    pub(super) fn whole(text: Vec<u8>) -> Answer {
+        let line = 0..text.len();
+        Answer {
+            text: Arc::new(text),
+            line,
+        }
+    }
+
+    /// The request's line.
+    pub(super) fn line(&self) -> &[u8] {
+        &self.text[self.line.clone()]
+    }
+}
+
+struct Job {
+    request: Request,
+    reply: oneshot::Sender<Result<Answer, StoreError>>,
+}
+
+/// Batches sent and requests they carried, since the store was created.
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    batches: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl BatchStats {
+    /// `(batches, requests)` so far.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.batches.load(Ordering::Relaxed),
+            self.requests.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The lanes of one store.
+pub(super) struct Batcher {
+    lanes: Box<[mpsc::Sender<Job>]>,
+    next: AtomicUsize,
+    pub(super) stats: Arc<BatchStats>,
+}
+
+impl Batcher {
+    /// Starts `lanes` lanes on the current Tokio runtime; `None` outside
+    /// one (every request is then its own call).
+    pub(super) fn start(
+        shared: &Arc<Shared>,
+        lanes: usize,
+        time_source: TimeSource,
+        timeout: Duration,
+    ) -> Option<Batcher> {
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let stats = Arc::new(BatchStats::default());
+        let lanes = (0..lanes.max(1))
+            .map(|lane| {
+                let (sender, receiver) = mpsc::channel(QUEUE);
+                runtime.spawn(run_lane(Lane {
+                    jobs: receiver,
+                    shared: Arc::clone(shared),
+                    lane,
+                    script: ::redis::Script::new(super::script::SCRIPT),
+                    time_source,
+                    timeout,
+                    stats: Arc::clone(&stats),
+                }));
+                sender
+            })
+            .collect();
+        Some(Batcher {
+            lanes,
+            next: AtomicUsize::new(0),
+            stats,
+        })
+    }
+
+    /// Queues `request` on the next lane and waits for its line. The caller
+    /// bounds the wait with the store's timeout.
+    pub(super) async fn submit(&self, request: Request) -> Result<Answer, StoreError> {
+        let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        let (reply, answer) = oneshot::channel();
+        self.lanes[lane]
+            .send(Job { request, reply })
+            .await
+            .map_err(|_| StoreError::Unavailable("the Redis batch lane stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the Redis batch lane dropped a request".into()))?
+    }
+}
+
+struct Lane {
+    jobs: mpsc::Receiver<Job>,
+    shared: Arc<Shared>,
+    lane: usize,
+    script: ::redis::Script,
+    time_source: TimeSource,
+    timeout: Duration,
+    stats: Arc<BatchStats>,
+}
+
+/// A lane's loop: until the store (every sender) is gone.
+async fn run_lane(mut lane: Lane) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while lane.jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // A caller that stopped waiting gets no answer: its hits are not
+        // counted.
+        batch.retain(|job| !job.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let mut invocation = lane.script.prepare_invoke();
+        add_batch(
+            &mut invocation,
+            lane.time_source,
+            batch.iter().map(|job| &job.request),
+        );
+        lane.stats.batches.fetch_add(1, Ordering::Relaxed);
+        lane.stats
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let result = invoke_on(&lane.shared, Some(lane.lane), lane.timeout, &invocation).await;
+        deliver(&mut batch, result);
+    }
+}
+
+/// Hands each job of `batch` its line of `result`, or the error.
+fn deliver(batch: &mut Vec<Job>, result: Result<Vec<u8>, StoreError>) {
+    let text = match result {
+        Ok(text) => Arc::new(text),
+        Err(error) => {
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(error.clone()));
+            }
+            return;
+        }
+    };
+    let mut lines: Vec<Range<usize>> = Vec::with_capacity(batch.len());
+    let mut start = 0;
+    for (i, &byte) in text.iter().enumerate() {
+        if byte == b'\n' {
+            lines.push(start..i);
+            start = i + 1;
+        }
+    }
+    lines.push(start..text.len());
+    if lines.len() != batch.len() {
+        let error = StoreError::Unavailable(format!(
+            "unexpected batch answer: {} lines for {} requests",
+            lines.len(),
+            batch.len()
+        ));
+        for job in batch.drain(..) {
+            let _ = job.reply.send(Err(error.clone()));
+        }
+        return;
+    }
+    for (job, line) in batch.drain(..).zip(lines) {
+        let _ = job.reply.send(Ok(Answer {
+            text: Arc::clone(&text),
+            line,
+        }));
+    }
+}
