@@ -46,21 +46,51 @@ const QUEUE: usize = 4096;
 pub(super) struct Answer {
     text: Arc<Vec<u8>>,
     line: Range<usize>,
+    /// The nanoseconds of Redis's now (0 with the caller's clock).
+    pub(super) now_nanos: i128,
 }
 
 impl Answer {
     /// The answer of a call of one request.
-    pub(super) fn whole(text: Vec<u8>) -> Answer {
-        let line = 0..text.len();
-        Answer {
-            text: Arc::new(text),
-            line,
-        }
+    pub(super) fn whole(text: Vec<u8>) -> Result<Answer, StoreError> {
+        split(text, 1).map(|mut answers| answers.remove(0))
     }
 
     /// The request's line.
     pub(super) fn line(&self) -> &[u8] {
         &self.text[self.line.clone()]
+    }
+}
+
+/// The script's answer for `requests` requests: its header line (Redis's
+/// now's nanoseconds), then a line each.
+fn split(text: Vec<u8>, requests: usize) -> Result<Vec<Answer>, StoreError> {
+    let text = Arc::new(text);
+    let mut lines = text.split(|&byte| byte == b'\n');
+    let now_nanos = lines
+        .next()
+        .and_then(|header| std::str::from_utf8(header).ok()?.parse().ok());
+    let mut answers = Vec::with_capacity(requests);
+    let mut start = text.iter().position(|&byte| byte == b'\n').map(|at| at + 1);
+    for line in lines {
+        let Some(from) = start else { break };
+        let line = from..from + line.len();
+        start = Some(line.end + 1);
+        answers.push(line);
+    }
+    match now_nanos {
+        Some(now_nanos) if answers.len() == requests => Ok(answers
+            .into_iter()
+            .map(|line| Answer {
+                text: Arc::clone(&text),
+                line,
+                now_nanos,
+            })
+            .collect()),
+        _ => Err(StoreError::Unavailable(format!(
+            "unexpected script answer for {requests} requests: {:?}",
+            String::from_utf8_lossy(&text)
+        ))),
     }
 }
 
@@ -178,39 +208,16 @@ async fn run_lane(mut lane: Lane) {
 
 /// Hands each job of `batch` its line of `result`, or the error.
 fn deliver(batch: &mut Vec<Job>, result: Result<Vec<u8>, StoreError>) {
-    let text = match result {
-        Ok(text) => Arc::new(text),
+    match result.and_then(|text| split(text, batch.len())) {
+        Ok(answers) => {
+            for (job, answer) in batch.drain(..).zip(answers) {
+                let _ = job.reply.send(Ok(answer));
+            }
+        }
         Err(error) => {
             for job in batch.drain(..) {
                 let _ = job.reply.send(Err(error.clone()));
             }
-            return;
         }
-    };
-    let mut lines: Vec<Range<usize>> = Vec::with_capacity(batch.len());
-    let mut start = 0;
-    for (i, &byte) in text.iter().enumerate() {
-        if byte == b'\n' {
-            lines.push(start..i);
-            start = i + 1;
-        }
-    }
-    lines.push(start..text.len());
-    if lines.len() != batch.len() {
-        let error = StoreError::Unavailable(format!(
-            "unexpected batch answer: {} lines for {} requests",
-            lines.len(),
-            batch.len()
-        ));
-        for job in batch.drain(..) {
-            let _ = job.reply.send(Err(error.clone()));
-        }
-        return;
-    }
-    for (job, line) in batch.drain(..).zip(lines) {
-        let _ = job.reply.send(Ok(Answer {
-            text: Arc::clone(&text),
-            line,
-        }));
     }
 }

@@ -1,25 +1,32 @@
 //! Counters in Redis, shared by a fleet of floodgate instances.
 //!
 //! Files: `connect.rs` (URL forms, TLS files, connecting now or in the
-//! background), `script.rs` with `redis.lua` (one atomic call), `sentinel.rs`
-//! (following the master), `over_limit.rs` (the local over-limit cache),
-//! `probe.rs` (reachability and health).
+//! background), `script.rs` with `redis.lua` (the exact-mode script and its
+//! arguments), `batch.rs` (the lanes that put concurrent requests in one
+//! script call), `sentinel.rs` (following the master), `over_limit.rs` (the
+//! local over-limit cache), `probe.rs` (reachability and health),
+//! `lease.rs` with `lease.lua` (leased mode), `overrides.rs` (operators'
+//! overrides shared by the fleet), `calendar.rs` (calendar windows' bounds).
 //!
 //! [`RedisStore`] implements [`CounterStore`] with one Lua script
 //! (`redis.lua`, next to this file) that evaluates *every* check of an
-//! [`CounterStore::apply`] call atomically, in one round trip: the three
-//! algorithms with the same math as [`crate::limit`], groups all-or-nothing,
-//! `count_when_denied` and duplicate keys exactly as [`super::memory`] does.
-//! The script is sent with `EVALSHA` and loaded again automatically when
-//! Redis answers `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
+//! [`CounterStore::apply`] call atomically: the three algorithms with the
+//! same math as [`crate::limit`], groups all-or-nothing, `count_when_denied`
+//! and duplicate keys exactly as [`super::memory`] does. Concurrent calls
+//! are batched (`batch.rs`): one script call carries every request that
+//! queued while the previous call on its connection was in flight, and
+//! evaluates them one after another, each as if it were alone. The script is
+//! sent with `EVALSHA` and loaded again automatically when Redis answers
+//! `NOSCRIPT` (after a restart or `SCRIPT FLUSH`).
 //!
 //! # Connections
 //!
 //! A small pool of multiplexed connections ([`redis::aio::ConnectionManager`],
-//! reconnecting with exponential backoff) is used round-robin; concurrent
-//! requests are pipelined on them, never one connection per request. In
-//! cluster mode (`redis+cluster://h1:p1,h2:p2`) the checks of a call are
-//! split by hash tag and each part is one script call, all in parallel.
+//! reconnecting with exponential backoff), each with its batching lane;
+//! requests are spread round-robin over the lanes, never one connection per
+//! request. In cluster mode (`redis+cluster://h1:p1,h2:p2`) the checks of a
+//! call are split by hash tag and each part is one script call, all in
+//! parallel (not batched: a call's keys must share a slot).
 //!
 //! # Keys
 //!

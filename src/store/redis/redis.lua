@@ -41,14 +41,22 @@
 --   d, then d groups already known to be denied (answered from the local
 --   over-limit cache), treated as denied here.
 --
--- Returns one line per request, joined by "\n". A request's line is either
--- "!" and its error, or decimal integers separated by spaces, 6 per check:
--- admitted (0/1), remaining, used, reset seconds, reset nanoseconds
--- (reset_after = s * 1e9 + ns, clamped at 0 by the caller), and for a fixed
--- window the key's count in its window after this call (0 for the other
--- algorithms): when it exceeds the limit, every check of the key is denied
--- until the window's end. One string, not an array of 6n values: the
--- client parses one bulk reply far more cheaply than 6n of them.
+-- Returns lines joined by "\n": first the nanoseconds of Redis's now (0
+-- with the caller's clock), then one line per request, either "!" and its
+-- error, or decimal integers separated by spaces:
+-- - for a request of one fixed-window check and no denied group, 2: the
+--   count with its hits ("used") and the seconds from now's second to the
+--   window's end (the caller knows the rest: admitted is used <= limit,
+--   the count after the call is used, or used - hits when nothing was
+--   committed, and reset_after is those seconds minus now's nanoseconds);
+-- - otherwise 6 per check: admitted (0/1), remaining, used, reset seconds,
+--   reset nanoseconds (reset_after = s * 1e9 + ns, clamped at 0 by the
+--   caller), and for a fixed window the key's count in its window after
+--   this call (0 for the other algorithms): when it exceeds the limit, every
+--   check of the key is denied until the window's end.
+-- One string, not an array of values: the client parses one bulk reply far
+-- more cheaply than many. Formatting a number costs Redis about half a
+-- microsecond, hence the short form of the common request.
 
 local E9 = 1000000000
 local fmod, floor = math.fmod, math.floor
@@ -59,249 +67,6 @@ if not caller_time then
   local t = redis.call('TIME')
   now_s = tonumber(t[1])
   now_n = tonumber(t[2]) * 1000
-end
-
--- The common call, a batch of one request of one fixed-window check and no
--- group denied locally, answered before the general machinery below is set
--- up: the same steps as fixed(), pass 1, pass 2 and the write below,
--- specialised to one check (whose state is never changed by an earlier
--- one). Setting up the general path (its closures and per-check tables)
--- cost more than half of the script's time in Redis. The offset o skips a
--- caller's now.
-local o = caller_time and 2 or 0
-if ARGV[2] == '1' and ARGV[3 + o] == '1' and #ARGV == 11 + o and ARGV[11 + o] == '0' and
-    (ARGV[5 + o] == 'f' or ARGV[5 + o] == 'F') then
-  if caller_time then now_s, now_n = tonumber(ARGV[3]), tonumber(ARGV[4]) end
-  local w = tonumber(ARGV[6 + o])
-  local rpu = tonumber(ARGV[7 + o])
-  local hits = tonumber(ARGV[9 + o])
-  local cur = now_s - math.fmod(now_s, w)
-  local start, count = cur, 0
-  local raw = redis.call('GET', KEYS[1])
-  if raw then
-    local k, a, b = string.match(raw, '^(%a):(%d+):(%d+):?(%d*)$')
-    if k == 'f' then
-      a = tonumber(a)
-      -- classify(): the current window, or the next (a clock behind).
-      if a == cur or a == cur + w then start, count = a, tonumber(b) end
-    end
-  end
-  local used = count + hits
-  local admitted = used <= rpu
-  local final_count = count
-  if hits > 0 and (admitted or ARGV[5 + o] == 'F') then
-    final_count = used
-    if start + w > now_s then
-      local ms = (start + w - now_s) * 1000 + math.ceil(-now_n / 1000000)
-      redis.call('SET', KEYS[1], 'f:' .. string.format('%.0f', start) .. ':' ..
-        string.format('%.0f', used), 'PX', string.format('%.0f', math.max(ms, 1)))
-    else
-      redis.call('DEL', KEYS[1])
-    end
-  end
-  return (admitted and '1 ' or '0 ') ..
-    string.format('%.0f %.0f %.0f %.0f %.0f', admitted and (rpu - used) or 0, used,
-      start + w - now_s, -now_n, final_count)
-end
-
--- floor(a * b / c) and whether the division left a remainder, exactly for
--- integers 0 <= a, c < 2^53 and any integer-valued b: shift-and-add over
--- b's bits keeping a * x = q * c + r with 0 <= r < c, so no intermediate
--- exceeds 2c.
-local function muldiv(a, b, c)
-  if a == 0 or b == 0 then return 0, false end
-  if c < 1 then c = 1 end
-  local ar = fmod(a, c)
-  local aq = (a - ar) / c
-  local bits, x = {}, b
-  while x > 0 do
-    local bit = fmod(x, 2)
-    bits[#bits + 1] = bit
-    x = (x - bit) / 2
-  end
-  local q, r = 0, 0
-  for i = #bits, 1, -1 do
-    q = q * 2
-    if r >= c - r then r = r - (c - r); q = q + 1 else r = r + r end
-    if bits[i] == 1 then
-      q = q + aq
-      if r >= c - ar then r = r - (c - ar); q = q + 1 else r = r + ar end
-    end
-  end
-  return q, r > 0
-end
-
-local function muldiv_ceil(a, b, c)
-  local q, rounded = muldiv(a, b, c)
-  if rounded then return q + 1 end
-  return q
-end
-
--- StoredWindow::classify
-local function classify(stored, current, w)
-  if stored == current then return 'current' end
-  if stored == current - w then return 'previous' end
-  if stored == current + w then return 'next' end
-  return 'stale'
-end
-
-local function window_start(w)
-  return now_s - fmod(now_s, w)
-end
-
--- fixed_window::evaluate's result: c's hits on top of count, in the window
--- [start, finish) (seconds).
-local function counted_in(c, start, finish, count)
-  local used = count + c.hits
-  local admitted = used <= c.rpu
-  return {
-    admitted = admitted,
-    remaining = admitted and (c.rpu - used) or 0,
-    used = used,
-    rs = finish - now_s, rn = -now_n,
-    state = { k = 'f', s = start, c = used },
-    xs = finish, xn = 0,
-  }
-end
-
--- fixed_window::evaluate
-local function fixed(c, st)
-  local w = c.w
-  local cur = window_start(w)
-  local start, count = cur, 0
-  if st and st.k == 'f' then
-    local where = classify(st.s, cur, w)
-    if where == 'current' or where == 'next' then start, count = st.s, st.c end
-  end
-  return counted_in(c, start, start + w, count)
-end
-
--- fixed_window::evaluate with a calendar: the window containing now among
--- the caller's boundaries, and the next window's end (nil for the last).
-local function calendar_window(b)
-  if now_s < b[2] then return b[1], b[2], b[3] end
-  if now_s < b[3] then return b[2], b[3], b[4] end
-  return b[3], b[4], nil
-end
-
-local function calendar(c, st)
-  local cur, stop, after = calendar_window(c.bounds)
-  local start, finish, count = cur, stop, 0
-  if st and st.k == 'f' then
-    if st.s == cur then count = st.c
-    elseif st.s == stop and after then start, finish, count = stop, after, st.c end
-  end
-  return counted_in(c, start, finish, count)
-end
-
--- sliding_window::admissible_at's wait_into, in nanoseconds
-local function wait_into(decaying, allowed, wn)
-  if decaying < 1 then decaying = 1 end
-  if allowed >= decaying then return 0 end
-  return wn - muldiv(allowed, wn, decaying)
-end
-
--- sliding_window::evaluate
-local function sliding(c, st)
-  local w = c.w
-  local wn = w * E9
-  local cur = window_start(w)
-  local start, current, previous = cur, 0, 0
-  if st and st.k == 's' then
-    local where = classify(st.s, cur, w)
-    if where == 'current' or where == 'next' then
-      start, current, previous = st.s, st.c, st.p
-    elseif where == 'previous' then
-      previous = st.c
-    end
-  end
-  local elapsed = (now_s - start) * E9 + now_n
-  if elapsed < 0 then elapsed = 0 end
-  local estimate = muldiv_ceil(previous, wn - elapsed, wn) + current
-  local total = estimate + c.hits
-  local admitted = total <= c.rpu
-  local current_after = current + c.hits
-  local stop = start + w
-  local fs, fn
-  if current_after > 0 then fs, fn = stop + w, 0
-  elseif previous > 0 then fs, fn = stop, 0
-  else fs, fn = now_s, now_n end
-  local rs, rn
-  if admitted then
-    rs, rn = fs, fn
-  elseif c.hits > c.rpu then
-    rs, rn = stop + w, 0
-  else
-    local room = c.rpu - c.hits
-    if current <= room then
-      rs, rn = start, wait_into(previous, room - current, wn)
-    else
-      rs, rn = stop, wait_into(current, room, wn)
-    end
-  end
-  return {
-    admitted = admitted,
-    remaining = admitted and (c.rpu - total) or 0,
-    used = total,
-    rs = rs - now_s, rn = rn - now_n,
-    state = { k = 's', s = start, c = current_after, p = previous },
-    xs = fs, xn = fn,
-  }
-end
-
--- token_bucket::evaluate, with d = tat - now in nanoseconds: the Rust code's
--- scaled debt is d * rpu, so its comparisons become
---   after <= capacity  <=>  hits + ceil(d * rpu / W) <= burst
--- and its divisions become d + ceil(hits * W / rpu) and friends.
-local function bucket(c, st)
-  local w = c.w
-  local wn = w * E9
-  local has = st and st.k == 't'
-  if c.rpu == 0 or c.burst == 0 then
-    local ts, tn = now_s, now_n
-    if has and (st.s > now_s or (st.s == now_s and st.n > now_n)) then ts, tn = st.s, st.n end
-    local admitted = c.hits == 0
-    return {
-      admitted = admitted, remaining = 0, used = c.hits,
-      rs = 0, rn = admitted and 0 or wn,
-      state = { k = 't', s = ts, n = tn }, xs = ts, xn = tn,
-    }
-  end
-  local d = 0
-  if has then
-    d = (st.s - now_s) * E9 + (st.n - now_n)
-    if d < 0 then d = 0 end
-  end
-  local taken = muldiv_ceil(d, c.rpu, wn)
-  if taken > c.burst + c.rpu then d, taken = 0, 0 end -- "Clocks going backwards"
-  local admitted = c.hits <= c.burst and taken <= c.burst - c.hits
-  local ahead = d + muldiv_ceil(c.hits, wn, c.rpu)
-  local reset
-  if admitted then
-    reset = ahead
-  elseif c.hits > c.burst then
-    reset = math.max(d, wn)
-  else
-    reset = d - muldiv(c.burst - c.hits, wn, c.rpu)
-  end
-  local total = now_n + ahead
-  local tn = fmod(total, E9)
-  local ts = now_s + (total - tn) / E9
-  return {
-    admitted = admitted,
-    remaining = admitted and (c.burst - c.hits - taken) or 0,
-    used = c.hits + taken,
-    rs = 0, rn = reset,
-    state = { k = 't', s = ts, n = tn },
-    xs = ts, xn = tn,
-  }
-end
-
-local function evaluate(c, st)
-  if c.algo == 'f' then return fixed(c, st) end
-  if c.algo == 'c' then return calendar(c, st) end
-  if c.algo == 's' then return sliding(c, st) end
-  return bucket(c, st)
 end
 
 local function num(s) return string.format('%.0f', s) end
@@ -323,11 +88,13 @@ local function decode(raw)
   return nil
 end
 
+
 -- The batch's view of its keys: the state each request sees (read once;
 -- false for none), and the last state committed to each key with the
 -- instant it expires and the now it was committed at (written once, at the
--- end).
-local states, written = {}, {}
+-- end): w_st[k] false means delete.
+local states = {}
+local w_st, w_xs, w_xn, w_ns, w_nn = {}, {}, {}, {}, {}
 
 local function load(k)
   local st = states[k]
@@ -345,131 +112,319 @@ end
 local function commit(k, st, xs, xn)
   if xs > now_s or (xs == now_s and xn > now_n) then
     states[k] = st
-    written[k] = { st = st, xs = xs, xn = xn, ns = now_s, nn = now_n }
+    w_st[k], w_xs[k], w_xn[k], w_ns[k], w_nn[k] = st, xs, xn, now_s, now_n
   else
     states[k] = false
-    written[k] = { st = false }
+    w_st[k] = false
   end
 end
 
--- One request of one fixed-window check, no group denied: fixed(), pass 1,
--- pass 2 and the commit, specialised.
-local function single_fixed(b)
-  local k = tonumber(ARGV[b + 1])
-  local cwd = ARGV[b + 2] == 'F'
-  local w = tonumber(ARGV[b + 3])
-  local rpu = tonumber(ARGV[b + 4])
-  local hits = tonumber(ARGV[b + 6])
-  local cur = now_s - fmod(now_s, w)
-  local start, count = cur, 0
-  local st = load(k)
-  if st and st.k == 'f' and (st.s == cur or st.s == cur + w) then start, count = st.s, st.c end
-  local used = count + hits
-  local admitted = used <= rpu
-  local final_count = count
-  if hits > 0 and (admitted or cwd) then
-    final_count = used
-    commit(k, { k = 'f', s = start, c = used }, start + w, 0)
-  end
-  return (admitted and '1 ' or '0 ') ..
-    string.format('%.0f %.0f %.0f %.0f %.0f', admitted and (rpu - used) or 0, used,
-      start + w - now_s, -now_n, final_count)
-end
+-- The general machinery (every algorithm, several checks, groups), set up
+-- on the first request that needs it: creating its closures costs more
+-- than a batch of one-check fixed-window requests does without them.
+local function setup()
 
--- One request: n checks whose fields start after ARGV[b], then its denied
--- groups from ARGV[g].
-local function request(b, n, g, d)
-  local checks = {}
-  for i = 1, n do
-    local base = b + (i - 1) * 7
-    local algo = ARGV[base + 2]
-    local bounds
-    if algo == 'c' or algo == 'C' then
-      local p, s, e, x = string.match(ARGV[base + 3], '^(%d+):(%d+):(%d+):(%d+)$')
-      bounds = { tonumber(p), tonumber(s), tonumber(e), tonumber(x) }
+  -- floor(a * b / c) and whether the division left a remainder, exactly for
+  -- integers 0 <= a, c < 2^53 and any integer-valued b: shift-and-add over
+  -- b's bits keeping a * x = q * c + r with 0 <= r < c, so no intermediate
+  -- exceeds 2c.
+  local function muldiv(a, b, c)
+    if a == 0 or b == 0 then return 0, false end
+    if c < 1 then c = 1 end
+    local ar = fmod(a, c)
+    local aq = (a - ar) / c
+    local bits, x = {}, b
+    while x > 0 do
+      local bit = fmod(x, 2)
+      bits[#bits + 1] = bit
+      x = (x - bit) / 2
     end
-    checks[i] = {
-      key = tonumber(ARGV[base + 1]),
-      algo = string.lower(algo),
-      cwd = algo == 'F' or algo == 'C',
-      bounds = bounds,
-      w = tonumber(ARGV[base + 3]),
-      rpu = tonumber(ARGV[base + 4]),
-      burst = tonumber(ARGV[base + 5]),
-      hits = tonumber(ARGV[base + 6]),
-      group = ARGV[base + 7],
+    local q, r = 0, 0
+    for i = #bits, 1, -1 do
+      q = q * 2
+      if r >= c - r then r = r - (c - r); q = q + 1 else r = r + r end
+      if bits[i] == 1 then
+        q = q + aq
+        if r >= c - ar then r = r - (c - ar); q = q + 1 else r = r + ar end
+      end
+    end
+    return q, r > 0
+  end
+
+  local function muldiv_ceil(a, b, c)
+    local q, rounded = muldiv(a, b, c)
+    if rounded then return q + 1 end
+    return q
+  end
+
+  -- StoredWindow::classify
+  local function classify(stored, current, w)
+    if stored == current then return 'current' end
+    if stored == current - w then return 'previous' end
+    if stored == current + w then return 'next' end
+    return 'stale'
+  end
+
+  local function window_start(w)
+    return now_s - fmod(now_s, w)
+  end
+
+  -- fixed_window::evaluate's result: c's hits on top of count, in the window
+  -- [start, finish) (seconds).
+  local function counted_in(c, start, finish, count)
+    local used = count + c.hits
+    local admitted = used <= c.rpu
+    return {
+      admitted = admitted,
+      remaining = admitted and (c.rpu - used) or 0,
+      used = used,
+      rs = finish - now_s, rn = -now_n,
+      state = { k = 'f', s = start, c = used },
+      xs = finish, xn = 0,
     }
   end
-  local denied = {}
-  for i = g, g + d - 1 do denied[ARGV[i]] = true end
 
-  -- Pass 1 (MemoryStore::apply_many): each check sees the stored state plus
-  -- the hits of earlier checks on its key that may still be committed.
-  local last_seen, earlier, seen, evals = {}, {}, {}, {}
-  for i = 1, n do
-    local c = checks[i]
-    local j = last_seen[c.key]
-    earlier[i] = j
-    last_seen[c.key] = i
-    local st
-    if j then
-      if evals[j].admitted or checks[j].cwd then st = evals[j].state else st = seen[j] end
-    else
-      st = load(c.key)
+  -- fixed_window::evaluate
+  local function fixed(c, st)
+    local w = c.w
+    local cur = window_start(w)
+    local start, count = cur, 0
+    if st and st.k == 'f' then
+      local where = classify(st.s, cur, w)
+      if where == 'current' or where == 'next' then start, count = st.s, st.c end
     end
-    seen[i] = st
-    evals[i] = evaluate(c, st)
-    if not evals[i].admitted then denied[c.group] = true end
+    return counted_in(c, start, start + w, count)
   end
 
-  -- Pass 2: replay only the committed hits.
-  local after_state, after_eval = {}, {}
-  for i = 1, n do
-    local c = checks[i]
-    local before, done
-    local j = earlier[i]
-    if j then before, done = after_state[j], after_eval[j] else before, done = seen[i], nil end
-    local commits = c.hits > 0 and (not denied[c.group] or (c.cwd and not evals[i].admitted))
-    if commits then
+  -- fixed_window::evaluate with a calendar: the window containing now among
+  -- the caller's boundaries, and the next window's end (nil for the last).
+  local function calendar_window(b)
+    if now_s < b[2] then return b[1], b[2], b[3] end
+    if now_s < b[3] then return b[2], b[3], b[4] end
+    return b[3], b[4], nil
+  end
+
+  local function calendar(c, st)
+    local cur, stop, after = calendar_window(c.bounds)
+    local start, finish, count = cur, stop, 0
+    if st and st.k == 'f' then
+      if st.s == cur then count = st.c
+      elseif st.s == stop and after then start, finish, count = stop, after, st.c end
+    end
+    return counted_in(c, start, finish, count)
+  end
+
+  -- sliding_window::admissible_at's wait_into, in nanoseconds
+  local function wait_into(decaying, allowed, wn)
+    if decaying < 1 then decaying = 1 end
+    if allowed >= decaying then return 0 end
+    return wn - muldiv(allowed, wn, decaying)
+  end
+
+  -- sliding_window::evaluate
+  local function sliding(c, st)
+    local w = c.w
+    local wn = w * E9
+    local cur = window_start(w)
+    local start, current, previous = cur, 0, 0
+    if st and st.k == 's' then
+      local where = classify(st.s, cur, w)
+      if where == 'current' or where == 'next' then
+        start, current, previous = st.s, st.c, st.p
+      elseif where == 'previous' then
+        previous = st.c
+      end
+    end
+    local elapsed = (now_s - start) * E9 + now_n
+    if elapsed < 0 then elapsed = 0 end
+    local estimate = muldiv_ceil(previous, wn - elapsed, wn) + current
+    local total = estimate + c.hits
+    local admitted = total <= c.rpu
+    local current_after = current + c.hits
+    local stop = start + w
+    local fs, fn
+    if current_after > 0 then fs, fn = stop + w, 0
+    elseif previous > 0 then fs, fn = stop, 0
+    else fs, fn = now_s, now_n end
+    local rs, rn
+    if admitted then
+      rs, rn = fs, fn
+    elseif c.hits > c.rpu then
+      rs, rn = stop + w, 0
+    else
+      local room = c.rpu - c.hits
+      if current <= room then
+        rs, rn = start, wait_into(previous, room - current, wn)
+      else
+        rs, rn = stop, wait_into(current, room, wn)
+      end
+    end
+    return {
+      admitted = admitted,
+      remaining = admitted and (c.rpu - total) or 0,
+      used = total,
+      rs = rs - now_s, rn = rn - now_n,
+      state = { k = 's', s = start, c = current_after, p = previous },
+      xs = fs, xn = fn,
+    }
+  end
+
+  -- token_bucket::evaluate, with d = tat - now in nanoseconds: the Rust code's
+  -- scaled debt is d * rpu, so its comparisons become
+  --   after <= capacity  <=>  hits + ceil(d * rpu / W) <= burst
+  -- and its divisions become d + ceil(hits * W / rpu) and friends.
+  local function bucket(c, st)
+    local w = c.w
+    local wn = w * E9
+    local has = st and st.k == 't'
+    if c.rpu == 0 or c.burst == 0 then
+      local ts, tn = now_s, now_n
+      if has and (st.s > now_s or (st.s == now_s and st.n > now_n)) then ts, tn = st.s, st.n end
+      local admitted = c.hits == 0
+      return {
+        admitted = admitted, remaining = 0, used = c.hits,
+        rs = 0, rn = admitted and 0 or wn,
+        state = { k = 't', s = ts, n = tn }, xs = ts, xn = tn,
+      }
+    end
+    local d = 0
+    if has then
+      d = (st.s - now_s) * E9 + (st.n - now_n)
+      if d < 0 then d = 0 end
+    end
+    local taken = muldiv_ceil(d, c.rpu, wn)
+    if taken > c.burst + c.rpu then d, taken = 0, 0 end -- "Clocks going backwards"
+    local admitted = c.hits <= c.burst and taken <= c.burst - c.hits
+    local ahead = d + muldiv_ceil(c.hits, wn, c.rpu)
+    local reset
+    if admitted then
+      reset = ahead
+    elseif c.hits > c.burst then
+      reset = math.max(d, wn)
+    else
+      reset = d - muldiv(c.burst - c.hits, wn, c.rpu)
+    end
+    local total = now_n + ahead
+    local tn = fmod(total, E9)
+    local ts = now_s + (total - tn) / E9
+    return {
+      admitted = admitted,
+      remaining = admitted and (c.burst - c.hits - taken) or 0,
+      used = c.hits + taken,
+      rs = 0, rn = reset,
+      state = { k = 't', s = ts, n = tn },
+      xs = ts, xn = tn,
+    }
+  end
+
+  local function evaluate(c, st)
+    if c.algo == 'f' then return fixed(c, st) end
+    if c.algo == 'c' then return calendar(c, st) end
+    if c.algo == 's' then return sliding(c, st) end
+    return bucket(c, st)
+  end
+
+
+  -- One request: n checks whose fields start after ARGV[b], then its denied
+  -- groups from ARGV[g].
+  local function request(b, n, g, d)
+    local checks = {}
+    for i = 1, n do
+      local base = b + (i - 1) * 7
+      local algo = ARGV[base + 2]
+      local bounds
+      if algo == 'c' or algo == 'C' then
+        local p, s, e, x = string.match(ARGV[base + 3], '^(%d+):(%d+):(%d+):(%d+)$')
+        bounds = { tonumber(p), tonumber(s), tonumber(e), tonumber(x) }
+      end
+      checks[i] = {
+        key = tonumber(ARGV[base + 1]),
+        algo = string.lower(algo),
+        cwd = algo == 'F' or algo == 'C',
+        bounds = bounds,
+        w = tonumber(ARGV[base + 3]),
+        rpu = tonumber(ARGV[base + 4]),
+        burst = tonumber(ARGV[base + 5]),
+        hits = tonumber(ARGV[base + 6]),
+        group = ARGV[base + 7],
+      }
+    end
+    local denied = {}
+    for i = g, g + d - 1 do denied[ARGV[i]] = true end
+
+    -- Pass 1 (MemoryStore::apply_many): each check sees the stored state plus
+    -- the hits of earlier checks on its key that may still be committed.
+    local last_seen, earlier, seen, evals = {}, {}, {}, {}
+    for i = 1, n do
+      local c = checks[i]
+      local j = last_seen[c.key]
+      earlier[i] = j
+      last_seen[c.key] = i
+      local st
+      if j then
+        if evals[j].admitted or checks[j].cwd then st = evals[j].state else st = seen[j] end
+      else
+        st = load(c.key)
+      end
+      seen[i] = st
+      evals[i] = evaluate(c, st)
+      if not evals[i].admitted then denied[c.group] = true end
+    end
+
+    -- Pass 2: replay only the committed hits.
+    local after_state, after_eval = {}, {}
+    for i = 1, n do
+      local c = checks[i]
+      local before, done
+      local j = earlier[i]
+      if j then before, done = after_state[j], after_eval[j] else before, done = seen[i], nil end
+      local commits = c.hits > 0 and (not denied[c.group] or (c.cwd and not evals[i].admitted))
+      if commits then
+        local ev = evals[i]
+        if before ~= seen[i] then ev = evaluate(c, before) end
+        after_state[i], after_eval[i] = ev.state, ev
+      else
+        after_state[i], after_eval[i] = before, done
+      end
+    end
+
+    local out = {}
+    for i = 1, n do
+      local c = checks[i]
       local ev = evals[i]
-      if before ~= seen[i] then ev = evaluate(c, before) end
-      after_state[i], after_eval[i] = ev.state, ev
-    else
-      after_state[i], after_eval[i] = before, done
+      local final_count = 0
+      if c.algo == 'f' then
+        local final = after_state[last_seen[c.key]]
+        if final then final_count = fixed({ w = c.w, rpu = c.rpu, hits = 0 }, final).used end
+      elseif c.algo == 'c' then
+        local final = after_state[last_seen[c.key]]
+        if final then final_count = calendar({ bounds = c.bounds, rpu = c.rpu, hits = 0 }, final).used end
+      end
+      out[#out + 1] = ev.admitted and 1 or 0
+      out[#out + 1] = num(ev.remaining)
+      out[#out + 1] = num(ev.used)
+      out[#out + 1] = num(ev.rs)
+      out[#out + 1] = num(ev.rn)
+      out[#out + 1] = num(final_count)
     end
+
+    -- Commit each changed key once, at its last occurrence: nothing of this
+    -- request is committed before every check was evaluated.
+    for i = 1, n do
+      local c = checks[i]
+      local ev = after_eval[i]
+      if last_seen[c.key] == i and ev then commit(c.key, ev.state, ev.xs, ev.xn) end
+    end
+    return table.concat(out, ' ')
   end
 
-  local out = {}
-  for i = 1, n do
-    local c = checks[i]
-    local ev = evals[i]
-    local final_count = 0
-    if c.algo == 'f' then
-      local final = after_state[last_seen[c.key]]
-      if final then final_count = fixed({ w = c.w, rpu = c.rpu, hits = 0 }, final).used end
-    elseif c.algo == 'c' then
-      local final = after_state[last_seen[c.key]]
-      if final then final_count = calendar({ bounds = c.bounds, rpu = c.rpu, hits = 0 }, final).used end
-    end
-    out[#out + 1] = ev.admitted and 1 or 0
-    out[#out + 1] = num(ev.remaining)
-    out[#out + 1] = num(ev.used)
-    out[#out + 1] = num(ev.rs)
-    out[#out + 1] = num(ev.rn)
-    out[#out + 1] = num(final_count)
-  end
-
-  -- Commit each changed key once, at its last occurrence: nothing of this
-  -- request is committed before every check was evaluated.
-  for i = 1, n do
-    local c = checks[i]
-    local ev = after_eval[i]
-    if last_seen[c.key] == i and ev then commit(c.key, ev.state, ev.xs, ev.xn) end
-  end
-  return table.concat(out, ' ')
+  return request
 end
 
-local lines = {}
+local general
+-- The first line: the nanoseconds of Redis's now (0 with the caller's
+-- clock), which one-check fixed-window lines leave out.
+local lines = { caller_time and '0' or num(now_n) }
 local p = 3
 for r = 1, tonumber(ARGV[2]) do
   if caller_time then
@@ -479,16 +434,63 @@ for r = 1, tonumber(ARGV[2]) do
   local n = tonumber(ARGV[p])
   local g = p + 1 + 7 * n
   local d = tonumber(ARGV[g])
-  local ok, line
-  if n == 1 and d == 0 and (ARGV[p + 2] == 'f' or ARGV[p + 2] == 'F') then
-    ok, line = pcall(single_fixed, p)
+  local algo = ARGV[p + 2]
+  if n == 1 and d == 0 and (algo == 'f' or algo == 'F') then
+    -- One fixed-window check, no group denied: fixed(), pass 1, pass 2
+    -- and the commit, specialised (and without pcall: only the read can
+    -- fail, and redis.pcall reports that).
+    local k = tonumber(ARGV[p + 1])
+    local st = states[k]
+    local failure
+    if st == nil then
+      local raw = redis.pcall('GET', KEYS[k])
+      if type(raw) == 'table' and raw.err then
+        failure = raw.err
+      else
+        st = decode(raw) or false
+        states[k] = st
+      end
+    end
+    if failure then
+      lines[r + 1] = '!' .. string.gsub(tostring(failure), '\n', ' ')
+    else
+      local w = tonumber(ARGV[p + 3])
+      local rpu = tonumber(ARGV[p + 4])
+      local hits = tonumber(ARGV[p + 6])
+      local cur = now_s - fmod(now_s, w)
+      local start, count = cur, 0
+      if st and st.k == 'f' and (st.s == cur or st.s == cur + w) then start, count = st.s, st.c end
+      local used = count + hits
+      local admitted = used <= rpu
+      local final_count = count
+      if hits > 0 and (admitted or algo == 'F') then
+        final_count = used
+        if start + w > now_s then
+          if st and st.k == 'f' then
+            -- The batch's own copy of the state: updated in place.
+            st.s, st.c = start, used
+          else
+            st = { k = 'f', s = start, c = used }
+            states[k] = st
+          end
+          w_st[k], w_xs[k], w_xn[k], w_ns[k], w_nn[k] = st, start + w, 0, now_s, now_n
+        else
+          states[k] = false
+          w_st[k] = false
+        end
+      end
+      -- The caller derives the rest: admitted is used <= rpu, the count
+      -- is used or used - hits, the reset is this minus now_n.
+      lines[r + 1] = string.format('%.0f %.0f', used, start + w - now_s)
+    end
   else
-    ok, line = pcall(request, p, n, g + 1, d)
-  end
-  if ok then
-    lines[r] = line
-  else
-    lines[r] = '!' .. string.gsub(tostring(line), '\n', ' ')
+    general = general or setup()
+    local ok, line = pcall(general, p, n, g + 1, d)
+    if ok then
+      lines[r + 1] = line
+    else
+      lines[r + 1] = '!' .. string.gsub(tostring(line), '\n', ' ')
+    end
   end
   p = g + 1 + d
 end
@@ -496,10 +498,10 @@ end
 -- Write each key once, with its last committed state. PX is relative, not
 -- PXAT: with the caller's clock, "now" need not be Redis's. Rounded up to
 -- the next millisecond.
-for k, w in pairs(written) do
-  if w.st then
-    local ms = (w.xs - w.ns) * 1000 + math.ceil((w.xn - w.nn) / 1000000)
-    redis.call('SET', KEYS[k], encode(w.st), 'PX', num(math.max(ms, 1)))
+for k, st in pairs(w_st) do
+  if st then
+    local ms = (w_xs[k] - w_ns[k]) * 1000 + math.ceil((w_xn[k] - w_nn[k]) / 1000000)
+    redis.call('SET', KEYS[k], encode(st), 'PX', num(math.max(ms, 1)))
   else
     redis.call('DEL', KEYS[k])
   end

@@ -101,6 +101,13 @@ impl Request {
         }
         request
     }
+
+    /// Whether the script answers this request in its short form: one
+    /// fixed-window check, no group denied.
+    fn short_form(&self) -> bool {
+        self.denied.is_empty()
+            && matches!(&*self.checks, [check] if matches!(check.algorithm, "f" | "F"))
+    }
 }
 
 /// Adds a batch of `requests` (see the script's header) to `invocation`;
@@ -165,6 +172,7 @@ impl RedisStore {
         out: &mut [Option<Outcome>],
     ) -> Result<(), StoreError> {
         let request = Request::new(&self.prefix, all, part, denied, now);
+        let short_form = request.short_form();
         let answer = match &self.batcher {
             Some(batcher) if !self.is_cluster() => {
                 match tokio::time::timeout(self.timeout, batcher.submit(request)).await {
@@ -176,11 +184,15 @@ impl RedisStore {
             _ => {
                 let mut invocation = self.script.prepare_invoke();
                 add_batch(&mut invocation, self.time_source, std::iter::once(&request));
-                Answer::whole(self.invoke(&invocation).await?)
+                Answer::whole(self.invoke(&invocation).await?)?
             }
         };
-        let answer = answer.line();
-        if let Some(error) = answer.strip_prefix(b"!") {
+        let now_nanos = match self.time_source {
+            TimeSource::Redis => answer.now_nanos,
+            TimeSource::Caller => i128::from(now % NANOS_PER_SECOND),
+        };
+        let line = answer.line();
+        if let Some(error) = line.strip_prefix(b"!") {
             return Err(StoreError::Rejected(
                 String::from_utf8_lossy(error).into_owned(),
             ));
@@ -189,10 +201,39 @@ impl RedisStore {
             StoreError::Unavailable(format!(
                 "unexpected script answer for {} checks: {:?}",
                 part.len(),
-                String::from_utf8_lossy(answer)
+                String::from_utf8_lossy(line)
             ))
         };
-        let mut values = answer.split(|&b| b == b' ');
+        let mut values = line.split(|&b| b == b' ');
+        if short_form {
+            let (Some(used), Some(reset_s), None) = (
+                values.next().and_then(int),
+                values.next().and_then(int),
+                values.next(),
+            ) else {
+                return Err(unexpected());
+            };
+            let i = part[0];
+            let check = &all[i];
+            let limit = check.limit.requests_per_unit;
+            let used = clamp(used);
+            let admitted = used <= limit;
+            let committed = check.hits > 0 && (admitted || check.count_when_denied);
+            let outcome = Outcome {
+                admitted,
+                remaining: if admitted { limit - used } else { 0 },
+                used,
+                reset_after: clamp(reset_s * i128::from(NANOS_PER_SECOND) - now_nanos),
+            };
+            let count = if committed {
+                used
+            } else {
+                used.saturating_sub(check.hits)
+            };
+            self.remember_over_limit(check, &outcome, count, now);
+            out[i] = Some(outcome);
+            return Ok(());
+        }
         let mut fields = [0i128; FIELDS_OUT];
         for &i in part {
             for field in &mut fields {
@@ -206,27 +247,32 @@ impl RedisStore {
                 reset_after: clamp(reset_s * i128::from(NANOS_PER_SECOND) + reset_ns),
             };
             let check = &all[i];
-            let count = clamp(count);
-            if let Some(cache) = &self.over_limit
-                && check.limit.algorithm == Algorithm::FixedWindow
-                && count > check.limit.requests_per_unit
-                && outcome.reset_after > 0
-            {
-                cache.insert(
-                    Box::from(check.key),
-                    OverLimit {
-                        until: now.saturating_add(outcome.reset_after),
-                        count,
-                        keep: Duration::from_nanos(outcome.reset_after),
-                    },
-                );
-            }
+            self.remember_over_limit(check, &outcome, clamp(count), now);
             out[i] = Some(outcome);
         }
         if values.next().is_some() {
             return Err(unexpected());
         }
         Ok(())
+    }
+
+    /// Feeds the over-limit cache: a fixed window whose `count` exceeds its
+    /// limit denies every check of its key until the window ends.
+    fn remember_over_limit(&self, check: &Check<'_>, outcome: &Outcome, count: u64, now: Nanos) {
+        if let Some(cache) = &self.over_limit
+            && check.limit.algorithm == Algorithm::FixedWindow
+            && count > check.limit.requests_per_unit
+            && outcome.reset_after > 0
+        {
+            cache.insert(
+                Box::from(check.key),
+                OverLimit {
+                    until: now.saturating_add(outcome.reset_after),
+                    count,
+                    keep: Duration::from_nanos(outcome.reset_after),
+                },
+            );
+        }
     }
 
     /// Sends one prepared script call, within the store's timeout: on one
