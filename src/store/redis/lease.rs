@@ -712,16 +712,17 @@ fn bucket_outcome(leases: &Leases, check: &Check<'_>, admitted: bool, now: Insta
             used: check.hits,
         };
     }
-    let available = leases
-        .bucket_shard(check.key)
-        .lock()
-        .get(check.key)
-        .map_or(limit.burst, |lease| {
-            lease
-                .held_at(now)
-                .saturating_add(lease.central(limit, now).unwrap_or(limit.burst))
-                .min(limit.burst)
-        });
+    let available =
+        leases
+            .bucket_shard(check.key)
+            .lock()
+            .get(check.key)
+            .map_or(limit.burst, |lease| {
+                lease
+                    .held_at(now)
+                    .saturating_add(lease.central(limit, now).unwrap_or(limit.burst))
+                    .min(limit.burst)
+            });
     let taken = limit.burst - available;
     if admitted {
         Outcome {
