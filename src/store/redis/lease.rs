@@ -88,6 +88,10 @@
 //!   asking; tokens another instance gave back since are not seen until the
 //!   next claim.
 //!
+//! Like fixed windows' blocks, leases rely on Redis's clock: a jump forward
+//! of Redis's `TIME` ends leases early in Redis's eyes while instances still
+//! spend them, which can admit up to the tokens then held, once.
+//!
 //! With one instance the decisions are the memory store's for a bucket that
 //! does not refill (the instance reports at every claim, so it admits iff
 //! central level plus held tokens cover the hits); with refill it may admit
@@ -98,7 +102,8 @@
 //!
 //! The bucket's leased state has its own encoding, under its own key (the
 //! exact mode's key followed by `:lease`): exact and leased instances do not
-//! share a bucket.
+//! share a bucket (during a rollout from one mode to the other a bucket may
+//! admit up to twice its limit).
 //!
 //! # What stays exact
 //!
