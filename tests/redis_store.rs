@@ -1313,3 +1313,72 @@ fn the_bucket_claim_script_caps_refill_at_burst_minus_the_leases() {
     // lost) gives nothing back; the lease Redis holds counts as spent.
     assert_eq!(claim("report", "aaaa", 3, 1, 6, 88), (88, 0));
 }
+
+/// Calls naming two buckets and a fixed window in one group, the buckets
+/// in either order, from two instances of many tasks each: no call waits
+/// on another for good (a bucket's claims are one at a time per instance),
+/// and each admitted call takes one hit from each limit, so the admitted
+/// calls stay within each bucket's bound and the window's limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn leased_calls_of_several_buckets_neither_hang_nor_overdraw() {
+    let server = RedisServer::start();
+    let first = bucket(100, Unit::Second, 30);
+    let second = bucket(50, Unit::Second, 60);
+    let window = limit(Algorithm::FixedWindow, 400, Unit::Day, 1, 400);
+    let begin = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let store = Arc::new(leased_store(&server, "multi:").await);
+        for task in 0..8u64 {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let forward = [
+                    check("first", first, 1, 0, false),
+                    check("second", second, 1, 0, false),
+                    check("window", window, 1, 0, false),
+                ];
+                let backward = [
+                    check("window", window, 1, 0, false),
+                    check("second", second, 1, 0, false),
+                    check("first", first, 1, 0, false),
+                ];
+                let mut out = Outcomes::new();
+                let mut admitted = 0u64;
+                for i in 0..150u64 {
+                    let checks = if (i + task) % 2 == 0 {
+                        &forward
+                    } else {
+                        &backward
+                    };
+                    store.apply(checks, T0, &mut out).await.expect("answers");
+                    assert!(
+                        out.iter().all(|o| o.admitted) || out.iter().all(|o| !o.admitted),
+                        "one group: {out:?}"
+                    );
+                    admitted += u64::from(out[0].admitted);
+                }
+                admitted
+            }));
+        }
+    }
+    let mut admitted = 0;
+    for task in tasks {
+        admitted += tokio::time::timeout(Duration::from_secs(60), task)
+            .await
+            .expect("no call hangs")
+            .expect("task");
+    }
+    let elapsed = begin.elapsed();
+    for (name, l) in [("first", first), ("second", second)] {
+        let bound = bucket_bound(&l, elapsed);
+        assert!(
+            admitted <= bound,
+            "{name}: admitted {admitted} > B + r·L = {bound} ({elapsed:?})"
+        );
+    }
+    assert!(admitted <= 400, "window: admitted {admitted} > 400");
+    assert!(
+        admitted >= 27,
+        "the first bucket's burst at least: {admitted}"
+    );
+}

@@ -75,9 +75,9 @@
 //! - tokens of a lease whose instance crashed, went idle, or got no request
 //!   before the lease expired: lost to the fleet (counted as spent), at most
 //!   one block per instance and key per TTL. The block size follows the
-//!   instance's demand (twice what its last lease granted when that ran
-//!   out, what it spent when it expired), so an instance seeing a request a
-//!   minute loses about nothing;
+//!   instance's demand (when its last lease ran out, what it would spend at
+//!   that pace in a whole TTL; when it expired, what it spent), so an
+//!   instance seeing a request a minute, or a steady trickle, loses little;
 //! - tokens spent but not yet reported keep their room in `O`: they hold
 //!   the central level below `B` only while it is at its cap (the bucket
 //!   nearly full, nobody claiming), until the instance's next claim or the
@@ -619,8 +619,12 @@ fn plan(
             let want = if lease.seq == 0 {
                 u64::MAX
             } else if valid {
-                // Ran out (or short): demand grows, so may the block.
-                lease.granted.saturating_mul(2)
+                // Ran out (or short) early: what this pace spends in a
+                // whole lease.
+                let elapsed = start.saturating_duration_since(lease.at).as_nanos().max(1);
+                let ttl = bucket_ttl(limit).as_nanos();
+                u64::try_from((u128::from(lease.granted) * ttl).div_ceil(elapsed))
+                    .unwrap_or(u64::MAX)
             } else {
                 // Expired: what it used in a whole lease is enough.
                 lease.granted.saturating_sub(lease.held)
