@@ -1382,3 +1382,64 @@ async fn leased_calls_of_several_buckets_neither_hang_nor_overdraw() {
         "the first bucket's burst at least: {admitted}"
     );
 }
+
+/// In Redis Cluster a leased call claims each key with a call of its own
+/// (a call's keys must share a slot): a call naming buckets and a window of
+/// several descriptors, spread over the masters, is admitted exactly while
+/// the narrowest limit lasts.
+#[tokio::test(flavor = "multi_thread")]
+async fn leased_buckets_in_a_cluster_are_claimed_key_by_key() {
+    use harness::redis::RedisCluster;
+    let cluster = RedisCluster::start();
+    let store = RedisStore::connect(RedisOptions {
+        key_prefix: "lcluster:".into(),
+        timeout: Duration::from_secs(2),
+        mode: floodgate::store::redis::StoreMode::Leased,
+        ..RedisOptions::new(cluster.url())
+    })
+    .await
+    .expect("connects to the cluster");
+    let narrow = bucket(1, Unit::Day, 20);
+    let wide = bucket(1, Unit::Day, 1000);
+    let window = limit(Algorithm::FixedWindow, 1000, Unit::Day, 1, 1000);
+    let limits = [narrow, wide, window, wide, wide, window];
+    let keys: Vec<Vec<u8>> = limits
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut key = floodgate::store::key::KeyBuffer::new();
+            let value = format!("user-{i}");
+            let entries = [("user", value.as_str())];
+            let shared: &[(usize, &str)] = &[];
+            floodgate::store::key::write_counter_key(&mut key, "d", &entries, shared, l, 0, false);
+            key.to_vec()
+        })
+        .collect();
+    let checks: Vec<Check<'_>> = keys
+        .iter()
+        .zip(limits)
+        .map(|(key, limit)| Check {
+            key,
+            limit,
+            hits: 1,
+            group: 0,
+            count_when_denied: false,
+        })
+        .collect();
+    let mut out = Outcomes::new();
+    for i in 0..20 {
+        store.apply(&checks, T0, &mut out).await.expect("answers");
+        assert!(out.iter().all(|o| o.admitted), "call {i}: {out:?}");
+    }
+    store.apply(&checks, T0, &mut out).await.expect("answers");
+    assert!(
+        out.iter().all(|o| !o.admitted),
+        "the narrow bucket is empty: {out:?}"
+    );
+    let mut masters_with_keys = 0;
+    for master in cluster.masters() {
+        let keys: u64 = cluster.nodes[master].cli(&["DBSIZE"]).parse().unwrap_or(0);
+        masters_with_keys += usize::from(keys > 0);
+    }
+    assert!(masters_with_keys >= 2, "the keys spread over the masters");
+}
