@@ -1099,14 +1099,17 @@ async fn leased_instances_never_overdraw_a_bucket() {
 }
 
 /// The same with a bucket that refills many times during the run (B = 50,
-/// 200 tokens a second, 0.6 s of hammering): the refill cap at B − O is
-/// what keeps the fleet under B + r·L while leases are held; and, demand
-/// exceeding the rate everywhere, at least 90% of it is admitted.
+/// 200 tokens a second, 1.2 s of hammering): the refill cap at B − O is
+/// what keeps the fleet under B + r·L while leases are held (the claim
+/// script's test shows the cap itself); and, demand exceeding the rate
+/// everywhere, at least 90% of it is admitted. What is lost is the tail:
+/// tokens refilled during the last claims' round trips, so the run is long
+/// enough that a slow machine's round trips stay a small part of it.
 #[tokio::test(flavor = "multi_thread")]
 async fn leased_instances_never_overdraw_a_fast_bucket() {
     let server = RedisServer::start();
     let l = bucket(200, Unit::Second, 50);
-    let (admitted, elapsed) = hammer_bucket(&server, "lbf:", l, Duration::from_millis(600)).await;
+    let (admitted, elapsed) = hammer_bucket(&server, "lbf:", l, Duration::from_millis(1200)).await;
     let bound = bucket_bound(&l, elapsed);
     assert!(
         admitted <= bound,
