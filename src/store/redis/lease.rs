@@ -96,9 +96,14 @@
 //! does not refill (the instance reports at every claim, so it admits iff
 //! central level plus held tokens cover the hits); with refill it may admit
 //! less, by up to its last block when the bucket is full. When demand above
-//! the rate reaches every instance, blocks are spent fast, the level stays
-//! below its cap, and the fleet admits `B + r·L` less the few tokens held
-//! in the last blocks.
+//! the rate reaches every instance, each instance claims again as soon as
+//! its block runs out (reporting it spent), so no lease expires unspent and
+//! the level stays below its cap after the first claims: over `[t0, t1]`
+//! from a full bucket the fleet admits at least `B + r·L` less what is
+//! held at `t1` (one block per instance; blocks are 1/16 of a level that
+//! such demand keeps near 0) and less about `r` × one claim's round trip
+//! per instance (tokens refilled while its last claims are in flight, and
+//! while its first block is spent unreported).
 //!
 //! The bucket's leased state has its own encoding, under its own key (the
 //! exact mode's key followed by `:lease`): exact and leased instances do not
