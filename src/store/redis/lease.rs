@@ -56,7 +56,11 @@
 //! under the cap since the lease's whole grant leaves `O`); a grant moves
 //! them back (unchanged); an expiry only drops tokens (`V` falls or stays);
 //! every admission lowers `V` by one. So the hits admitted in `[t0, t1]` are
-//! at most `V(t0) + r·(t1 − t0) ≤ B + r·L`: the bucket's own bound.
+//! at most `V(t0) + r·(t1 − t0) ≤ B + r·L`: the bucket's own bound. (The
+//! lazy refill is computed before the claim's report, with the leases that
+//! stood during the elapsed time, so it is never more than the continuous
+//! refill: refilling into room freed by the report, as if the reported
+//! tokens had been spent long ago, could exceed the bound.)
 //!
 //! Claims of one instance for one bucket are one at a time (a gate per key),
 //! and numbered: Redis ignores a claim older than the lease it holds for the
@@ -90,7 +94,9 @@
 //!
 //! Like fixed windows' blocks, leases rely on Redis's clock: a jump forward
 //! of Redis's `TIME` ends leases early in Redis's eyes while instances still
-//! spend them, which can admit up to the tokens then held, once.
+//! spend them, which can admit up to the tokens then held, once. So does
+//! Redis losing the state (a flush, a failover without replication): the
+//! bucket starts full again while instances still hold leases.
 //!
 //! With one instance the decisions are the memory store's for a bucket that
 //! does not refill (the instance reports at every claim, so it admits iff
