@@ -33,7 +33,8 @@ pub enum StoreModeArg {
     /// Every decision one atomic call: exact counts.
     #[default]
     Exact,
-    /// Blocks of fixed windows' quotas claimed from Redis.
+    /// Blocks of fixed windows' quotas and token buckets' tokens claimed
+    /// from Redis.
     Leased,
 }
 
@@ -75,9 +76,9 @@ pub struct StoreArgs {
     pub key_prefix: String,
 
     /// `exact` (every decision one atomic call to Redis) or `leased` (fixed
-    /// windows admitted from blocks of quota claimed from Redis: never more
-    /// than the limit fleet-wide, far fewer round trips; README "Leased
-    /// mode").
+    /// windows and token buckets admitted from blocks of quota or tokens
+    /// claimed from Redis: never more than the limit fleet-wide, far fewer
+    /// round trips; README "Leased mode").
     #[arg(long, env = "FLOODGATE_STORE_MODE", value_enum, default_value_t = StoreModeArg::Exact)]
     pub store_mode: StoreModeArg,
 

@@ -1,16 +1,20 @@
 //! Leased mode (`--store-mode leased`): an instance claims a block of a
-//! fixed window's quota from Redis in one atomic step (`lease.lua`) and
-//! admits from its block locally, without a round trip per request.
+//! fixed window's quota, or of a token bucket's tokens, from Redis in one
+//! atomic step (`lease.lua`) and admits from its block locally, without a
+//! round trip per request.
 //!
-//! The promise: **never more than the limit fleet-wide.** Every hit admitted
-//! anywhere was first claimed, and a claim never takes more than the quota
-//! left unclaimed in Redis. A block is the unclaimed quota divided by
-//! [`LEASE_DIVISOR`] (at least what the request needs), so blocks shrink as
-//! the window fills and near the limit every claim is exactly the hits of a
-//! request: leased mode degrades to exact counting. A block is used only
-//! while Redis's window lasts, timed on this instance's monotonic clock from
-//! before the claim was sent, so a block never outlives its window; what is
-//! left of it then is lost with the window.
+//! The promise: **never more than the limit fleet-wide.**
+//!
+//! # Fixed windows
+//!
+//! Every hit admitted anywhere was first claimed, and a claim never takes
+//! more than the quota left unclaimed in Redis. A block is the unclaimed
+//! quota divided by [`LEASE_DIVISOR`] (at least what the request needs), so
+//! blocks shrink as the window fills and near the limit every claim is
+//! exactly the hits of a request: leased mode degrades to exact counting. A
+//! block is used only while Redis's window lasts, timed on this instance's
+//! monotonic clock from before the claim was sent, so a block never
+//! outlives its window; what is left of it then is lost with the window.
 //!
 //! The cost: quota claimed by an instance that then receives no more
 //! requests for that key stays unused until the window ends. At most one
@@ -19,14 +23,110 @@
 //! demand above the limit reaches every instance, the blocks are used up and
 //! the fleet admits exactly the limit.
 //!
-//! Only epoch-aligned fixed windows are leased: a call with a sliding
-//! window, a token bucket or a calendar window is counted exactly, as in the
-//! default mode. Denied hits are not
+//! # Token buckets
+//!
+//! A bucket of capacity `B` refilled at rate `r` promises that over *any*
+//! interval of length `L` at most `B + r·L` hits are admitted. Claiming
+//! tokens from a central bucket and spending them later is not enough: while
+//! an instance holds `k` tokens the central bucket refills to `B` again, and
+//! the fleet admits `B + k + r·L`. So Redis keeps, per bucket, the central
+//! level and the **outstanding leases**: per instance (a random id drawn
+//! when the store is created), the tokens its last claim granted and when
+//! that lease expires on Redis's clock. With `O` their sum:
+//!
+//! - the central level refills at `r` but never above `B − O` (computed
+//!   lazily at each claim, stepping from one lease expiry to the next, so it
+//!   is exactly the continuous process's level);
+//! - a claim (one script call) first retires the instance's previous lease:
+//!   the instance reports how many of its tokens it did not spend, those go
+//!   back to the central level, and the lease leaves `O` (its spent tokens
+//!   with it). Then it grants `max(need, ⌈level / 16⌉)` (capped by the
+//!   instance's recent demand, and by the level; nothing if that is less
+//!   than `need`), takes it from the level and records it as the instance's
+//!   new lease, expiring one TTL after Redis's now;
+//! - a lease past its expiry leaves `O` and its tokens count as **spent**;
+//! - the instance stops using a lease one TTL after the instant *before* it
+//!   sent the claim, on its monotonic clock, so never after Redis dropped it.
+//!
+//! Proof sketch. Let `V` be the central level plus the tokens instances hold
+//! unspent and may still spend. Unspent tokens are part of their lease, so
+//! they are at most `O`, and the central level is at most `B − O`: `V ≤ B`;
+//! and `V ≥ 0`. Refill raises `V` at rate at most `r`; a report moves tokens
+//! from an instance to the central level (`V` unchanged; the level stays
+//! under the cap since the lease's whole grant leaves `O`); a grant moves
+//! them back (unchanged); an expiry only drops tokens (`V` falls or stays);
+//! every admission lowers `V` by one. So the hits admitted in `[t0, t1]` are
+//! at most `V(t0) + r·(t1 − t0) ≤ B + r·L`: the bucket's own bound. (The
+//! lazy refill is computed before the claim's report, with the leases that
+//! stood during the elapsed time, so it is never more than the continuous
+//! refill: refilling into room freed by the report, as if the reported
+//! tokens had been spent long ago, could exceed the bound.)
+//!
+//! Claims of one instance for one bucket are one at a time (a gate per key),
+//! and numbered: Redis ignores a claim older than the lease it holds for the
+//! instance, answers a retried claim with the grant it already made, and a
+//! report names the lease it is about, so a report is never counted twice
+//! and a lease this instance never received (its answer lost) is counted as
+//! spent when the next claim replaces it.
+//!
+//! The lease TTL is the time the bucket takes to refill its whole burst,
+//! clamped to [`BUCKET_TTL_MIN`]..=[`BUCKET_TTL_MAX`]: long enough to spare
+//! most round trips (a busy instance claims again when its block runs out
+//! anyway), short enough that what a lease can hold back (below) comes back
+//! about as fast as the bucket refills, and within a second at most.
+//!
+//! What it can leave unused (never more than these):
+//! - tokens of a lease whose instance crashed, went idle, or got no request
+//!   before the lease expired: lost to the fleet (counted as spent), at most
+//!   one block per instance and key per TTL. The block size follows the
+//!   instance's demand (when its last lease ran out, what it would spend at
+//!   that pace in a whole TTL; when it expired, what it spent), so an
+//!   instance seeing a request a minute, or a steady trickle, loses little;
+//! - tokens spent but not yet reported keep their room in `O`: they hold
+//!   the central level below `B` only while it is at its cap (the bucket
+//!   nearly full, nobody claiming), until the instance's next claim or the
+//!   lease's TTL: a bucket that should be full may be short of up to the
+//!   leases' tokens, once;
+//! - a local denial: an instance that knows the central level (from its last
+//!   claim, plus the refill since) cannot cover a request denies it without
+//!   asking; tokens another instance gave back since are not seen until the
+//!   next claim.
+//!
+//! Like fixed windows' blocks, leases rely on Redis's clock: a jump forward
+//! of Redis's `TIME` ends leases early in Redis's eyes while instances still
+//! spend them, which can admit up to the tokens then held, once. So does
+//! Redis losing the state (a flush, a failover without replication): the
+//! bucket starts full again while instances still hold leases.
+//!
+//! With one instance the decisions are the memory store's for a bucket that
+//! does not refill (the instance reports at every claim, so it admits iff
+//! central level plus held tokens cover the hits); with refill it may admit
+//! less, by up to its last block when the bucket is full. When demand above
+//! the rate reaches every instance, each instance claims again as soon as
+//! its block runs out (reporting it spent), so no lease expires unspent and
+//! the level stays below its cap after the first claims: over `[t0, t1]`
+//! from a full bucket the fleet admits at least `B + r·L` less what is
+//! held at `t1` (one block per instance; blocks are 1/16 of a level that
+//! such demand keeps near 0) and less about `r` × one claim's round trip
+//! per instance (tokens refilled while its last claims are in flight, and
+//! while its first block is spent unreported).
+//!
+//! The bucket's leased state has its own encoding, under its own key (the
+//! exact mode's key followed by `:lease`): exact and leased instances do not
+//! share a bucket (during a rollout from one mode to the other a bucket may
+//! admit up to twice its limit).
+//!
+//! # What stays exact
+//!
+//! A call is leased as a whole when every check is an epoch-aligned fixed
+//! window or a token bucket; a call with a sliding window or a calendar
+//! window is counted exactly, as in the default mode. Denied hits are not
 //! counted in leased mode (reference-form limits count them in exact mode);
 //! no decision depends on them.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hashbrown::{DefaultHashBuilder, HashMap};
@@ -35,11 +135,18 @@ use smallvec::SmallVec;
 
 use super::RedisStore;
 use super::script::redis_key;
-use crate::limit::{Algorithm, NANOS_PER_SECOND, Nanos, Outcome};
+use crate::limit::{Algorithm, Limit, NANOS_PER_SECOND, Nanos, Outcome};
 use crate::store::{Check, Outcomes, StoreError};
 
-/// A block is the window's unclaimed quota divided by this.
+/// A block is the window's unclaimed quota (a bucket's central level)
+/// divided by this.
 pub const LEASE_DIVISOR: u64 = 16;
+
+/// The shortest lease of a bucket's tokens.
+pub const BUCKET_TTL_MIN: Duration = Duration::from_millis(100);
+
+/// The longest lease of a bucket's tokens.
+pub const BUCKET_TTL_MAX: Duration = Duration::from_secs(1);
 
 /// Most leases held; past it, expired ones are dropped, then the oldest.
 const MAX_LEASES: usize = 100_000;
@@ -67,28 +174,100 @@ struct Lease {
     exhausted: bool,
 }
 
+/// What one instance holds of one token bucket.
+#[derive(Debug)]
+struct BucketLease {
+    /// The number of the claim that granted the lease (0: never claimed).
+    seq: u64,
+    /// Tokens that claim granted.
+    granted: u64,
+    /// Tokens of it this instance may still admit.
+    held: u64,
+    /// When Redis drops the lease, on this instance's monotonic clock (early
+    /// by the claim's round trip, never late).
+    until: Instant,
+    /// The central level after that claim (rounded down)...
+    level: u64,
+    /// ...as of this instant (before the claim was sent).
+    at: Instant,
+    /// Held while a claim for this key is prepared and in flight: one claim
+    /// at a time per instance and key.
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl BucketLease {
+    fn new(now: Instant) -> BucketLease {
+        BucketLease {
+            seq: 0,
+            granted: 0,
+            held: 0,
+            until: now,
+            level: 0,
+            at: now,
+            gate: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    /// Tokens this instance may admit at `now`.
+    fn held_at(&self, now: Instant) -> u64 {
+        if self.until > now { self.held } else { 0 }
+    }
+
+    /// The central level at `now` as far as this instance knows: the level
+    /// its last claim left, refilled since (other instances may have taken
+    /// or given back tokens meanwhile). `None` before the first claim.
+    fn central(&self, limit: &Limit, now: Instant) -> Option<u64> {
+        (self.seq != 0).then(|| {
+            let elapsed = now.saturating_duration_since(self.at).as_nanos();
+            let refill =
+                elapsed.saturating_mul(u128::from(limit.requests_per_unit)) / window_of(limit);
+            u64::try_from(u128::from(self.level).saturating_add(refill))
+                .unwrap_or(u64::MAX)
+                .min(limit.burst)
+        })
+    }
+}
+
 /// One shard of leases, by counter key.
 type Shard = HashMap<Box<[u8]>, Lease>;
+
+/// One shard of bucket leases, by counter key.
+type BucketShard = HashMap<Box<[u8]>, BucketLease>;
 
 /// The leases of one store.
 pub(super) struct Leases {
     shards: Box<[Mutex<Shard>]>,
+    buckets: Box<[Mutex<BucketShard>]>,
     hasher: DefaultHashBuilder,
     script: ::redis::Script,
+    /// This instance's id in the buckets' lease tables (16 hex digits).
+    instance: String,
+    /// The last claim number used (claims are numbered from 1).
+    seq: AtomicU64,
 }
 
 impl Leases {
     pub(super) fn new() -> Leases {
         Leases {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            buckets: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: DefaultHashBuilder::default(),
             script: ::redis::Script::new(SCRIPT),
+            instance: format!("{:016x}", instance_id()),
+            seq: AtomicU64::new(0),
         }
     }
 
+    fn index(&self, key: &[u8]) -> usize {
+        usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0)
+    }
+
     fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
-        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
-        &self.shards[index]
+        &self.shards[self.index(key)]
+    }
+
+    fn bucket_shard(&self, key: &[u8]) -> &Mutex<BucketShard> {
+        &self.buckets[self.index(key)]
     }
 
     /// The hits `key` can admit locally now.
@@ -99,69 +278,209 @@ impl Leases {
             .copied()
             .filter(|lease| lease.until > at)
     }
+
+    /// The gate of `key`'s bucket lease (made if new).
+    fn gate(&self, key: &[u8], now: Instant) -> Arc<tokio::sync::Mutex<()>> {
+        let mut shard = self.bucket_shard(key).lock();
+        if shard.len() >= MAX_LEASES / SHARDS && !shard.contains_key(key) {
+            evict_buckets(&mut shard, now);
+        }
+        Arc::clone(
+            &shard
+                .entry_ref(key)
+                .or_insert_with(|| BucketLease::new(now))
+                .gate,
+        )
+    }
+}
+
+/// A random id for this store's leases, different for every store (and
+/// process) with overwhelming probability.
+fn instance_id() -> u64 {
+    use std::hash::{BuildHasher as _, RandomState};
+    static STORES: AtomicU64 = AtomicU64::new(0);
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos());
+    RandomState::new().hash_one((
+        wall,
+        std::process::id(),
+        STORES.fetch_add(1, Ordering::Relaxed),
+    ))
 }
 
 /// Whether a call is leased: every check an epoch-aligned fixed window (a
-/// calendar window's boundaries are the caller's to compute: exact).
+/// calendar window's boundaries are the caller's to compute: exact) or a
+/// token bucket.
 pub(super) fn leasable(checks: &[Check<'_>]) -> bool {
-    checks.iter().all(|check| {
-        check.limit.algorithm == Algorithm::FixedWindow && check.limit.calendar.is_none()
+    checks.iter().all(|check| match check.limit.algorithm {
+        Algorithm::FixedWindow => check.limit.calendar.is_none(),
+        Algorithm::TokenBucket => true,
+        Algorithm::SlidingWindow => false,
     })
 }
 
+fn is_bucket(limit: &Limit) -> bool {
+    limit.algorithm == Algorithm::TokenBucket
+}
+
+/// The bucket's window in nanoseconds, at least 1.
+fn window_of(limit: &Limit) -> u128 {
+    u128::from(limit.window().max(1))
+}
+
+/// Nanoseconds for `tokens` to refill (`rpu > 0`).
+fn refill_time(limit: &Limit, tokens: u64) -> Nanos {
+    let rate = u128::from(limit.requests_per_unit.max(1));
+    let scaled = u128::from(tokens) * window_of(limit);
+    u64::try_from(scaled.div_ceil(rate)).unwrap_or(u64::MAX)
+}
+
+/// How long a bucket's lease lasts: the time to refill the whole burst,
+/// within [`BUCKET_TTL_MIN`]..=[`BUCKET_TTL_MAX`].
+fn bucket_ttl(limit: &Limit) -> Duration {
+    Duration::from_nanos(refill_time(limit, limit.burst)).clamp(BUCKET_TTL_MIN, BUCKET_TTL_MAX)
+}
+
+/// Whether a bucket check of `hits` (the call's hits for its key) needs a
+/// claim: its lease cannot cover them, and the fleet may still.
+fn bucket_needs_claim(lease: Option<&BucketLease>, limit: &Limit, hits: u64, now: Instant) -> bool {
+    if hits == 0 || hits > limit.burst || limit.requests_per_unit == 0 {
+        // Nothing to take, or it can never fit.
+        return false;
+    }
+    let Some(lease) = lease else { return true };
+    let held = lease.held_at(now);
+    held < hits
+        && lease
+            .central(limit, now)
+            .is_none_or(|central| held.saturating_add(central) >= hits)
+}
+
+/// One key's part of a claim call.
+enum Claim {
+    /// A fixed window: the hits the lease is short of.
+    Fixed { index: usize, short: u64 },
+    /// A token bucket.
+    Bucket {
+        index: usize,
+        /// This claim's number.
+        seq: u64,
+        /// The lease reported on, and its unspent tokens (given back).
+        retire: u64,
+        unspent: u64,
+        /// The most to grant (this instance's recent demand).
+        want: u64,
+    },
+}
+
+impl Claim {
+    fn index(&self) -> usize {
+        match *self {
+            Claim::Fixed { index, .. } | Claim::Bucket { index, .. } => index,
+        }
+    }
+}
+
+/// The hits each distinct key of a call needs, in check order: the key,
+/// the hits, the first check of the key.
+type Needs<'k> = SmallVec<[(&'k [u8], u64, usize); 4]>;
+
+/// Hits taken from leases by the admitted checks so far: the key, the
+/// hits, the group, and for a bucket the lease's claim number.
+type Taken<'k> = SmallVec<[(&'k [u8], u64, u32, Option<u64>); 4]>;
+
 impl RedisStore {
     /// [`crate::store::CounterStore::apply`] in leased mode, for calls of
-    /// fixed windows only ([`leasable`]).
+    /// fixed windows and token buckets only ([`leasable`]).
     pub(super) async fn apply_leased(
         &self,
         leases: &Arc<Leases>,
         checks: &[Check<'_>],
         out: &mut Outcomes,
     ) -> Result<(), StoreError> {
-        // Taken before any claim is sent: a lease's end is measured from
-        // here, so it ends no later than Redis's window.
-        let start = Instant::now();
-        // Hits each distinct key needs, in check order.
-        let mut needs: SmallVec<[(&[u8], u64, usize); 4]> = SmallVec::new();
+        let mut needs: Needs<'_> = SmallVec::new();
         for (i, check) in checks.iter().enumerate() {
             match needs.iter_mut().find(|(key, _, _)| *key == check.key) {
                 Some((_, hits, _)) => *hits = hits.saturating_add(check.hits),
                 None => needs.push((check.key, check.hits, i)),
             }
         }
-        // Claim for every key whose lease cannot cover its hits and whose
-        // window is not known to be all claimed.
-        let mut claims: SmallVec<[(usize, u64); 4]> = SmallVec::new();
-        for (index, &(key, hits, _)) in needs.iter().enumerate() {
-            let lease = leases.held(key, start);
-            let held = lease.map_or(0, |lease| lease.held);
-            let exhausted = lease.is_some_and(|lease| lease.exhausted);
-            if hits > held && !exhausted {
-                claims.push((index, hits - held));
+
+        // The gates of the buckets this call claims from, taken in key
+        // order (no two calls wait on each other in a cycle). When a bucket
+        // turns out to need a claim without its gate, the gates are given
+        // up and taken again with it.
+        let mut gated: SmallVec<[usize; 4]> = SmallVec::new();
+        let mut gates: SmallVec<[tokio::sync::OwnedMutexGuard<()>; 4]> = SmallVec::new();
+        let (start, claims) = loop {
+            // Taken before any claim is sent: a lease's end is measured
+            // from here, so it ends no later than Redis's.
+            let start = Instant::now();
+            let ungated: SmallVec<[usize; 4]> = needs
+                .iter()
+                .enumerate()
+                .filter(|&(index, &(key, hits, first))| {
+                    let limit = &checks[first].limit;
+                    is_bucket(limit)
+                        && !gated.contains(&index)
+                        && bucket_needs_claim(
+                            leases.bucket_shard(key).lock().get(key),
+                            limit,
+                            hits,
+                            start,
+                        )
+                })
+                .map(|(index, _)| index)
+                .collect();
+            if ungated.is_empty() {
+                break (start, plan(leases, checks, &needs, &gated, start));
             }
-        }
+            gates.clear();
+            gated.extend(ungated);
+            gated.sort_unstable_by_key(|&index| needs[index].0);
+            for &index in &gated {
+                let gate = leases.gate(needs[index].0, start);
+                gates.push(gate.lock_owned().await);
+            }
+        };
         if !claims.is_empty() {
             self.claim(leases, checks, &needs, &claims, start).await?;
         }
+        drop(gates);
 
         // Take each admitted check's hits from its lease, in order; a check
         // its lease cannot cover denies its group, which gives back what
         // its earlier checks took (groups are all-or-nothing).
         let now = Instant::now();
         let mut denied: SmallVec<[u32; 4]> = SmallVec::new();
-        let mut taken: SmallVec<[(&[u8], u64, u32); 4]> = SmallVec::new();
+        let mut taken: Taken<'_> = SmallVec::new();
         for check in checks {
             if check.hits == 0 || denied.contains(&check.group) {
                 continue;
             }
-            let mut shard = leases.shard(check.key).lock();
-            match shard.get_mut(check.key).filter(|lease| lease.until > now) {
-                Some(lease) if lease.held >= check.hits => {
-                    lease.held -= check.hits;
-                    taken.push((check.key, check.hits, check.group));
+            let took = if is_bucket(&check.limit) {
+                let mut shard = leases.bucket_shard(check.key).lock();
+                match shard.get_mut(check.key) {
+                    Some(lease) if lease.held_at(now) >= check.hits => {
+                        lease.held -= check.hits;
+                        Some(Some(lease.seq))
+                    }
+                    _ => None,
                 }
-                _ => {
-                    drop(shard);
+            } else {
+                let mut shard = leases.shard(check.key).lock();
+                match shard.get_mut(check.key).filter(|lease| lease.until > now) {
+                    Some(lease) if lease.held >= check.hits => {
+                        lease.held -= check.hits;
+                        Some(None)
+                    }
+                    _ => None,
+                }
+            };
+            match took {
+                Some(seq) => taken.push((check.key, check.hits, check.group, seq)),
+                None => {
                     denied.push(check.group);
                     give_back(leases, &mut taken, check.group);
                 }
@@ -170,39 +489,24 @@ impl RedisStore {
 
         out.clear();
         for check in checks {
-            let lease = leases.held(check.key, now);
-            let limit = check.limit.requests_per_unit;
-            let reset_after = lease.map_or(check.limit.window(), |lease| {
-                nanos(lease.until.saturating_duration_since(now))
-            });
             let admitted = !denied.contains(&check.group);
-            // What the fleet may still admit, as far as this instance
-            // knows: its own block and the quota nobody has claimed (all of
-            // it, for a key this instance has not claimed in this window).
-            let remaining = lease.map_or(limit, |lease| {
-                lease
-                    .held
-                    .saturating_add(limit.saturating_sub(lease.claimed))
-                    .min(limit)
-            });
-            out.push(Outcome {
-                admitted,
-                remaining: if admitted { remaining } else { 0 },
-                reset_after,
-                used: limit.saturating_sub(remaining),
+            out.push(if is_bucket(&check.limit) {
+                bucket_outcome(leases, check, admitted, now)
+            } else {
+                window_outcome(leases, check, admitted, now)
             });
         }
         Ok(())
     }
 
-    /// One claim call for the keys in `claims` (index into `needs`, hits
-    /// short): the granted blocks are added to the leases.
+    /// One claim call for `claims` (one in a cluster, per key): the granted
+    /// blocks are added to the leases.
     async fn claim(
         &self,
         leases: &Arc<Leases>,
         checks: &[Check<'_>],
         needs: &[(&[u8], u64, usize)],
-        claims: &[(usize, u64)],
+        claims: &[Claim],
         start: Instant,
     ) -> Result<(), StoreError> {
         // In a cluster a call's keys must share a slot: one call per key
@@ -210,15 +514,46 @@ impl RedisStore {
         let per_call = if self.is_cluster() { 1 } else { claims.len() };
         for part in claims.chunks(per_call.max(1)) {
             let mut invocation = leases.script.prepare_invoke();
-            for &(index, short) in part {
-                let (key, _, first) = needs[index];
+            for claim in part {
+                let (key, hits, first) = needs[claim.index()];
                 let limit = &checks[first].limit;
-                invocation
-                    .key(redis_key(&self.prefix, key))
-                    .arg(limit.window() / NANOS_PER_SECOND)
-                    .arg(limit.requests_per_unit)
-                    .arg(short)
-                    .arg(LEASE_DIVISOR);
+                let window = limit.window() / NANOS_PER_SECOND;
+                match *claim {
+                    Claim::Fixed { short, .. } => {
+                        invocation
+                            .key(redis_key(&self.prefix, key))
+                            .arg("f")
+                            .arg(window)
+                            .arg(limit.requests_per_unit)
+                            .arg(short)
+                            .arg(LEASE_DIVISOR);
+                    }
+                    Claim::Bucket {
+                        seq,
+                        retire,
+                        unspent,
+                        want,
+                        ..
+                    } => {
+                        let mut redis = redis_key(&self.prefix, key);
+                        redis.extend_from_slice(b":lease");
+                        let ttl = u64::try_from(bucket_ttl(limit).as_micros()).unwrap_or(u64::MAX);
+                        invocation
+                            .key(redis)
+                            .arg("b")
+                            .arg(leases.instance.as_str())
+                            .arg(seq)
+                            .arg(retire)
+                            .arg(unspent)
+                            .arg(hits)
+                            .arg(want)
+                            .arg(limit.burst)
+                            .arg(limit.requests_per_unit)
+                            .arg(window)
+                            .arg(ttl)
+                            .arg(LEASE_DIVISOR);
+                    }
+                }
             }
             let result = self.invoke(&invocation).await;
             self.report(result.is_ok());
@@ -237,53 +572,220 @@ impl RedisStore {
                     String::from_utf8_lossy(&answer)
                 )));
             }
-            for (&(index, _), granted) in part.iter().zip(values.chunks(4)) {
-                let (key, _, first) = needs[index];
-                let limit = checks[first].limit.requests_per_unit;
-                let (grant, claimed, left_us, window) =
-                    (granted[0], granted[1], granted[2], granted[3]);
-                let until = start + Duration::from_micros(left_us);
-                let mut shard = leases.shard(key).lock();
-                if shard.len() >= MAX_LEASES / SHARDS {
-                    evict(&mut shard, start);
+            for (claim, granted) in part.iter().zip(values.chunks(4)) {
+                let (key, _, first) = needs[claim.index()];
+                let limit = &checks[first].limit;
+                match *claim {
+                    Claim::Fixed { .. } => {
+                        record_window(leases, key, limit, granted, start);
+                    }
+                    Claim::Bucket { seq, .. } => {
+                        let mut shard = leases.bucket_shard(key).lock();
+                        let lease = shard
+                            .entry_ref(key)
+                            .or_insert_with(|| BucketLease::new(start));
+                        // Claims of a key are one at a time (the gate), so
+                        // this is the newest; the check costs nothing.
+                        if lease.seq < seq {
+                            lease.seq = seq;
+                            lease.granted = granted[0];
+                            lease.held = granted[0];
+                            lease.until = start + bucket_ttl(limit);
+                            lease.level = granted[1];
+                            lease.at = start;
+                        }
+                    }
                 }
-                let lease = shard.entry_ref(key).or_insert(Lease {
-                    window,
-                    until,
-                    held: 0,
-                    claimed: 0,
-                    exhausted: false,
-                });
-                if lease.window != window {
-                    // What a lease of another window held is gone with it.
-                    *lease = Lease {
-                        window,
-                        until,
-                        held: 0,
-                        claimed: 0,
-                        exhausted: false,
-                    };
-                }
-                // Each claim times the window's end from before it was sent;
-                // the earliest estimate is the safe one.
-                lease.until = lease.until.min(until);
-                lease.held = lease.held.saturating_add(grant);
-                lease.claimed = claimed;
-                lease.exhausted = grant == 0 && claimed >= limit;
             }
         }
         Ok(())
     }
 }
 
-/// Returns to their leases the hits `taken` by checks of `group`.
-fn give_back(leases: &Leases, taken: &mut SmallVec<[(&[u8], u64, u32); 4]>, group: u32) {
-    taken.retain(|(key, hits, of)| {
+/// The claims of a call, once the gates of the buckets to claim from are
+/// held (`gated`): a bucket's claim reports on its lease and takes its
+/// unspent tokens from it (they go back to Redis with the claim).
+fn plan(
+    leases: &Leases,
+    checks: &[Check<'_>],
+    needs: &[(&[u8], u64, usize)],
+    gated: &[usize],
+    start: Instant,
+) -> SmallVec<[Claim; 4]> {
+    let mut claims = SmallVec::new();
+    for (index, &(key, hits, first)) in needs.iter().enumerate() {
+        let limit = &checks[first].limit;
+        if is_bucket(limit) {
+            if !gated.contains(&index) {
+                continue;
+            }
+            let mut shard = leases.bucket_shard(key).lock();
+            let Some(lease) = shard.get_mut(key) else {
+                continue;
+            };
+            if !bucket_needs_claim(Some(&*lease), limit, hits, start) {
+                continue;
+            }
+            let valid = lease.until > start;
+            let want = if lease.seq == 0 {
+                u64::MAX
+            } else if valid {
+                // Ran out (or short) early: what this pace spends in a
+                // whole lease.
+                let elapsed = start.saturating_duration_since(lease.at).as_nanos().max(1);
+                let ttl = bucket_ttl(limit).as_nanos();
+                u64::try_from((u128::from(lease.granted) * ttl).div_ceil(elapsed))
+                    .unwrap_or(u64::MAX)
+            } else {
+                // Expired: what it used in a whole lease is enough.
+                lease.granted.saturating_sub(lease.held)
+            };
+            let unspent = lease.held_at(start);
+            lease.held = 0;
+            claims.push(Claim::Bucket {
+                index,
+                seq: leases.seq.fetch_add(1, Ordering::Relaxed) + 1,
+                retire: lease.seq,
+                unspent,
+                want,
+            });
+        } else {
+            // Claim for every key whose lease cannot cover its hits and
+            // whose window is not known to be all claimed.
+            let lease = leases.held(key, start);
+            let held = lease.map_or(0, |lease| lease.held);
+            let exhausted = lease.is_some_and(|lease| lease.exhausted);
+            if hits > held && !exhausted {
+                claims.push(Claim::Fixed {
+                    index,
+                    short: hits - held,
+                });
+            }
+        }
+    }
+    claims
+}
+
+/// Adds a fixed window's granted block (`granted`: the script's 4 values)
+/// to its lease.
+fn record_window(leases: &Leases, key: &[u8], limit: &Limit, granted: &[u64], start: Instant) {
+    let (grant, claimed, left_us, window) = (granted[0], granted[1], granted[2], granted[3]);
+    let until = start + Duration::from_micros(left_us);
+    let mut shard = leases.shard(key).lock();
+    if shard.len() >= MAX_LEASES / SHARDS {
+        evict(&mut shard, start);
+    }
+    let fresh = Lease {
+        window,
+        until,
+        held: 0,
+        claimed: 0,
+        exhausted: false,
+    };
+    let lease = shard.entry_ref(key).or_insert(fresh);
+    if lease.window != window {
+        // What a lease of another window held is gone with it.
+        *lease = fresh;
+    }
+    // Each claim times the window's end from before it was sent; the
+    // earliest estimate is the safe one.
+    lease.until = lease.until.min(until);
+    lease.held = lease.held.saturating_add(grant);
+    lease.claimed = claimed;
+    lease.exhausted = grant == 0 && claimed >= limit.requests_per_unit;
+}
+
+/// A fixed window check's outcome, from its lease.
+fn window_outcome(leases: &Leases, check: &Check<'_>, admitted: bool, now: Instant) -> Outcome {
+    let lease = leases.held(check.key, now);
+    let limit = check.limit.requests_per_unit;
+    let reset_after = lease.map_or(check.limit.window(), |lease| {
+        nanos(lease.until.saturating_duration_since(now))
+    });
+    // What the fleet may still admit, as far as this instance knows: its
+    // own block and the quota nobody has claimed (all of it, for a key this
+    // instance has not claimed in this window).
+    let remaining = lease.map_or(limit, |lease| {
+        lease
+            .held
+            .saturating_add(limit.saturating_sub(lease.claimed))
+            .min(limit)
+    });
+    Outcome {
+        admitted,
+        remaining: if admitted { remaining } else { 0 },
+        reset_after,
+        used: limit.saturating_sub(remaining),
+    }
+}
+
+/// A token bucket check's outcome, as far as this instance knows: its
+/// held tokens plus the central level (a full bucket before its first
+/// claim).
+fn bucket_outcome(leases: &Leases, check: &Check<'_>, admitted: bool, now: Instant) -> Outcome {
+    let limit = &check.limit;
+    if limit.requests_per_unit == 0 || limit.burst == 0 {
+        return Outcome {
+            admitted: check.hits == 0 && admitted,
+            remaining: 0,
+            reset_after: if check.hits == 0 { 0 } else { limit.window() },
+            used: check.hits,
+        };
+    }
+    let available =
+        leases
+            .bucket_shard(check.key)
+            .lock()
+            .get(check.key)
+            .map_or(limit.burst, |lease| {
+                lease
+                    .held_at(now)
+                    .saturating_add(lease.central(limit, now).unwrap_or(limit.burst))
+                    .min(limit.burst)
+            });
+    let taken = limit.burst - available;
+    if admitted {
+        Outcome {
+            admitted,
+            remaining: available,
+            reset_after: refill_time(limit, taken),
+            used: taken,
+        }
+    } else {
+        let reset_after = if check.hits > limit.burst {
+            refill_time(limit, taken).max(limit.window())
+        } else {
+            refill_time(limit, check.hits.saturating_sub(available))
+        };
+        Outcome {
+            admitted,
+            remaining: 0,
+            reset_after,
+            used: check.hits.saturating_add(taken),
+        }
+    }
+}
+
+/// Returns to their leases the hits `taken` by checks of `group` (to a
+/// bucket's lease only if it is still the one they were taken from).
+fn give_back(leases: &Leases, taken: &mut Taken<'_>, group: u32) {
+    taken.retain(|(key, hits, of, seq)| {
         if *of != group {
             return true;
         }
-        if let Some(lease) = leases.shard(key).lock().get_mut(*key) {
-            lease.held = lease.held.saturating_add(*hits);
+        match seq {
+            Some(seq) => {
+                if let Some(lease) = leases.bucket_shard(key).lock().get_mut(*key)
+                    && lease.seq == *seq
+                {
+                    lease.held = lease.held.saturating_add(*hits);
+                }
+            }
+            None => {
+                if let Some(lease) = leases.shard(key).lock().get_mut(*key) {
+                    lease.held = lease.held.saturating_add(*hits);
+                }
+            }
         }
         false
     });
@@ -305,6 +807,108 @@ fn evict(shard: &mut Shard, now: Instant) {
     }
 }
 
+/// Makes room in a full shard of bucket leases: expired ones first, else
+/// any half; never one whose gate is held (a claim in flight would then
+/// race a second one).
+fn evict_buckets(shard: &mut BucketShard, now: Instant) {
+    let busy = |lease: &BucketLease| Arc::strong_count(&lease.gate) > 1;
+    shard.retain(|_, lease| lease.until > now || busy(lease));
+    if shard.len() >= MAX_LEASES / SHARDS {
+        let mut drop = shard.len() / 2;
+        shard.retain(|_, lease| {
+            if drop > 0 && !busy(lease) {
+                drop -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
 fn nanos(duration: Duration) -> Nanos {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limit::Unit;
+    use crate::limit::calendar::Calendar;
+
+    fn limit(algorithm: Algorithm, rpu: u64, unit: Unit, burst: u64) -> Limit {
+        Limit {
+            requests_per_unit: rpu,
+            unit,
+            unit_multiplier: 1,
+            algorithm,
+            burst,
+            calendar: None,
+        }
+    }
+
+    fn check(limit: Limit) -> Check<'static> {
+        Check {
+            key: b"k",
+            limit,
+            hits: 1,
+            group: 0,
+            count_when_denied: false,
+        }
+    }
+
+    #[test]
+    fn windows_and_buckets_are_leased_sliding_and_calendar_windows_are_not() {
+        let fixed = || check(limit(Algorithm::FixedWindow, 10, Unit::Second, 10));
+        let bucket = || check(limit(Algorithm::TokenBucket, 10, Unit::Second, 10));
+        let sliding = check(limit(Algorithm::SlidingWindow, 10, Unit::Second, 10));
+        assert!(leasable(&[fixed(), bucket()]));
+        assert!(!leasable(&[fixed(), bucket(), sliding]));
+        let mut calendar = fixed();
+        calendar.limit.calendar = Some(Calendar::utc());
+        assert!(!leasable(&[calendar, bucket()]));
+    }
+
+    #[test]
+    fn a_lease_lasts_the_time_to_refill_the_burst_within_bounds() {
+        let ttl = |rpu, unit, burst| bucket_ttl(&limit(Algorithm::TokenBucket, rpu, unit, burst));
+        assert_eq!(ttl(10, Unit::Second, 5), Duration::from_millis(500));
+        assert_eq!(ttl(1000, Unit::Second, 10), BUCKET_TTL_MIN);
+        assert_eq!(ttl(10, Unit::Day, 1000), BUCKET_TTL_MAX);
+        assert_eq!(ttl(u64::MAX, Unit::Second, 1), BUCKET_TTL_MIN);
+        assert_eq!(ttl(1, Unit::Year, u64::MAX), BUCKET_TTL_MAX);
+    }
+
+    #[test]
+    fn a_claim_is_needed_only_when_the_lease_falls_short_and_the_fleet_may_not() {
+        let l = limit(Algorithm::TokenBucket, 10, Unit::Second, 20);
+        let now = Instant::now();
+        // Never claimed: claim; more than the burst, or nothing: never.
+        assert!(bucket_needs_claim(None, &l, 1, now));
+        assert!(!bucket_needs_claim(None, &l, 21, now));
+        assert!(!bucket_needs_claim(None, &l, 0, now));
+        let mut lease = BucketLease::new(now);
+        lease.seq = 1;
+        lease.granted = 4;
+        lease.held = 3;
+        lease.until = now + Duration::from_secs(1);
+        lease.level = 2;
+        // Held tokens cover it.
+        assert!(!bucket_needs_claim(Some(&lease), &l, 3, now));
+        // Held plus the central level may: claim.
+        assert!(bucket_needs_claim(Some(&lease), &l, 5, now));
+        // Cannot, as far as this instance knows: deny without asking...
+        assert!(!bucket_needs_claim(Some(&lease), &l, 6, now));
+        // ...until the central level has refilled (10 a second).
+        assert!(bucket_needs_claim(
+            Some(&lease),
+            &l,
+            6,
+            now + Duration::from_millis(100)
+        ));
+        // An expired lease holds nothing.
+        let later = now + Duration::from_secs(1);
+        assert_eq!(lease.held_at(later), 0);
+        assert_eq!(lease.central(&l, later), Some(12));
+    }
 }

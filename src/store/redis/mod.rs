@@ -234,8 +234,9 @@ pub enum StoreMode {
     /// Every decision is one atomic script call: exact counts.
     #[default]
     Exact,
-    /// Fixed windows are admitted from blocks of quota claimed from Redis
-    /// (never more than the limit fleet-wide; see the `lease` module).
+    /// Fixed windows and token buckets are admitted from blocks of quota
+    /// (of tokens) claimed from Redis (never more than the limit
+    /// fleet-wide; see the `lease` module).
     Leased,
 }
 
