@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::script::{Request, add_batch, invoke_on};
+use super::script::{Call, Request, batch_cmd, invoke_on};
 use super::{Shared, TimeSource};
 use crate::store::StoreError;
 
@@ -191,9 +191,8 @@ async fn run_lane(mut lane: Lane) {
         if batch.is_empty() {
             continue;
         }
-        let mut invocation = lane.script.prepare_invoke();
-        add_batch(
-            &mut invocation,
+        let cmd = batch_cmd(
+            &lane.script,
             lane.time_source,
             batch.iter().map(|job| &job.request),
         );
@@ -201,7 +200,8 @@ async fn run_lane(mut lane: Lane) {
         lane.stats
             .requests
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let result = invoke_on(&lane.shared, Some(lane.lane), lane.timeout, &invocation).await;
+        let call = Call::Eval(&lane.script, &cmd);
+        let result = invoke_on(&lane.shared, Some(lane.lane), lane.timeout, &call).await;
         deliver(&mut batch, result);
     }
 }

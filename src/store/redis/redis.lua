@@ -69,7 +69,18 @@ if not caller_time then
   now_n = tonumber(t[2]) * 1000
 end
 
-local function num(s) return string.format('%.0f', s) end
+-- A number in decimal. Memoised: a batch formats the same window starts,
+-- expiries and small counts again and again, and each string.format costs
+-- Redis about half a microsecond.
+local formatted = {}
+local function num(x)
+  local text = formatted[x]
+  if not text then
+    text = string.format('%.0f', x)
+    formatted[x] = text
+  end
+  return text
+end
 
 local function encode(st)
   if st.k == 'f' then return 'f:' .. num(st.s) .. ':' .. num(st.c) end
@@ -481,7 +492,7 @@ for r = 1, tonumber(ARGV[2]) do
       end
       -- The caller derives the rest: admitted is used <= rpu, the count
       -- is used or used - hits, the reset is this minus now_n.
-      lines[r + 1] = string.format('%.0f %.0f', used, start + w - now_s)
+      lines[r + 1] = num(used) .. ' ' .. num(start + w - now_s)
     end
   else
     general = general or setup()

@@ -110,50 +110,96 @@ impl Request {
     }
 }
 
-/// Adds a batch of `requests` (see the script's header) to `invocation`;
-/// keys shared by several requests are sent once.
-pub(super) fn add_batch<'r>(
-    invocation: &mut ::redis::ScriptInvocation<'_>,
+/// The `EVALSHA` command of `script` (`redis.lua`) for a batch of
+/// `requests` (see the script's header); keys shared by several requests
+/// are sent once. Built straight into one [`::redis::Cmd`]: no buffer per
+/// argument.
+pub(super) fn batch_cmd<'r>(
+    script: &::redis::Script,
     time_source: TimeSource,
-    requests: impl ExactSizeIterator<Item = &'r Request>,
-) {
-    match time_source {
-        TimeSource::Redis => invocation.arg("redis"),
-        TimeSource::Caller => invocation.arg("caller"),
-    };
-    invocation.arg(requests.len());
+    requests: impl ExactSizeIterator<Item = &'r Request> + Clone,
+) -> ::redis::Cmd {
+    // The batch's distinct keys, and each request's keys' indices in them.
+    let mut keys: Vec<&[u8]> = Vec::new();
     let mut key_index: HashMap<&[u8], usize> = HashMap::new();
-    let mut globals: SmallVec<[usize; 4]> = SmallVec::new();
-    for request in requests {
-        globals.clear();
+    let mut globals: Vec<usize> = Vec::new();
+    let mut arguments = 2;
+    for request in requests.clone() {
         for key in &request.keys {
-            let next = key_index.len() + 1;
+            let next = keys.len() + 1;
             globals.push(*key_index.entry(key.as_slice()).or_insert_with(|| {
-                invocation.key(key.as_slice());
+                keys.push(key.as_slice());
                 next
             }));
         }
+        arguments += 2 + request.checks.len() * 7 + request.denied.len() + 2;
+    }
+    // Arguments are short decimal numbers and letters; keys are as long as
+    // they are.
+    let key_bytes: usize = keys.iter().map(|key| key.len()).sum();
+    let mut cmd =
+        ::redis::Cmd::with_capacity(3 + keys.len() + arguments, 64 + key_bytes + 12 * arguments);
+    cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys.len());
+    for key in &keys {
+        cmd.arg(*key);
+    }
+    match time_source {
+        TimeSource::Redis => cmd.arg("redis"),
+        TimeSource::Caller => cmd.arg("caller"),
+    };
+    cmd.arg(requests.len());
+    let mut globals = globals.into_iter();
+    for request in requests {
+        let first: SmallVec<[usize; 4]> = globals.by_ref().take(request.keys.len()).collect();
         if time_source == TimeSource::Caller {
-            invocation
-                .arg(request.now / NANOS_PER_SECOND)
+            cmd.arg(request.now / NANOS_PER_SECOND)
                 .arg(request.now % NANOS_PER_SECOND);
         }
-        invocation.arg(request.checks.len());
+        cmd.arg(request.checks.len());
         for check in &request.checks {
-            invocation.arg(globals[check.key]).arg(check.algorithm);
+            cmd.arg(first[check.key]).arg(check.algorithm);
             match &check.window {
-                WindowArg::Seconds(seconds) => invocation.arg(*seconds),
-                WindowArg::Calendar(bounds) => invocation.arg(bounds.as_str()),
+                WindowArg::Seconds(seconds) => cmd.arg(*seconds),
+                WindowArg::Calendar(bounds) => cmd.arg(bounds.as_str()),
             };
-            invocation
-                .arg(check.requests_per_unit)
+            cmd.arg(check.requests_per_unit)
                 .arg(check.burst)
                 .arg(check.hits)
                 .arg(check.group);
         }
-        invocation.arg(request.denied.len());
+        cmd.arg(request.denied.len());
         for group in &request.denied {
-            invocation.arg(*group);
+            cmd.arg(*group);
+        }
+    }
+    cmd
+}
+
+/// A script call: a prepared invocation, or a script's `EVALSHA` command
+/// (loaded with `SCRIPT LOAD` and sent again when Redis answers
+/// `NOSCRIPT`).
+pub(super) enum Call<'a> {
+    Invocation(&'a ::redis::ScriptInvocation<'a>),
+    Eval(&'a ::redis::Script, &'a ::redis::Cmd),
+}
+
+impl Call<'_> {
+    async fn send<C: ::redis::aio::ConnectionLike + Send>(
+        &self,
+        connection: &mut C,
+    ) -> ::redis::RedisResult<Vec<u8>> {
+        match self {
+            Call::Invocation(invocation) => invocation.invoke_async(connection).await,
+            Call::Eval(script, cmd) => match cmd.query_async(connection).await {
+                Err(error)
+                    if error.kind()
+                        == ::redis::ErrorKind::Server(::redis::ServerErrorKind::NoScript) =>
+                {
+                    script.load_async(connection).await?;
+                    cmd.query_async(connection).await
+                }
+                result => result,
+            },
         }
     }
 }
@@ -182,9 +228,16 @@ impl RedisStore {
                 }
             }
             _ => {
-                let mut invocation = self.script.prepare_invoke();
-                add_batch(&mut invocation, self.time_source, std::iter::once(&request));
-                Answer::whole(self.invoke(&invocation).await?)?
+                let cmd = batch_cmd(&self.script, self.time_source, std::iter::once(&request));
+                Answer::whole(
+                    invoke_on(
+                        &self.shared,
+                        None,
+                        self.timeout,
+                        &Call::Eval(&self.script, &cmd),
+                    )
+                    .await?,
+                )?
             }
         };
         let now_nanos = match self.time_source {
@@ -282,7 +335,13 @@ impl RedisStore {
         &self,
         invocation: &::redis::ScriptInvocation<'_>,
     ) -> Result<Vec<u8>, StoreError> {
-        invoke_on(&self.shared, None, self.timeout, invocation).await
+        invoke_on(
+            &self.shared,
+            None,
+            self.timeout,
+            &Call::Invocation(invocation),
+        )
+        .await
     }
 }
 
@@ -293,7 +352,7 @@ pub(super) async fn invoke_on(
     shared: &Shared,
     lane: Option<usize>,
     timeout: Duration,
-    invocation: &::redis::ScriptInvocation<'_>,
+    call: &Call<'_>,
 ) -> Result<Vec<u8>, StoreError> {
     let backend = shared
         .backend
@@ -308,27 +367,27 @@ pub(super) async fn invoke_on(
                     return Err(StoreError::Unavailable("no Redis connection".into()));
                 };
                 let mut connection = connection.clone();
-                match invocation.invoke_async::<Vec<u8>>(&mut connection).await {
+                match call.send(&mut connection).await {
                     // A connection found broken is being replaced by the
                     // manager: one retry, within the same timeout. If the
                     // connection broke after Redis ran the script (rare),
                     // the retry counts the hits twice: conservative, never
                     // admitting more than the limit.
                     Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-                        invocation.invoke_async::<Vec<u8>>(&mut connection).await
+                        call.send(&mut connection).await
                     }
                     result => result,
                 }
             }
             Backend::Cluster(connection) => {
                 let mut connection = connection.clone();
-                invocation.invoke_async::<Vec<u8>>(&mut connection).await
+                call.send(&mut connection).await
             }
             Backend::Sentinel(sentinel) => {
                 let Some(mut connection) = sentinel.connection() else {
                     return Err(StoreError::Unavailable("no Redis connection".into()));
                 };
-                let result = invocation.invoke_async::<Vec<u8>>(&mut connection).await;
+                let result = call.send(&mut connection).await;
                 if let Err(error) = &result {
                     // A failover may have moved the master.
                     sentinel.failed(error);
