@@ -72,7 +72,9 @@ end
 -- A number in decimal. Memoised: a batch formats the same window starts,
 -- expiries and small counts again and again, and each string.format costs
 -- Redis about half a microsecond.
-local formatted = {}
+-- Zero is spelt "0" whatever its sign: -0 (from -now_n at a whole second)
+-- and 0 are one table key, and a state written as "-0" would not decode.
+local formatted = { [0] = '0' }
 local function num(x)
   local text = formatted[x]
   if not text then
