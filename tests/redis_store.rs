@@ -578,6 +578,27 @@ async fn a_fleet_sharing_redis_admits_exactly_the_limit() {
             "{key}: 120 asked, limit 40"
         );
     }
+    // Every request reached Redis in a batch; /metrics says how many
+    // batches carried them.
+    let (mut batches, mut requests) = (0.0, 0.0);
+    for instance in &fleet {
+        let (status, text) = harness::http_get(instance.running.http_addr, "/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        batches += harness::ops::metric(&text, "floodgate_redis_batches_total", "")
+            .expect("batches are counted");
+        requests += harness::ops::metric(&text, "floodgate_redis_batched_requests_total", "")
+            .expect("batched requests are counted");
+    }
+    // 360 requests; the fixed window's denied ones may be answered by the
+    // local over-limit cache instead, the others all went to Redis.
+    assert!(
+        (240.0..=360.0).contains(&requests),
+        "{requests} requests reached Redis"
+    );
+    assert!(
+        (1.0..=requests).contains(&batches),
+        "{batches} batches for {requests} requests"
+    );
     for instance in fleet {
         assert_eq!(instance.limiter.store_errors(), 0);
         instance.running.shutdown().await.expect("clean shutdown");

@@ -35,6 +35,8 @@
 //! | `floodgate_config_xds_stream_failures_total` | counter | | with an xDS rule source: connections that failed and streams that broke (each followed by a reconnect) |
 //! | `floodgate_counters` | gauge | | counters held by the store (absent with Redis, which floodgate does not count: see [`crate::store::redis::RedisStore`]) |
 //! | `floodgate_counter_evictions_total` | counter | | counters evicted to make room |
+//! | `floodgate_redis_batches_total` | counter | | with Redis in exact mode: script calls that carried batched requests (absent without Redis) |
+//! | `floodgate_redis_batched_requests_total` | counter | | with Redis in exact mode: requests those calls carried; divided by the batches, the mean batch size |
 //! | `floodgate_overrides` | gauge | | operators' overrides in force (expired ones until the next change) |
 //! | `floodgate_override_changes_total` | counter | `change` | overrides `set` or `deleted` through this instance |
 //!
@@ -107,6 +109,10 @@ pub const COUNTER_EVICTIONS: &str = "floodgate_counter_evictions_total";
 pub const OVERRIDES: &str = "floodgate_overrides";
 /// Override changes made through this instance, by `change`.
 pub const OVERRIDE_CHANGES: &str = "floodgate_override_changes_total";
+/// Exact-mode script calls that carried batched requests.
+pub const REDIS_BATCHES: &str = "floodgate_redis_batches_total";
+/// Requests carried by those calls.
+pub const REDIS_BATCHED_REQUESTS: &str = "floodgate_redis_batched_requests_total";
 
 /// Descriptors kept in the top-K closest to their limits.
 pub const TOP_K: usize = 10;
@@ -254,6 +260,8 @@ pub struct Metrics {
     /// Registered on the first render with a count, so that a store that
     /// does not track its counters (Redis) has no series rather than a 0.
     counters: std::sync::OnceLock<Gauge>,
+    /// Registered on the first scrape with a Redis store.
+    redis_batches: std::sync::OnceLock<(Counter, Counter)>,
     evictions: Counter,
     overrides: Gauge,
     /// `set`, `deleted`.
@@ -336,6 +344,7 @@ impl Metrics {
             empty_loads: counter(CONFIG_EMPTY_LOADS, Vec::new()),
             xds: std::sync::OnceLock::new(),
             counters: std::sync::OnceLock::new(),
+            redis_batches: std::sync::OnceLock::new(),
             evictions: counter(COUNTER_EVICTIONS, Vec::new()),
             overrides: gauge(OVERRIDES),
             override_changes: ["set", "deleted"].map(|change| {
@@ -654,6 +663,22 @@ impl Metrics {
     /// management server.
     pub fn record_xds_stream_failure(&self) {
         self.xds().1.increment(1);
+    }
+
+    /// Sets the Redis store's batch counters (exact mode): script calls
+    /// that carried batched requests, and the requests they carried. Only
+    /// called with a Redis store, so the series are absent without one.
+    pub fn set_redis_batches(&self, batches: u64, requests: u64) {
+        let (calls, carried) = self.redis_batches.get_or_init(|| {
+            (
+                self.recorder
+                    .register_counter(&Key::from_name(REDIS_BATCHES), &metadata()),
+                self.recorder
+                    .register_counter(&Key::from_name(REDIS_BATCHED_REQUESTS), &metadata()),
+            )
+        });
+        calls.absolute(batches);
+        carried.absolute(requests);
     }
 
     /// The Prometheus text exposition, with the store's gauges as given;

@@ -117,6 +117,10 @@ async fn healthcheck<S: CounterStore>(State(state): State<Arc<HttpState<S>>>) ->
 
 async fn metrics<S: CounterStore>(State(state): State<Arc<HttpState<S>>>) -> Response {
     let store = state.limiter.store();
+    if let Some(fleet) = store.fleet() {
+        let (batches, requests) = fleet.batch_stats();
+        state.metrics.set_redis_batches(batches, requests);
+    }
     let body = state.metrics.render(store.held(), store.evictions());
     (
         StatusCode::OK,

@@ -7,7 +7,7 @@ use metrics_exporter_prometheus::PrometheusRecorder;
 use super::*;
 
 pub(super) fn describe(recorder: &PrometheusRecorder) {
-    let help: [(&'static str, &'static str); 18] = [
+    let help: [(&'static str, &'static str); 20] = [
         (RULE_HITS, "Hits on a rule's limit."),
         (RULE_OVER_LIMIT, "Hits over a rule's limit."),
         (
@@ -55,6 +55,14 @@ pub(super) fn describe(recorder: &PrometheusRecorder) {
             "Counters evicted from the store to make room.",
         ),
         (OVERRIDES, "Operators' overrides in force."),
+        (
+            REDIS_BATCHES,
+            "Exact-mode Redis script calls that carried batched requests.",
+        ),
+        (
+            REDIS_BATCHED_REQUESTS,
+            "Requests carried by batched Redis script calls.",
+        ),
         (
             OVERRIDE_CHANGES,
             "Overrides set or deleted through this instance.",
