@@ -912,6 +912,88 @@ async fn redis_cluster_counts_through_a_failover_and_a_slot_migration() {
         }
     };
     round(1).await;
+    // Concurrent requests of one descriptor share script calls in a cluster
+    // too (one call per hash tag), and count exactly.
+    let hot_limit = limit(Algorithm::FixedWindow, 50, Unit::Hour, 1, 50);
+    let (batches, requests) = store.batch_stats();
+    let hot_key = {
+        let mut key = floodgate::store::key::KeyBuffer::new();
+        let entries = [("user", "hot")];
+        let shared: &[(usize, &str)] = &[];
+        floodgate::store::key::write_counter_key(
+            &mut key, "d", &entries, shared, &hot_limit, 0, false,
+        );
+        key.to_vec()
+    };
+    let hot_checks = [Check {
+        key: &hot_key,
+        limit: hot_limit,
+        hits: 1,
+        group: 0,
+        count_when_denied: false,
+    }];
+    // With them, requests of 30 other tags: 16 lanes, so lanes hold
+    // several tags at once and must split their calls by tag (a call
+    // mixing slots would fail with CROSSSLOT).
+    let others: Vec<Vec<u8>> = (0..30)
+        .map(|i| {
+            let mut key = floodgate::store::key::KeyBuffer::new();
+            let value = format!("other-{i}");
+            let entries = [("user", value.as_str())];
+            let shared: &[(usize, &str)] = &[];
+            floodgate::store::key::write_counter_key(
+                &mut key, "d", &entries, shared, &hot_limit, 0, false,
+            );
+            key.to_vec()
+        })
+        .collect();
+    let other_answers = futures_util::future::join_all(others.iter().cycle().take(60).map(|key| {
+        let store = &store;
+        async move {
+            let checks = [Check {
+                key,
+                limit: hot_limit,
+                hits: 1,
+                group: 0,
+                count_when_denied: false,
+            }];
+            let mut out = Outcomes::new();
+            store
+                .apply(&checks, T0, &mut out)
+                .await
+                .map(|()| out[0].used)
+        }
+    }));
+    let hot_answers = futures_util::future::join_all((0..100).map(|_| {
+        let store = &store;
+        let checks = &hot_checks;
+        async move {
+            let mut out = Outcomes::new();
+            store.apply(checks, T0, &mut out).await.expect("answers");
+            out[0].admitted
+        }
+    }));
+    let (answers, other_answers) = tokio::join!(hot_answers, other_answers);
+    assert_eq!(answers.iter().filter(|&&admitted| admitted).count(), 50);
+    let mut used: Vec<u64> = other_answers
+        .into_iter()
+        .map(|answer| answer.expect("every tag's request answers"))
+        .collect();
+    used.sort_unstable();
+    assert_eq!(
+        used,
+        [[1; 30], [2; 30]].concat(),
+        "each other key counted twice"
+    );
+    let (after_batches, after_requests) = store.batch_stats();
+    assert_eq!(after_requests - requests, 160);
+    // The other keys take at most 60 calls; the hot tag's 100 requests
+    // shared theirs.
+    assert!(
+        after_batches - batches < 80,
+        "160 concurrent requests took {} calls",
+        after_batches - batches
+    );
     for master in cluster.masters() {
         let keys: u64 = cluster.nodes[master].cli(&["DBSIZE"]).parse().unwrap_or(0);
         assert!(keys > 0, "every master holds some counters");

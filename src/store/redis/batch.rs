@@ -21,9 +21,13 @@
 //! whose caller stopped waiting (timed out) before its batch left is
 //! dropped, not counted.
 //!
-//! Requests are batched on a single node and on a Sentinel's master. In a
-//! cluster a script call's keys must share one slot, so each request's
-//! part per hash tag stays its own call there.
+//! On a single node and on a Sentinel's master there is a lane per
+//! connection and requests take them in turn. In a cluster a script call's
+//! keys must share one slot: there are [`CLUSTER_LANES`] lanes, a request
+//! part (one hash tag: one descriptor's limits) queues on its tag's lane,
+//! and a lane sends one call per tag among what it drained, in parallel.
+//! So a hot descriptor's requests share calls in a cluster too, while
+//! distinct descriptors that happen to share a lane each get their own.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -38,6 +42,9 @@ use crate::store::StoreError;
 
 /// Most requests in one script call.
 pub const MAX_BATCH: usize = 128;
+
+/// Lanes in a cluster, where a request's lane is chosen by its hash tag.
+pub(super) const CLUSTER_LANES: usize = 16;
 
 /// Requests a lane's queue holds before callers wait to enqueue.
 const QUEUE: usize = 4096;
@@ -121,6 +128,8 @@ pub(super) struct Batcher {
     lanes: Box<[mpsc::Sender<Job>]>,
     next: AtomicUsize,
     pub(super) stats: Arc<BatchStats>,
+    /// Redis Cluster: a request's lane is its hash tag's.
+    cluster: bool,
 }
 
 impl Batcher {
@@ -131,6 +140,7 @@ impl Batcher {
         lanes: usize,
         time_source: TimeSource,
         timeout: Duration,
+        cluster: bool,
     ) -> Option<Batcher> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let stats = Arc::new(BatchStats::default());
@@ -145,6 +155,7 @@ impl Batcher {
                     time_source,
                     timeout,
                     stats: Arc::clone(&stats),
+                    cluster,
                 }));
                 sender
             })
@@ -153,13 +164,21 @@ impl Batcher {
             lanes,
             next: AtomicUsize::new(0),
             stats,
+            cluster,
         })
     }
 
     /// Queues `request` on the next lane and waits for its line. The caller
     /// bounds the wait with the store's timeout.
     pub(super) async fn submit(&self, request: Request) -> Result<Answer, StoreError> {
-        let lane = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        // In a cluster, every request of one hash tag (one descriptor: a
+        // hot key's) queues on one lane, so they can share calls.
+        let turn = if self.cluster {
+            usize::try_from(request.tag() % self.lanes.len() as u64).unwrap_or(0)
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed)
+        };
+        let lane = turn % self.lanes.len();
         let (reply, answer) = oneshot::channel();
         self.lanes[lane]
             .send(Job { request, reply })
@@ -179,6 +198,8 @@ struct Lane {
     time_source: TimeSource,
     timeout: Duration,
     stats: Arc<BatchStats>,
+    /// Redis Cluster: one call per hash tag.
+    cluster: bool,
 }
 
 /// A lane's loop: until the store (every sender) is gone.
@@ -191,19 +212,43 @@ async fn run_lane(mut lane: Lane) {
         if batch.is_empty() {
             continue;
         }
-        let cmd = batch_cmd(
-            &lane.script,
-            lane.time_source,
-            batch.iter().map(|job| &job.request),
-        );
-        lane.stats.batches.fetch_add(1, Ordering::Relaxed);
-        lane.stats
-            .requests
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let call = Call::Eval(&lane.script, &cmd);
-        let result = invoke_on(&lane.shared, Some(lane.lane), lane.timeout, &call).await;
-        deliver(&mut batch, result);
+        if lane.cluster {
+            send_by_tag(&lane, &mut batch).await;
+        } else {
+            send(&lane, &mut batch).await;
+        }
     }
+}
+
+/// Sends `batch` as one script call and hands out the answers.
+async fn send(lane: &Lane, batch: &mut Vec<Job>) {
+    let cmd = batch_cmd(
+        &lane.script,
+        lane.time_source,
+        batch.iter().map(|job| &job.request),
+    );
+    lane.stats.batches.fetch_add(1, Ordering::Relaxed);
+    lane.stats
+        .requests
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let call = Call::Eval(&lane.script, &cmd);
+    let result = invoke_on(&lane.shared, Some(lane.lane), lane.timeout, &call).await;
+    deliver(batch, result);
+}
+
+/// In a cluster a script call's keys must share a slot: one call per hash
+/// tag, all in parallel, each request in its tag's call in arrival order.
+async fn send_by_tag(lane: &Lane, batch: &mut Vec<Job>) {
+    // Stable: the requests of one tag keep their order.
+    batch.sort_by_key(|job| job.request.tag());
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    for job in batch.drain(..) {
+        match groups.last_mut() {
+            Some(group) if group[0].request.tag() == job.request.tag() => group.push(job),
+            _ => groups.push(vec![job]),
+        }
+    }
+    futures_util::future::join_all(groups.iter_mut().map(|group| send(lane, group))).await;
 }
 
 /// Hands each job of `batch` its line of `result`, or the error.

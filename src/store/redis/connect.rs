@@ -114,6 +114,7 @@ impl RedisStore {
                 connections: options.connections.max(1),
             }
         };
+        let cluster = matches!(connector, Connector::Cluster(_));
         let shared = Arc::new(Shared::default());
         match connector.connect(connect_timeout).await {
             Ok(backend) => {
@@ -144,9 +145,14 @@ impl RedisStore {
         });
         let batcher = super::batch::Batcher::start(
             &shared,
-            options.connections.max(1),
+            if cluster {
+                super::batch::CLUSTER_LANES
+            } else {
+                options.connections.max(1)
+            },
             options.time_source,
             options.timeout,
+            cluster,
         );
         Ok(RedisStore {
             batcher,

@@ -25,8 +25,9 @@
 //! reconnecting with exponential backoff), each with its batching lane;
 //! requests are spread round-robin over the lanes, never one connection per
 //! request. In cluster mode (`redis+cluster://h1:p1,h2:p2`) the checks of a
-//! call are split by hash tag and each part is one script call, all in
-//! parallel (not batched: a call's keys must share a slot).
+//! call are split by hash tag and the parts go out in parallel, each batched
+//! with the other requests of its tag (a script call's keys must share a
+//! slot).
 //!
 //! # Keys
 //!

@@ -25,6 +25,8 @@ const FIELDS_OUT: usize = 6;
 /// One request's checks as the script's arguments: its part of a batch.
 pub(super) struct Request {
     now: Nanos,
+    /// The hash tag of the first key ([`key::hash_tag`]).
+    tag: u64,
     /// The distinct Redis keys of the request, in first-use order.
     keys: SmallVec<[Vec<u8>; 2]>,
     checks: SmallVec<[CheckArgs; 2]>,
@@ -56,6 +58,7 @@ impl Request {
     fn new(prefix: &[u8], all: &[Check<'_>], part: &[usize], denied: &[u32], now: Nanos) -> Self {
         let mut request = Request {
             now,
+            tag: part.first().map_or(0, |&i| key::hash_tag(all[i].key)),
             keys: SmallVec::new(),
             checks: SmallVec::with_capacity(part.len()),
             denied: denied.iter().copied().collect(),
@@ -100,6 +103,12 @@ impl Request {
             });
         }
         request
+    }
+
+    /// The hash tag of the request's first key: in a cluster, every key of
+    /// a request part has it.
+    pub(super) fn tag(&self) -> u64 {
+        self.tag
     }
 
     /// Whether the script answers this request in its short form: one
@@ -220,7 +229,7 @@ impl RedisStore {
         let request = Request::new(&self.prefix, all, part, denied, now);
         let short_form = request.short_form();
         let answer = match &self.batcher {
-            Some(batcher) if !self.is_cluster() => {
+            Some(batcher) => {
                 match tokio::time::timeout(self.timeout, batcher.submit(request)).await {
                     Ok(Ok(answer)) => answer,
                     Ok(Err(error)) => return Err(error),
