@@ -5,7 +5,7 @@
 //! arguments), `batch.rs` (the lanes that put concurrent requests in one
 //! script call), `sentinel.rs` (following the master), `over_limit.rs` (the
 //! local over-limit cache), `probe.rs` (reachability and health),
-//! `lease.rs` with `lease.lua` (leased mode), `overrides.rs` (operators'
+//! `lease/` with `lease.lua` (leased mode), `overrides.rs` (operators'
 //! overrides shared by the fleet), `calendar.rs` (calendar windows' bounds).
 //!
 //! [`RedisStore`] implements [`CounterStore`] with one Lua script
