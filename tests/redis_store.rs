@@ -1232,7 +1232,8 @@ async fn leased_instances_never_overdraw_a_fast_bucket() {
 /// one token a day, so Redis's clock (leased mode always uses it) and the
 /// stream's fixed `T0` cannot differ by a token during the test; with a
 /// measurable refill the leased instance may admit less than the memory
-/// store (up to its last block while the bucket is full; see `lease.rs`).
+/// store (up to its last block while the bucket is full; see the
+/// `store::redis::lease` module).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leased_instance_admits_a_bucket_as_the_memory_store_does() {
     let server = RedisServer::start();
@@ -1350,7 +1351,7 @@ async fn a_stopped_instance_gives_its_lease_back_after_the_ttl() {
 #[test]
 fn the_bucket_claim_script_caps_refill_at_burst_minus_the_leases() {
     let server = RedisServer::start();
-    let script = include_str!("../src/store/redis/lease.lua");
+    let script = include_str!("../src/store/redis/lease/lease.lua");
     let now = || -> u64 {
         let time = server.cli(&["TIME"]);
         let mut parts = time

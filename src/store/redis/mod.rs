@@ -5,8 +5,10 @@
 //! arguments), `batch.rs` (the lanes that put concurrent requests in one
 //! script call), `sentinel.rs` (following the master), `over_limit.rs` (the
 //! local over-limit cache), `probe.rs` (reachability and health),
-//! `lease.rs` with `lease.lua` (leased mode), `overrides.rs` (operators'
-//! overrides shared by the fleet), `calendar.rs` (calendar windows' bounds).
+//! `lease/` with `lease.lua` (leased mode: shared bookkeeping and claims in
+//! `mod.rs`, `window.rs` for fixed windows, `bucket.rs` for token buckets),
+//! `overrides.rs` (operators' overrides shared by the fleet), `calendar.rs`
+//! (calendar windows' bounds).
 //!
 //! [`RedisStore`] implements [`CounterStore`] with one Lua script
 //! (`redis.lua`, next to this file) that evaluates *every* check of an

@@ -123,6 +123,20 @@
 //! window is counted exactly, as in the default mode. Denied hits are not
 //! counted in leased mode (reference-form limits count them in exact mode);
 //! no decision depends on them.
+//!
+//! # Files
+//!
+//! This file holds what both kinds of lease share: the leases of a store and
+//! their eviction, which calls are leased ([`leasable`]), and the claim
+//! ([`RedisStore::apply_leased`], `plan`, `claim`, `give_back`).
+//! `window.rs` holds what is specific to fixed windows (an instance's
+//! [`Lease`] of a window, recording a grant, a check's outcome), `bucket.rs`
+//! what is specific to token buckets ([`BucketLease`], the lease TTL, when
+//! to claim, a check's outcome), `lease.lua` the claim script, `tests.rs`
+//! the unit tests.
+
+mod bucket;
+mod window;
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -135,8 +149,10 @@ use smallvec::SmallVec;
 
 use super::RedisStore;
 use super::script::redis_key;
-use crate::limit::{Algorithm, Limit, NANOS_PER_SECOND, Nanos, Outcome};
+use crate::limit::{Algorithm, Limit, NANOS_PER_SECOND};
 use crate::store::{Check, Outcomes, StoreError};
+use bucket::{BucketLease, bucket_needs_claim, bucket_outcome, bucket_ttl, instance_id};
+use window::{Lease, record_window, window_outcome};
 
 /// A block is the window's unclaimed quota (a bucket's central level)
 /// divided by this.
@@ -156,77 +172,6 @@ const SHARDS: usize = 16;
 
 /// The claim script.
 const SCRIPT: &str = include_str!("lease.lua");
-
-/// What one instance holds of one counter's window.
-#[derive(Clone, Copy, Debug)]
-struct Lease {
-    /// The window's start (Redis's Unix seconds): which window this is.
-    window: u64,
-    /// When the window ends, on this instance's monotonic clock (early by
-    /// the claim's round trip, never late).
-    until: Instant,
-    /// Hits this instance may still admit.
-    held: u64,
-    /// The fleet's claimed count at the last claim.
-    claimed: u64,
-    /// The last claim found the window's quota all claimed: deny until
-    /// `until` without asking Redis.
-    exhausted: bool,
-}
-
-/// What one instance holds of one token bucket.
-#[derive(Debug)]
-struct BucketLease {
-    /// The number of the claim that granted the lease (0: never claimed).
-    seq: u64,
-    /// Tokens that claim granted.
-    granted: u64,
-    /// Tokens of it this instance may still admit.
-    held: u64,
-    /// When Redis drops the lease, on this instance's monotonic clock (early
-    /// by the claim's round trip, never late).
-    until: Instant,
-    /// The central level after that claim (rounded down)...
-    level: u64,
-    /// ...as of this instant (before the claim was sent).
-    at: Instant,
-    /// Held while a claim for this key is prepared and in flight: one claim
-    /// at a time per instance and key.
-    gate: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl BucketLease {
-    fn new(now: Instant) -> BucketLease {
-        BucketLease {
-            seq: 0,
-            granted: 0,
-            held: 0,
-            until: now,
-            level: 0,
-            at: now,
-            gate: Arc::new(tokio::sync::Mutex::new(())),
-        }
-    }
-
-    /// Tokens this instance may admit at `now`.
-    fn held_at(&self, now: Instant) -> u64 {
-        if self.until > now { self.held } else { 0 }
-    }
-
-    /// The central level at `now` as far as this instance knows: the level
-    /// its last claim left, refilled since (other instances may have taken
-    /// or given back tokens meanwhile). `None` before the first claim.
-    fn central(&self, limit: &Limit, now: Instant) -> Option<u64> {
-        (self.seq != 0).then(|| {
-            let elapsed = now.saturating_duration_since(self.at).as_nanos();
-            let refill =
-                elapsed.saturating_mul(u128::from(limit.requests_per_unit)) / window_of(limit);
-            u64::try_from(u128::from(self.level).saturating_add(refill))
-                .unwrap_or(u64::MAX)
-                .min(limit.burst)
-        })
-    }
-}
 
 /// One shard of leases, by counter key.
 type Shard = HashMap<Box<[u8]>, Lease>;
@@ -294,21 +239,6 @@ impl Leases {
     }
 }
 
-/// A random id for this store's leases, different for every store (and
-/// process) with overwhelming probability.
-fn instance_id() -> u64 {
-    use std::hash::{BuildHasher as _, RandomState};
-    static STORES: AtomicU64 = AtomicU64::new(0);
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_nanos());
-    RandomState::new().hash_one((
-        wall,
-        std::process::id(),
-        STORES.fetch_add(1, Ordering::Relaxed),
-    ))
-}
-
 /// Whether a call is leased: every check an epoch-aligned fixed window (a
 /// calendar window's boundaries are the caller's to compute: exact) or a
 /// token bucket.
@@ -322,39 +252,6 @@ pub(super) fn leasable(checks: &[Check<'_>]) -> bool {
 
 fn is_bucket(limit: &Limit) -> bool {
     limit.algorithm == Algorithm::TokenBucket
-}
-
-/// The bucket's window in nanoseconds, at least 1.
-fn window_of(limit: &Limit) -> u128 {
-    u128::from(limit.window().max(1))
-}
-
-/// Nanoseconds for `tokens` to refill (`rpu > 0`).
-fn refill_time(limit: &Limit, tokens: u64) -> Nanos {
-    let rate = u128::from(limit.requests_per_unit.max(1));
-    let scaled = u128::from(tokens) * window_of(limit);
-    u64::try_from(scaled.div_ceil(rate)).unwrap_or(u64::MAX)
-}
-
-/// How long a bucket's lease lasts: the time to refill the whole burst,
-/// within [`BUCKET_TTL_MIN`]..=[`BUCKET_TTL_MAX`].
-fn bucket_ttl(limit: &Limit) -> Duration {
-    Duration::from_nanos(refill_time(limit, limit.burst)).clamp(BUCKET_TTL_MIN, BUCKET_TTL_MAX)
-}
-
-/// Whether a bucket check of `hits` (the call's hits for its key) needs a
-/// claim: its lease cannot cover them, and the fleet may still.
-fn bucket_needs_claim(lease: Option<&BucketLease>, limit: &Limit, hits: u64, now: Instant) -> bool {
-    if hits == 0 || hits > limit.burst || limit.requests_per_unit == 0 {
-        // Nothing to take, or it can never fit.
-        return false;
-    }
-    let Some(lease) = lease else { return true };
-    let held = lease.held_at(now);
-    held < hits
-        && lease
-            .central(limit, now)
-            .is_none_or(|central| held.saturating_add(central) >= hits)
 }
 
 /// One key's part of a claim call.
@@ -666,106 +563,6 @@ fn plan(
     claims
 }
 
-/// Adds a fixed window's granted block (`granted`: the script's 4 values)
-/// to its lease.
-fn record_window(leases: &Leases, key: &[u8], limit: &Limit, granted: &[u64], start: Instant) {
-    let (grant, claimed, left_us, window) = (granted[0], granted[1], granted[2], granted[3]);
-    let until = start + Duration::from_micros(left_us);
-    let mut shard = leases.shard(key).lock();
-    if shard.len() >= MAX_LEASES / SHARDS {
-        evict(&mut shard, start);
-    }
-    let fresh = Lease {
-        window,
-        until,
-        held: 0,
-        claimed: 0,
-        exhausted: false,
-    };
-    let lease = shard.entry_ref(key).or_insert(fresh);
-    if lease.window != window {
-        // What a lease of another window held is gone with it.
-        *lease = fresh;
-    }
-    // Each claim times the window's end from before it was sent; the
-    // earliest estimate is the safe one.
-    lease.until = lease.until.min(until);
-    lease.held = lease.held.saturating_add(grant);
-    lease.claimed = claimed;
-    lease.exhausted = grant == 0 && claimed >= limit.requests_per_unit;
-}
-
-/// A fixed window check's outcome, from its lease.
-fn window_outcome(leases: &Leases, check: &Check<'_>, admitted: bool, now: Instant) -> Outcome {
-    let lease = leases.held(check.key, now);
-    let limit = check.limit.requests_per_unit;
-    let reset_after = lease.map_or(check.limit.window(), |lease| {
-        nanos(lease.until.saturating_duration_since(now))
-    });
-    // What the fleet may still admit, as far as this instance knows: its
-    // own block and the quota nobody has claimed (all of it, for a key this
-    // instance has not claimed in this window).
-    let remaining = lease.map_or(limit, |lease| {
-        lease
-            .held
-            .saturating_add(limit.saturating_sub(lease.claimed))
-            .min(limit)
-    });
-    Outcome {
-        admitted,
-        remaining: if admitted { remaining } else { 0 },
-        reset_after,
-        used: limit.saturating_sub(remaining),
-    }
-}
-
-/// A token bucket check's outcome, as far as this instance knows: its
-/// held tokens plus the central level (a full bucket before its first
-/// claim).
-fn bucket_outcome(leases: &Leases, check: &Check<'_>, admitted: bool, now: Instant) -> Outcome {
-    let limit = &check.limit;
-    if limit.requests_per_unit == 0 || limit.burst == 0 {
-        return Outcome {
-            admitted: check.hits == 0 && admitted,
-            remaining: 0,
-            reset_after: if check.hits == 0 { 0 } else { limit.window() },
-            used: check.hits,
-        };
-    }
-    let available =
-        leases
-            .bucket_shard(check.key)
-            .lock()
-            .get(check.key)
-            .map_or(limit.burst, |lease| {
-                lease
-                    .held_at(now)
-                    .saturating_add(lease.central(limit, now).unwrap_or(limit.burst))
-                    .min(limit.burst)
-            });
-    let taken = limit.burst - available;
-    if admitted {
-        Outcome {
-            admitted,
-            remaining: available,
-            reset_after: refill_time(limit, taken),
-            used: taken,
-        }
-    } else {
-        let reset_after = if check.hits > limit.burst {
-            refill_time(limit, taken).max(limit.window())
-        } else {
-            refill_time(limit, check.hits.saturating_sub(available))
-        };
-        Outcome {
-            admitted,
-            remaining: 0,
-            reset_after,
-            used: check.hits.saturating_add(taken),
-        }
-    }
-}
-
 /// Returns to their leases the hits `taken` by checks of `group` (to a
 /// bucket's lease only if it is still the one they were taken from).
 fn give_back(leases: &Leases, taken: &mut Taken<'_>, group: u32) {
@@ -826,89 +623,5 @@ fn evict_buckets(shard: &mut BucketShard, now: Instant) {
     }
 }
 
-fn nanos(duration: Duration) -> Nanos {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::limit::Unit;
-    use crate::limit::calendar::Calendar;
-
-    fn limit(algorithm: Algorithm, rpu: u64, unit: Unit, burst: u64) -> Limit {
-        Limit {
-            requests_per_unit: rpu,
-            unit,
-            unit_multiplier: 1,
-            algorithm,
-            burst,
-            calendar: None,
-        }
-    }
-
-    fn check(limit: Limit) -> Check<'static> {
-        Check {
-            key: b"k",
-            limit,
-            hits: 1,
-            group: 0,
-            count_when_denied: false,
-        }
-    }
-
-    #[test]
-    fn windows_and_buckets_are_leased_sliding_and_calendar_windows_are_not() {
-        let fixed = || check(limit(Algorithm::FixedWindow, 10, Unit::Second, 10));
-        let bucket = || check(limit(Algorithm::TokenBucket, 10, Unit::Second, 10));
-        let sliding = check(limit(Algorithm::SlidingWindow, 10, Unit::Second, 10));
-        assert!(leasable(&[fixed(), bucket()]));
-        assert!(!leasable(&[fixed(), bucket(), sliding]));
-        let mut calendar = fixed();
-        calendar.limit.calendar = Some(Calendar::utc());
-        assert!(!leasable(&[calendar, bucket()]));
-    }
-
-    #[test]
-    fn a_lease_lasts_the_time_to_refill_the_burst_within_bounds() {
-        let ttl = |rpu, unit, burst| bucket_ttl(&limit(Algorithm::TokenBucket, rpu, unit, burst));
-        assert_eq!(ttl(10, Unit::Second, 5), Duration::from_millis(500));
-        assert_eq!(ttl(1000, Unit::Second, 10), BUCKET_TTL_MIN);
-        assert_eq!(ttl(10, Unit::Day, 1000), BUCKET_TTL_MAX);
-        assert_eq!(ttl(u64::MAX, Unit::Second, 1), BUCKET_TTL_MIN);
-        assert_eq!(ttl(1, Unit::Year, u64::MAX), BUCKET_TTL_MAX);
-    }
-
-    #[test]
-    fn a_claim_is_needed_only_when_the_lease_falls_short_and_the_fleet_may_not() {
-        let l = limit(Algorithm::TokenBucket, 10, Unit::Second, 20);
-        let now = Instant::now();
-        // Never claimed: claim; more than the burst, or nothing: never.
-        assert!(bucket_needs_claim(None, &l, 1, now));
-        assert!(!bucket_needs_claim(None, &l, 21, now));
-        assert!(!bucket_needs_claim(None, &l, 0, now));
-        let mut lease = BucketLease::new(now);
-        lease.seq = 1;
-        lease.granted = 4;
-        lease.held = 3;
-        lease.until = now + Duration::from_secs(1);
-        lease.level = 2;
-        // Held tokens cover it.
-        assert!(!bucket_needs_claim(Some(&lease), &l, 3, now));
-        // Held plus the central level may: claim.
-        assert!(bucket_needs_claim(Some(&lease), &l, 5, now));
-        // Cannot, as far as this instance knows: deny without asking...
-        assert!(!bucket_needs_claim(Some(&lease), &l, 6, now));
-        // ...until the central level has refilled (10 a second).
-        assert!(bucket_needs_claim(
-            Some(&lease),
-            &l,
-            6,
-            now + Duration::from_millis(100)
-        ));
-        // An expired lease holds nothing.
-        let later = now + Duration::from_secs(1);
-        assert_eq!(lease.held_at(later), 0);
-        assert_eq!(lease.central(&l, later), Some(12));
-    }
-}
+mod tests;

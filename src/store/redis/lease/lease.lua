@@ -1,5 +1,5 @@
 -- floodgate leased mode: claim blocks of fixed windows' quotas and of token
--- buckets' tokens (src/store/redis/lease.rs explains both and proves the
+-- buckets' tokens (mod.rs, next to this file, explains both and proves the
 -- bucket's bound).
 --
 -- Fixed windows: the counter's state is the exact mode's ('f:<window
