@@ -193,3 +193,27 @@ async fn batched_concurrent_requests_admit_exactly_what_fits() {
         "requests queued behind the pause were batched: {batches} batches"
     );
 }
+
+/// A store whose lanes are gone (they ran on a runtime that has ended)
+/// still answers: each request goes alone in a call of its own.
+#[test]
+fn a_store_whose_lanes_stopped_sends_requests_alone() {
+    let server = RedisServer::start();
+    let first = tokio::runtime::Runtime::new().expect("a runtime");
+    let store = first.block_on(store(&server, "alone:", 1));
+    drop(first);
+    let second = tokio::runtime::Runtime::new().expect("a runtime");
+    let l = limit(Algorithm::FixedWindow, 2, Unit::Hour, 1, 2);
+    second.block_on(async {
+        let mut out = Outcomes::new();
+        for used in 1..=3 {
+            store
+                .apply(&[check("k", l, 1, 0, false)], T0, &mut out)
+                .await
+                .expect("answers without a lane");
+            assert_eq!(out[0].used, used);
+            assert_eq!(out[0].admitted, used <= 2);
+        }
+    });
+    assert_eq!(store.batch_stats(), (0, 0), "no lane carried them");
+}

@@ -168,9 +168,14 @@ impl Batcher {
         })
     }
 
-    /// Queues `request` on the next lane and waits for its line. The caller
-    /// bounds the wait with the store's timeout.
-    pub(super) async fn submit(&self, request: Request) -> Result<Answer, StoreError> {
+    /// Queues `request` on its lane and waits for its line; gives the
+    /// request back if the lane has stopped (its runtime ended), for the
+    /// caller to send alone. The caller bounds the wait with the store's
+    /// timeout.
+    pub(super) async fn submit(
+        &self,
+        request: Request,
+    ) -> Result<Result<Answer, StoreError>, Request> {
         // In a cluster, every request of one hash tag (one descriptor: a
         // hot key's) queues on one lane, so they can share calls.
         let turn = if self.cluster {
@@ -180,13 +185,14 @@ impl Batcher {
         };
         let lane = turn % self.lanes.len();
         let (reply, answer) = oneshot::channel();
-        self.lanes[lane]
-            .send(Job { request, reply })
-            .await
-            .map_err(|_| StoreError::Unavailable("the Redis batch lane stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the Redis batch lane dropped a request".into()))?
+        if let Err(stopped) = self.lanes[lane].send(Job { request, reply }).await {
+            return Err(stopped.0.request);
+        }
+        Ok(answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the Redis batch lane dropped a request".into(),
+            ))
+        }))
     }
 }
 

@@ -228,27 +228,7 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let request = Request::new(&self.prefix, all, part, denied, now);
         let short_form = request.short_form();
-        let answer = match &self.batcher {
-            Some(batcher) => {
-                match tokio::time::timeout(self.timeout, batcher.submit(request)).await {
-                    Ok(Ok(answer)) => answer,
-                    Ok(Err(error)) => return Err(error),
-                    Err(_) => return Err(StoreError::Timeout),
-                }
-            }
-            _ => {
-                let cmd = batch_cmd(&self.script, self.time_source, std::iter::once(&request));
-                Answer::whole(
-                    invoke_on(
-                        &self.shared,
-                        None,
-                        self.timeout,
-                        &Call::Eval(&self.script, &cmd),
-                    )
-                    .await?,
-                )?
-            }
-        };
+        let answer = self.send(request).await?;
         let now_nanos = match self.time_source {
             TimeSource::Redis => answer.now_nanos,
             TimeSource::Caller => i128::from(now % NANOS_PER_SECOND),
@@ -316,6 +296,32 @@ impl RedisStore {
             return Err(unexpected());
         }
         Ok(())
+    }
+
+    /// The request's line of its answer: through its batch lane, or in a
+    /// call of its own when there is no lane (the store was made outside a
+    /// Tokio runtime, or the lane's runtime has ended).
+    async fn send(&self, request: Request) -> Result<Answer, StoreError> {
+        let request = match &self.batcher {
+            Some(batcher) => {
+                match tokio::time::timeout(self.timeout, batcher.submit(request)).await {
+                    Ok(Ok(answer)) => return answer,
+                    Ok(Err(request)) => request,
+                    Err(_) => return Err(StoreError::Timeout),
+                }
+            }
+            None => request,
+        };
+        let cmd = batch_cmd(&self.script, self.time_source, std::iter::once(&request));
+        Answer::whole(
+            invoke_on(
+                &self.shared,
+                None,
+                self.timeout,
+                &Call::Eval(&self.script, &cmd),
+            )
+            .await?,
+        )
     }
 
     /// Feeds the over-limit cache: a fixed window whose `count` exceeds its
