@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::script::{Call, Request, batch_cmd, invoke_on};
+use super::script::{Call, Request, batch_cmd, bytes, invoke_on};
 use super::{Shared, TimeSource};
 use crate::store::StoreError;
 
@@ -238,7 +238,9 @@ async fn send(lane: &Lane, batch: &mut Vec<Job>) {
         .requests
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
     let call = Call::Eval(&lane.script, &cmd);
-    let result = invoke_on(&lane.shared, Some(lane.lane), lane.timeout, &call).await;
+    let result = invoke_on(&lane.shared, Some(lane.lane), lane.timeout, &call)
+        .await
+        .and_then(bytes);
     deliver(batch, result);
 }
 

@@ -11,7 +11,8 @@
 
 use ::redis::{FromRedisValue, Pipeline};
 
-use super::{Backend, RedisStore};
+use super::RedisStore;
+use super::script::{Call, invoke_on};
 use crate::store::StoreError;
 
 /// The Redis keys of the override hash and of its version counter.
@@ -28,32 +29,9 @@ impl RedisStore {
     /// second: these calls are an operator's, not a request's).
     async fn query<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
         let timeout = self.timeout.max(std::time::Duration::from_secs(1));
-        let backend = self.backend()?;
-        let call = async {
-            match backend {
-                Backend::Single { connections, .. } => {
-                    let Some(connection) = connections.first() else {
-                        return Err(StoreError::Unavailable("no Redis connection".into()));
-                    };
-                    pipe.query_async(&mut connection.clone()).await
-                }
-                Backend::Cluster(connection) => pipe.query_async(&mut connection.clone()).await,
-                Backend::Sentinel(sentinel) => {
-                    let Some(mut connection) = sentinel.connection() else {
-                        return Err(StoreError::Unavailable("no Redis connection".into()));
-                    };
-                    let result = pipe.query_async(&mut connection).await;
-                    if let Err(error) = &result {
-                        sentinel.failed(error);
-                    }
-                    result
-                }
-            }
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
-        };
-        tokio::time::timeout(timeout, call)
-            .await
-            .map_err(|_| StoreError::Timeout)?
+        let value = invoke_on(&self.shared, Some(0), timeout, &Call::Pipeline(pipe)).await?;
+        T::from_redis_value(value)
+            .map_err(|e| StoreError::Unavailable(format!("unexpected answer: {e}")))
     }
 
     /// The overrides' version: 0 before the first change.

@@ -184,21 +184,23 @@ pub(super) fn batch_cmd<'r>(
     cmd
 }
 
-/// A script call: a prepared invocation, or a script's `EVALSHA` command
-/// (loaded with `SCRIPT LOAD` and sent again when Redis answers
-/// `NOSCRIPT`).
+/// What a call sends: a prepared script invocation, a script's `EVALSHA`
+/// command (loaded with `SCRIPT LOAD` and sent again when Redis answers
+/// `NOSCRIPT`), or a pipeline.
 pub(super) enum Call<'a> {
     Invocation(&'a ::redis::ScriptInvocation<'a>),
     Eval(&'a ::redis::Script, &'a ::redis::Cmd),
+    Pipeline(&'a ::redis::Pipeline),
 }
 
 impl Call<'_> {
     async fn send<C: ::redis::aio::ConnectionLike + Send>(
         &self,
         connection: &mut C,
-    ) -> ::redis::RedisResult<Vec<u8>> {
+    ) -> ::redis::RedisResult<::redis::Value> {
         match self {
             Call::Invocation(invocation) => invocation.invoke_async(connection).await,
+            Call::Pipeline(pipeline) => pipeline.query_async(connection).await,
             Call::Eval(script, cmd) => match cmd.query_async(connection).await {
                 Err(error)
                     if error.kind()
@@ -313,7 +315,7 @@ impl RedisStore {
             None => request,
         };
         let cmd = batch_cmd(&self.script, self.time_source, std::iter::once(&request));
-        Answer::whole(
+        Answer::whole(bytes(
             invoke_on(
                 &self.shared,
                 None,
@@ -321,7 +323,7 @@ impl RedisStore {
                 &Call::Eval(&self.script, &cmd),
             )
             .await?,
-        )
+        )?)
     }
 
     /// Feeds the over-limit cache: a fixed window whose `count` exceeds its
@@ -350,25 +352,27 @@ impl RedisStore {
         &self,
         invocation: &::redis::ScriptInvocation<'_>,
     ) -> Result<Vec<u8>, StoreError> {
-        invoke_on(
-            &self.shared,
-            None,
-            self.timeout,
-            &Call::Invocation(invocation),
+        bytes(
+            invoke_on(
+                &self.shared,
+                None,
+                self.timeout,
+                &Call::Invocation(invocation),
+            )
+            .await?,
         )
-        .await
     }
 }
 
-/// Sends one prepared script call, within `timeout`: on connection `lane`
-/// (round-robin when `None`) of a single node, to the slot of its first key
-/// in a cluster, or to the master the sentinels name.
+/// Sends one call, within `timeout`: on connection `lane` (round-robin
+/// when `None`) of a single node, to the slot of its first key in a
+/// cluster, or to the master the sentinels name.
 pub(super) async fn invoke_on(
     shared: &Shared,
     lane: Option<usize>,
     timeout: Duration,
     call: &Call<'_>,
-) -> Result<Vec<u8>, StoreError> {
+) -> Result<::redis::Value, StoreError> {
     let backend = shared
         .backend
         .get()
@@ -434,6 +438,12 @@ pub(super) fn redis_key(prefix: &[u8], key: &[u8]) -> Vec<u8> {
     out.push(b'}');
     out.extend_from_slice(key);
     out
+}
+
+/// A script's answer: one bulk string.
+pub(super) fn bytes(value: ::redis::Value) -> Result<Vec<u8>, StoreError> {
+    <Vec<u8> as ::redis::FromRedisValue>::from_redis_value(value)
+        .map_err(|e| StoreError::Unavailable(format!("unexpected answer: {e}")))
 }
 
 /// One decimal integer of the script's answer.
