@@ -37,8 +37,9 @@
 //!     `response:` and `fallbacks:` policy; operators' overrides of single
 //!     descriptors ([`rules::overrides`]).
 //!   - [`store`]: where counters live ([`store::CounterStore`]: in memory,
-//!     or in Redis, single, cluster or behind Sentinel, counted exactly or
-//!     from leased blocks of quota) and the counter key ([`store::key`]),
+//!     or in Redis, single, cluster or behind Sentinel, counted exactly in
+//!     batched script calls or from leased blocks of quota and tokens) and
+//!     the counter key ([`store::key`]),
 //!     written and read in one place.
 //!   - [`limit`]: the algorithms, pure functions of (limit, state, now, hits);
 //!     calendar windows in a time zone.
