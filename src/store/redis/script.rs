@@ -58,7 +58,7 @@ impl Request {
     fn new(prefix: &[u8], all: &[Check<'_>], part: &[usize], denied: &[u32], now: Nanos) -> Self {
         let mut request = Request {
             now,
-            tag: part.first().map_or(0, |&i| key::hash_tag(all[i].key)),
+            tag: 0,
             keys: SmallVec::new(),
             checks: SmallVec::with_capacity(part.len()),
             denied: denied.iter().copied().collect(),
@@ -70,7 +70,11 @@ impl Request {
                 Some(index) => index,
                 None => {
                     key_index.push(check.key);
-                    request.keys.push(redis_key(prefix, check.key));
+                    let tag = key::hash_tag(check.key);
+                    if request.keys.is_empty() {
+                        request.tag = tag;
+                    }
+                    request.keys.push(tagged_key(prefix, check.key, tag));
                     key_index.len() - 1
                 }
             };
@@ -218,8 +222,8 @@ impl Call<'_> {
 impl RedisStore {
     /// Runs the script for `part` (indices into `all`), with `denied`
     /// groups already known to be denied; writes outcomes into `out`. The
-    /// request joins a batch ([`super::batch`]) on a single node or a
-    /// Sentinel's master, and is its own call in a cluster.
+    /// request joins a batch ([`super::batch`]): on its lane's connection,
+    /// or in a cluster with the other requests of its hash tag.
     pub(super) async fn run(
         &self,
         all: &[Check<'_>],
@@ -424,12 +428,16 @@ pub(super) async fn invoke_on(
 /// The Redis key of a counter key: `<prefix>{<tag>}<key>`, the tag in 16
 /// lowercase hex digits.
 pub(super) fn redis_key(prefix: &[u8], key: &[u8]) -> Vec<u8> {
+    tagged_key(prefix, key, key::hash_tag(key))
+}
+
+/// [`redis_key`] with the key's hash tag already computed.
+fn tagged_key(prefix: &[u8], key: &[u8], tag: u64) -> Vec<u8> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = Vec::with_capacity(prefix.len() + 18 + key.len());
     out.extend_from_slice(prefix);
     out.push(b'{');
     // `{:016x}`, without the formatting machinery on the request path.
-    let tag = key::hash_tag(key);
     out.extend(
         (0..16)
             .rev()
