@@ -1184,6 +1184,17 @@ fn bucket_bound(l: &Limit, elapsed: Duration) -> u64 {
     l.burst + u64::try_from(refill).expect("small")
 }
 
+/// Asserts that `admitted` hits over `elapsed` stay within the bucket
+/// `l`'s bound B + r·L (`name` says which bucket); returns the bound.
+fn assert_within_bucket(name: &str, l: &Limit, admitted: u64, elapsed: Duration) -> u64 {
+    let bound = bucket_bound(l, elapsed);
+    assert!(
+        admitted <= bound,
+        "{name}: admitted {admitted} > B + r·L = {bound} ({elapsed:?})"
+    );
+    bound
+}
+
 /// Leased buckets keep the bucket's promise fleet-wide: over the whole run
 /// at most B + r·L hits, and, since the demand exceeds it on every
 /// instance, nearly all of B (the run is short; refill adds little).
@@ -1192,11 +1203,7 @@ async fn leased_instances_never_overdraw_a_bucket() {
     let server = RedisServer::start();
     let l = bucket(10, Unit::Second, 1_000);
     let (admitted, elapsed) = hammer_bucket(&server, "lb:", l, Duration::ZERO).await;
-    let bound = bucket_bound(&l, elapsed);
-    assert!(
-        admitted <= bound,
-        "admitted {admitted} > B + r·L = {bound} ({elapsed:?})"
-    );
+    assert_within_bucket("the bucket", &l, admitted, elapsed);
     assert!(
         admitted >= 900,
         "admitted {admitted} < 90% of B ({elapsed:?})"
@@ -1215,11 +1222,7 @@ async fn leased_instances_never_overdraw_a_fast_bucket() {
     let server = RedisServer::start();
     let l = bucket(200, Unit::Second, 50);
     let (admitted, elapsed) = hammer_bucket(&server, "lbf:", l, Duration::from_millis(1200)).await;
-    let bound = bucket_bound(&l, elapsed);
-    assert!(
-        admitted <= bound,
-        "admitted {admitted} > B + r·L = {bound} ({elapsed:?})"
-    );
+    let bound = assert_within_bucket("the bucket", &l, admitted, elapsed);
     assert!(
         admitted * 10 >= bound * 9,
         "admitted {admitted} < 90% of B + r·L = {bound} ({elapsed:?})"
@@ -1479,11 +1482,7 @@ async fn leased_calls_of_several_buckets_neither_hang_nor_overdraw() {
     }
     let elapsed = begin.elapsed();
     for (name, l) in [("first", first), ("second", second)] {
-        let bound = bucket_bound(&l, elapsed);
-        assert!(
-            admitted <= bound,
-            "{name}: admitted {admitted} > B + r·L = {bound} ({elapsed:?})"
-        );
+        assert_within_bucket(name, &l, admitted, elapsed);
     }
     assert!(admitted <= 400, "window: admitted {admitted} > 400");
     assert!(
