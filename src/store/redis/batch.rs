@@ -41,7 +41,7 @@ use super::{Shared, TimeSource};
 use crate::store::StoreError;
 
 /// Most requests in one script call.
-pub const MAX_BATCH: usize = 128;
+pub(super) const MAX_BATCH: usize = 128;
 
 /// Lanes in a cluster, where a request's lane is chosen by its hash tag.
 pub(super) const CLUSTER_LANES: usize = 16;
@@ -108,14 +108,14 @@ struct Job {
 
 /// Batches sent and requests they carried, since the store was created.
 #[derive(Debug, Default)]
-pub struct BatchStats {
+pub(super) struct BatchStats {
     batches: AtomicU64,
     requests: AtomicU64,
 }
 
 impl BatchStats {
     /// `(batches, requests)` so far.
-    pub fn get(&self) -> (u64, u64) {
+    pub(super) fn get(&self) -> (u64, u64) {
         (
             self.batches.load(Ordering::Relaxed),
             self.requests.load(Ordering::Relaxed),
@@ -137,6 +137,7 @@ impl Batcher {
     /// one (every request is then its own call).
     pub(super) fn start(
         shared: &Arc<Shared>,
+        script: &::redis::Script,
         lanes: usize,
         time_source: TimeSource,
         timeout: Duration,
@@ -151,7 +152,7 @@ impl Batcher {
                     jobs: receiver,
                     shared: Arc::clone(shared),
                     lane,
-                    script: ::redis::Script::new(super::script::SCRIPT),
+                    script: script.clone(),
                     time_source,
                     timeout,
                     stats: Arc::clone(&stats),

@@ -143,8 +143,10 @@ impl RedisStore {
                 .expire_after(OverLimitExpiry)
                 .build()
         });
+        let script = Script::new(SCRIPT);
         let batcher = super::batch::Batcher::start(
             &shared,
+            &script,
             if cluster {
                 super::batch::CLUSTER_LANES
             } else {
@@ -161,7 +163,7 @@ impl RedisStore {
             timeout: options.timeout,
             time_source: options.time_source,
             over_limit,
-            script: Script::new(SCRIPT),
+            script,
             leases: (options.mode == StoreMode::Leased)
                 .then(|| Arc::new(super::lease::Leases::new())),
         })

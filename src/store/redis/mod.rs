@@ -117,7 +117,6 @@ mod probe;
 mod script;
 mod sentinel;
 
-pub use batch::{BatchStats, MAX_BATCH};
 pub use connect::RedisTlsFiles;
 pub use lease::LEASE_DIVISOR;
 
@@ -409,7 +408,7 @@ impl CounterStore for RedisStore {
 
 impl RedisStore {
     /// How exact counting batched requests so far: `(batches, requests)`
-    /// (both 0 in a cluster, where requests are not batched).
+    /// (in a cluster, a batch is one hash tag's call).
     pub fn batch_stats(&self) -> (u64, u64) {
         self.batcher
             .as_ref()
