@@ -6,10 +6,15 @@ use super::*;
 const HOUR: Nanos = 3_600 * NANOS_PER_SECOND;
 
 /// The instant `day` starts in `zone`, found independently of the code
-/// under test: the first whole second whose local date is `day` or later,
-/// by bisection over instants (local dates never go backwards in the tz
-/// database's modern rules). Uses only jiff's instant-to-local conversion,
-/// not its local-to-instant disambiguation or calendar arithmetic.
+/// under test: the first whole second whose local date is `day` or later.
+/// Bisection over instants finds *a* second where the local date reaches
+/// `day`; local dates go backwards only where a fall-back crosses midnight
+/// (America/St_Johns fell back at 00:01 until 2011: 00:00:59 NDT on 30
+/// October 2005 was followed by 23:01 NST on the 29th), by at most the
+/// hour or two of the change, so the three hours before it are then
+/// searched, minute by minute (transitions fall on whole minutes), for an
+/// earlier one. Uses only jiff's instant-to-local conversion, not its
+/// local-to-instant disambiguation or calendar arithmetic.
 fn first_second_of(zone: &TimeZone, day: Date, around: i64) -> i64 {
     let local_date = |second: i64| {
         zone.to_datetime(Timestamp::from_second(second).expect("in range"))
@@ -25,7 +30,18 @@ fn first_second_of(zone: &TimeZone, day: Date, around: i64) -> i64 {
             low = mid;
         }
     }
-    high
+    // An earlier minute already on `day` (a fall-back across midnight)?
+    let earlier = (1..=180)
+        .rev()
+        .map(|minutes| high - (high % 60) - 60 * minutes)
+        .find(|&minute| local_date(minute) >= day);
+    match earlier {
+        // The date reached `day` within the minute before `minute`.
+        Some(minute) => (minute - 59..=minute)
+            .find(|&second| local_date(second) >= day)
+            .expect("the minute itself is on `day`"),
+        None => high,
+    }
 }
 
 /// The expected window of `unit` containing `now` in `zone`, computed from
@@ -220,4 +236,23 @@ fn shorter_units_and_far_instants_fall_back_to_nominal_windows() {
         let window = utc.window(Unit::Year, now);
         assert!(window.start <= now);
     }
+}
+
+/// A fall-back across midnight (America/St_Johns, 00:01 NDT on 30 October
+/// 2005, back to 23:01 NST on the 29th): the 29th ends when the 30th first
+/// begins, and the independent computation agrees (proptest once found the
+/// date going backwards there, which the oracle did not expect).
+#[test]
+fn a_fall_back_across_midnight_ends_the_day_at_its_first_midnight() {
+    let zone = "America/St_Johns";
+    let now = 1_130_553_000 * NANOS_PER_SECOND; // 00:00 NDT, 29 October 2005
+    let window = Calendar::named(zone).expect("zone").window(Unit::Day, now);
+    assert_eq!(
+        window,
+        CalendarWindow {
+            start: now,
+            end: 1_130_639_400 * NANOS_PER_SECOND, // 00:00 NDT, 30 October
+        }
+    );
+    assert_eq!(expected(zone, Unit::Day, now), window);
 }
